@@ -1,0 +1,1 @@
+//! Cost and energy side tables (placeholder).

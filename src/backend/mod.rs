@@ -1,0 +1,3 @@
+//! Execution backends. `candle` lowers the IR onto candle tensors.
+
+pub mod candle;

@@ -1,0 +1,1 @@
+//! AST → IR (placeholder until the front end lands).

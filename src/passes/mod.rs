@@ -1,0 +1,1 @@
+//! The pass pipeline (placeholder until the front end lands).
