@@ -1,1 +1,424 @@
-//! (owned by the runtime engineer; placeholder)
+//! AGD: surrogate-gradient BPTT through the spiking scan (Section IV), with the network's
+//! classifier (softmax, or stochmax while training), Adam or SGD, a batch size, epochs and one
+//! seed for everything random. `TrainMethod::Ann` trains the same topology with every
+//! spiking layer as ReLU and T = 1 (the ANN baseline).
+//!
+//! Invariants: randomness of epoch e comes from `derive_rng(seed, EPOCH_STREAM + e)` (data
+//! order, Poisson noise, dropout, stochmax noise), so a run is reproducible and a resumed run
+//! continues exactly as the uninterrupted one would; every parameter must receive a
+//! gradient at every step (an error otherwise); a non-finite loss stops training with an
+//! error and leaves the last checkpoint (end of the previous epoch) in place.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::Tensor;
+use rand::Rng;
+
+use crate::backend::candle::model::{ForwardOptions, LayerInput, Model, SlotActivity};
+use crate::backend::candle::standin::{derive_rng, SeededRng};
+use crate::ir::{Domain, LayerKind, Network, Op};
+use crate::train::checkpoint::{self, Meta};
+use crate::train::standin::{
+    ActivityRecord, Dataset, EnergyRecord, EpochRecord, Optimizer, OptimizerKind, Report,
+};
+
+const EPOCH_STREAM: u64 = 100;
+const EVAL_STREAM: u64 = 1 << 32;
+
+/// Table I: energy of one multiply-accumulate and one accumulate (pJ, 45 nm).
+pub const E_MAC_PJ: f64 = 3.2;
+pub const E_AC_PJ: f64 = 0.1;
+
+/// Which network is trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainMethod {
+    /// The SNN, by surrogate gradients.
+    Agd,
+    /// The same topology with ReLU everywhere and T = 1.
+    Ann,
+}
+
+impl TrainMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            TrainMethod::Agd => "agd",
+            TrainMethod::Ann => "ann",
+        }
+    }
+
+    /// Forward options of this method at T = `timesteps`.
+    pub fn options(self, timesteps: usize, train: bool) -> ForwardOptions {
+        match self {
+            TrainMethod::Agd => ForwardOptions::snn(timesteps, train),
+            TrainMethod::Ann => ForwardOptions::ann(train),
+        }
+    }
+}
+
+/// Everything a training run needs besides the model and data.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    pub method: TrainMethod,
+    pub epochs: usize,
+    pub timesteps: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub optimizer: OptimizerKind,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub seed: u64,
+    /// Where checkpoints and `report.json` go after every epoch (none: keep in memory).
+    pub out: Option<PathBuf>,
+    /// Continue from `out/weights.safetensors`.
+    pub resume: bool,
+    /// Show progress bars (only when stderr is a terminal).
+    pub progress: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            method: TrainMethod::Agd,
+            epochs: 1,
+            timesteps: 10,
+            batch: 32,
+            lr: 1e-3,
+            optimizer: OptimizerKind::Adam,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            seed: 0,
+            out: None,
+            resume: false,
+            progress: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Data(String),
+    #[error("parameter `{0}` received no gradient: it does not influence the loss")]
+    NoGradient(String),
+    #[error("the loss became {loss} at epoch {epoch}, batch {batch}; training stopped (the last checkpoint, if any, is kept). Try a lower learning rate.")]
+    NonFinite {
+        epoch: usize,
+        batch: usize,
+        loss: f32,
+    },
+}
+
+/// Accuracy, loss and measured activity on a data set.
+#[derive(Debug, Clone, Default)]
+pub struct Evaluation {
+    pub accuracy: f64,
+    pub loss: f64,
+    pub images_per_s: f64,
+    /// Per spiking application: mean spike rate (empty for an ANN run).
+    pub activity: Vec<ActivityRecord>,
+    /// Per threshold slot: the largest input current seen.
+    pub max_input: Vec<f32>,
+    /// Per weighted application: the mean fraction of non-zero inputs.
+    pub inputs: Vec<LayerInput>,
+}
+
+fn correct(logits: &Tensor, labels: &Tensor) -> candle_core::Result<usize> {
+    let pred = logits.argmax(1)?;
+    let eq = pred.eq(labels)?.to_dtype(candle_core::DType::F32)?;
+    Ok(eq.sum_all()?.to_scalar::<f32>()? as usize)
+}
+
+/// Runs `model` over `data` in batches, recording activity.
+pub fn evaluate(
+    model: &Model,
+    data: &Dataset,
+    opts: ForwardOptions,
+    batch: usize,
+    seed: u64,
+) -> Result<Evaluation, TrainError> {
+    let opts = ForwardOptions {
+        train: false,
+        record: true,
+        ..opts
+    };
+    let mut rng = derive_rng(seed, EVAL_STREAM);
+    let dev = model.device().clone();
+    let n = data.len();
+    let batch = batch.max(1);
+    let start = Instant::now();
+    let (mut right, mut loss) = (0usize, 0f64);
+    let mut act: Vec<SlotActivity> = Vec::new();
+    let mut inputs: Vec<LayerInput> = Vec::new();
+    let mut max_input = vec![0f32; model.thresholds().len()];
+    let idx: Vec<usize> = (0..n).collect();
+    for chunk in idx.chunks(batch) {
+        let (x, y) = data.batch(chunk, &dev)?;
+        let out = model.forward(&x, &opts, &mut rng)?;
+        right += correct(&out.logits, &y)?;
+        let l = model.loss(&out, &y, false, &mut rng)?.to_scalar::<f32>()?;
+        loss += l as f64 * chunk.len() as f64;
+        let w = chunk.len() as f32 / n as f32;
+        if act.is_empty() {
+            act = out
+                .activity
+                .iter()
+                .map(|a| SlotActivity {
+                    spike_rate: 0.0,
+                    ..a.clone()
+                })
+                .collect();
+            inputs = out
+                .inputs
+                .iter()
+                .map(|a| LayerInput {
+                    rate: 0.0,
+                    ..a.clone()
+                })
+                .collect();
+        }
+        for (acc, a) in act.iter_mut().zip(&out.activity) {
+            acc.spike_rate += a.spike_rate * w;
+        }
+        for (acc, a) in inputs.iter_mut().zip(&out.inputs) {
+            acc.rate += a.rate * w;
+        }
+        for (m, v) in max_input.iter_mut().zip(&out.max_input) {
+            *m = m.max(*v);
+        }
+    }
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    let denom = n.max(1) as f64;
+    Ok(Evaluation {
+        accuracy: right as f64 / denom,
+        loss: loss / denom,
+        images_per_s: n as f64 / secs,
+        activity: act
+            .into_iter()
+            .map(|a| ActivityRecord {
+                layer: a.layer,
+                step: a.step,
+                spike_rate: a.spike_rate as f64,
+            })
+            .collect(),
+        max_input,
+        inputs,
+    })
+}
+
+/// Operations per time step of a weighted node: Eq. 8 for a convolution (K²·I·O·H·W of
+/// its output), X·Y for an FC layer.
+fn ops(net: &Network, node: &crate::ir::Node) -> f64 {
+    let Some(w) = node.op.weights() else {
+        return 0.0;
+    };
+    let out = node.out_shape.unwrap_or(crate::ir::Shape::new(0, 0, 0));
+    match net.weights[w.0].kind {
+        LayerKind::Conv {
+            in_ch,
+            out_ch,
+            kernel,
+            ..
+        } => (kernel * kernel) as f64 * in_ch as f64 * out_ch as f64 * (out.h * out.w) as f64,
+        LayerKind::Fc { inputs, outputs } => inputs as f64 * outputs as f64,
+    }
+}
+
+/// E_ANN (Eq. 10: every layer MAC, once) and E_SNN (Eq. 11: an SNN-domain layer costs
+/// ops·T·SA accumulates, SA its measured input activity; an ANN-domain layer ops MACs).
+pub fn energy(net: &Network, inputs: &[LayerInput], timesteps: usize) -> EnergyRecord {
+    let mut e_ann = 0.0;
+    let mut e_snn = 0.0;
+    for n in net.graph.node_indices() {
+        let node = &net.graph[n];
+        if !matches!(node.op, Op::Conv { .. } | Op::Fc { .. }) {
+            continue;
+        }
+        let o = ops(net, node);
+        e_ann += o * E_MAC_PJ;
+        if node.domain == Some(Domain::Snn) {
+            let sa = inputs
+                .iter()
+                .find(|i| i.layer == node.name && i.step == node.step)
+                .map(|i| i.rate as f64)
+                .unwrap_or(1.0);
+            e_snn += o * timesteps as f64 * sa * E_AC_PJ;
+        } else {
+            e_snn += o * E_MAC_PJ;
+        }
+    }
+    EnergyRecord {
+        e_ann_pj: e_ann,
+        e_snn_pj: e_snn,
+        efficiency: if e_snn > 0.0 { e_ann / e_snn } else { 0.0 },
+    }
+}
+
+fn progress_bar(len: usize, show: bool, epoch: usize, epochs: usize) -> indicatif::ProgressBar {
+    if !show || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::new(len as u64);
+    let style = indicatif::ProgressStyle::with_template(
+        "{prefix} [{bar:30}] {pos}/{len} {msg} {per_sec} ETA {eta}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    pb.set_style(style.progress_chars("=> "));
+    pb.set_prefix(format!("epoch {}/{}", epoch + 1, epochs));
+    pb
+}
+
+/// Trains `model` on `train`, evaluating on `test` after every epoch. With `cfg.out`, a
+/// checkpoint and `report.json` are written after every epoch; with `cfg.resume`, training
+/// continues from the checkpoint there.
+pub fn train(
+    model: &mut Model,
+    train: &Dataset,
+    test: &Dataset,
+    cfg: &TrainConfig,
+) -> Result<Report, TrainError> {
+    if train.is_empty() {
+        return Err(TrainError::Data("the training set is empty".into()));
+    }
+    model.check_input(train.shape).map_err(TrainError::Data)?;
+    if train.classes > model.classes() {
+        return Err(TrainError::Data(format!(
+            "the data set has {} classes but the network's last layer has {} outputs",
+            train.classes,
+            model.classes()
+        )));
+    }
+    let vars = model.vars();
+    let mut opt = Optimizer::new(cfg.optimizer, vars.clone(), cfg.lr)?;
+    opt.momentum = cfg.momentum;
+    opt.weight_decay = cfg.weight_decay;
+    let mut report = Report {
+        network: model.network().name.clone(),
+        method: cfg.method.name().into(),
+        timesteps: if cfg.method == TrainMethod::Ann {
+            1
+        } else {
+            cfg.timesteps
+        },
+        batch: cfg.batch,
+        seed: cfg.seed,
+        epochs: Vec::new(),
+        activity: Vec::new(),
+        energy: None,
+    };
+    let mut start_epoch = 0;
+    if cfg.resume {
+        let dir = cfg
+            .out
+            .as_ref()
+            .ok_or_else(|| TrainError::Data("--resume needs an output folder".into()))?;
+        let path = checkpoint::weights_path(dir);
+        let (map, meta) = checkpoint::load(&path)?;
+        model.load(&map)?;
+        opt.load_state(&map)?;
+        start_epoch = meta.epoch;
+        if let Ok(text) = std::fs::read_to_string(dir.join("report.json")) {
+            if let Ok(old) = serde_json::from_str::<Report>(&text) {
+                report.epochs = old
+                    .epochs
+                    .into_iter()
+                    .filter(|e| e.epoch <= start_epoch)
+                    .collect();
+            }
+        }
+    }
+    let dev = model.device().clone();
+    let opts = cfg.method.options(cfg.timesteps, true);
+    let batch = cfg.batch.max(1);
+    for epoch in start_epoch..cfg.epochs {
+        let mut rng = derive_rng(cfg.seed, EPOCH_STREAM + epoch as u64);
+        let order = shuffled(train.len(), &mut rng);
+        let batches = order.len().div_ceil(batch);
+        let pb = progress_bar(batches, cfg.progress, epoch, cfg.epochs);
+        let start = Instant::now();
+        let (mut loss_sum, mut right, mut seen) = (0f64, 0usize, 0usize);
+        for (bi, chunk) in order.chunks(batch).enumerate() {
+            let (x, y) = train.batch(chunk, &dev)?;
+            let out = model.forward(&x, &opts, &mut rng)?;
+            let loss = model.loss(&out, &y, true, &mut rng)?;
+            let l = loss.to_scalar::<f32>()?;
+            if !l.is_finite() {
+                pb.finish_and_clear();
+                return Err(TrainError::NonFinite {
+                    epoch: epoch + 1,
+                    batch: bi + 1,
+                    loss: l,
+                });
+            }
+            let grads = loss.backward()?;
+            for (name, v) in &vars {
+                if grads.get(v.as_tensor()).is_none() {
+                    return Err(TrainError::NoGradient(name.clone()));
+                }
+            }
+            opt.step(&grads)?;
+            loss_sum += l as f64 * chunk.len() as f64;
+            right += correct(&out.logits, &y)?;
+            seen += chunk.len();
+            pb.inc(1);
+            pb.set_message(format!(
+                "loss {:.4} acc {:.1}%",
+                loss_sum / seen as f64,
+                100.0 * right as f64 / seen as f64
+            ));
+        }
+        let train_secs = start.elapsed().as_secs_f64().max(1e-9);
+        pb.finish_and_clear();
+        let eval = evaluate(
+            model,
+            test,
+            cfg.method.options(cfg.timesteps, false),
+            batch,
+            cfg.seed,
+        )?;
+        report.epochs.push(EpochRecord {
+            epoch: epoch + 1,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_accuracy: right as f64 / seen.max(1) as f64,
+            test_loss: eval.loss,
+            test_accuracy: eval.accuracy,
+            lr: cfg.lr,
+            train_images_per_s: seen as f64 / train_secs,
+            inference_images_per_s: eval.images_per_s,
+        });
+        report.activity = eval.activity.clone();
+        report.energy = Some(energy(model.network(), &eval.inputs, report.timesteps));
+        if let Some(dir) = &cfg.out {
+            let mut state = model.state()?;
+            state.extend(opt.state()?);
+            let meta = Meta {
+                epoch: epoch + 1,
+                seed: cfg.seed,
+                network: report.network.clone(),
+                method: report.method.clone(),
+            };
+            checkpoint::save(&checkpoint::weights_path(dir), &state, &meta)?;
+            let json = serde_json::to_string_pretty(&report)
+                .map_err(|e| TrainError::Data(e.to_string()))?;
+            let tmp = dir.join("report.json.tmp");
+            std::fs::write(&tmp, json)?;
+            std::fs::rename(&tmp, dir.join("report.json"))?;
+        }
+    }
+    Ok(report)
+}
+
+/// 0..n in an order drawn from `rng` (Fisher–Yates).
+fn shuffled(n: usize, rng: &mut SeededRng) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = rng.random_range(0..=i);
+        v.swap(i, j);
+    }
+    v
+}

@@ -1,1 +1,110 @@
-//! (owned by the runtime engineer; placeholder)
+//! Checkpoints: `DIR/weights.safetensors`, written atomically (a temporary file in the same
+//! folder, synced, then renamed over the old one), so Ctrl-C or a kill at any moment leaves
+//! the last complete checkpoint intact.
+//!
+//! Contents, by name: the weight sets (IR names, e.g. `Conv3`, `FC1`) and stochmax's head
+//! (`stochmax.weight`, `stochmax.bias`); thresholds `threshold.<layer>.<step>`; optimiser
+//! state `opt.<param>.m|v`, `opt.step`; metadata `meta.epoch` (epochs completed, i64),
+//! `meta.seed` (i64, the u64 seed's bits), `meta.network` and `meta.method` (UTF-8 bytes).
+//! Randomness is derived from (seed, epoch), so seed and epoch are all `--resume` needs.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Result, Tensor};
+
+/// The checkpoint file inside an output folder.
+pub fn weights_path(dir: &Path) -> PathBuf {
+    dir.join("weights.safetensors")
+}
+
+/// What a checkpoint records besides tensors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    /// Epochs completed.
+    pub epoch: usize,
+    pub seed: u64,
+    pub network: String,
+    pub method: String,
+}
+
+fn err(msg: impl Into<String>) -> candle_core::Error {
+    candle_core::Error::Msg(msg.into())
+}
+
+/// Writes `tensors` plus `meta` to `path` atomically.
+pub fn save(path: &Path, tensors: &HashMap<String, Tensor>, meta: &Meta) -> Result<()> {
+    let dev = Device::Cpu;
+    let mut all: HashMap<String, Tensor> = tensors
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), v.to_device(&dev)?)))
+        .collect::<Result<_>>()?;
+    all.insert(
+        "meta.epoch".into(),
+        Tensor::new(&[meta.epoch as i64], &dev)?,
+    );
+    all.insert("meta.seed".into(), Tensor::new(&[meta.seed as i64], &dev)?);
+    for (k, s) in [
+        ("meta.network", &meta.network),
+        ("meta.method", &meta.method),
+    ] {
+        let bytes = s.as_bytes().to_vec();
+        let n = bytes.len();
+        all.insert(k.into(), Tensor::from_vec(bytes, n, &dev)?);
+    }
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(d) = dir {
+        std::fs::create_dir_all(d)?;
+    }
+    let file = path
+        .file_name()
+        .ok_or_else(|| err(format!("{} is not a file path", path.display())))?;
+    let mut tmp_name = file.to_os_string();
+    tmp_name.push(format!(".tmp{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    candle_core::safetensors::save(&all, &tmp)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn text(map: &HashMap<String, Tensor>, key: &str) -> Result<String> {
+    match map.get(key) {
+        Some(t) => String::from_utf8(t.flatten_all()?.to_vec1::<u8>()?)
+            .map_err(|_| err(format!("`{key}` is not UTF-8"))),
+        None => Ok(String::new()),
+    }
+}
+
+fn int(map: &HashMap<String, Tensor>, key: &str) -> Result<i64> {
+    let t = map
+        .get(key)
+        .ok_or_else(|| err(format!("the checkpoint has no `{key}`")))?;
+    t.flatten_all()?
+        .to_vec1::<i64>()?
+        .first()
+        .copied()
+        .ok_or_else(|| err(format!("`{key}` is empty")))
+}
+
+/// Reads a checkpoint: every tensor by name, and the metadata. Files with weights only
+/// (no `meta.*`) load with epoch 0 and seed 0.
+pub fn load(path: &Path) -> Result<(HashMap<String, Tensor>, Meta)> {
+    let map = candle_core::safetensors::load(path, &Device::Cpu)
+        .map_err(|e| err(format!("cannot read checkpoint {}: {e}", path.display())))?;
+    let meta = Meta {
+        epoch: if map.contains_key("meta.epoch") {
+            int(&map, "meta.epoch")?.max(0) as usize
+        } else {
+            0
+        },
+        seed: if map.contains_key("meta.seed") {
+            int(&map, "meta.seed")? as u64
+        } else {
+            0
+        },
+        network: text(&map, "meta.network")?,
+        method: text(&map, "meta.method")?,
+    };
+    Ok((map, meta))
+}

@@ -5,3 +5,4 @@ pub mod agd;
 pub mod checkpoint;
 pub mod optim;
 pub mod report;
+pub mod standin;

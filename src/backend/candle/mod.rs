@@ -6,5 +6,7 @@ pub mod classifier;
 pub mod conv;
 pub mod encode;
 pub mod model;
+pub mod netbuild;
 pub mod neuron;
 pub mod pool;
+pub mod standin;

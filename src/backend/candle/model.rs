@@ -1,1 +1,574 @@
-//! (owned by the runtime engineer; placeholder)
+//! The executable model every training method shares: the final-form IR lowered onto candle.
+//!
+//! - One candle [`Var`] per weight set, named by the IR (`Conv3`, `FC1`: the checkpoint names),
+//!   applied at every unroll step, so a BackRes layer's gradient is the sum over its steps.
+//!   No biases (as in the paper); Kaiming-normal init from a seeded RNG.
+//! - Nodes run in topological order. An SNN-domain value is one tensor `[T·B, ...]` (time on
+//!   the leading axis, so a layer is one conv/matmul for all steps); an ANN-domain value is
+//!   `[B, ...]`. Spiking activations scan the `[T, B·…]` view with their slot's threshold.
+//! - Hybrid boundaries: ANN → SNN repeats the real-valued output at every step; SNN → ANN
+//!   passes the spike rate (mean over T).
+//! - Logits: the last layer's output averaged over the T steps (the mean, not the sum, so the
+//!   logit scale and a good learning rate do not depend on T; softmax CE trains well with it).
+//!   `penultimate` (h of stochmax) is the last layer's input averaged over T, `[B, H]`.
+//! - Thresholds live in the model, one per slot (`Network::thresholds`), and are settable, so
+//!   conversion can balance them. `ForwardOptions::as_ann` runs every spiking layer as ReLU
+//!   with T = 1 (the ANN baseline and conversion's source network); `record` measures the
+//!   per-slot maximum input current and spike rates.
+//!
+//! Invariants: `weights[i]` holds weight set `WeightId(i)`; `thresholds.len()` equals the
+//! number of threshold slots; a forward pass never panics on a shape the IR promised (a
+//! wrong input shape is an error, see [`Model::check_input`]).
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+use petgraph::graph::NodeIndex;
+use rand::Rng;
+
+use super::standin::{self, NeuronParams, SeededRng};
+use crate::ir::{
+    Activation, BoundaryKind, Classifier, Domain, Encoding, JoinMode, LayerKind, Network, Op,
+    PoolKind, Shape, SlotId,
+};
+
+/// How to run one forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardOptions {
+    /// T, the steps an input is presented (ignored with `as_ann`).
+    pub timesteps: usize,
+    /// Training: dropout is active and stochmax draws noise.
+    pub train: bool,
+    /// Every spiking layer as ReLU and T = 1 (Encode becomes direct coding).
+    pub as_ann: bool,
+    /// Measure per-slot max input current, spike rates and layer input activity.
+    pub record: bool,
+}
+
+impl ForwardOptions {
+    pub fn snn(timesteps: usize, train: bool) -> Self {
+        ForwardOptions {
+            timesteps,
+            train,
+            as_ann: false,
+            record: false,
+        }
+    }
+
+    pub fn ann(train: bool) -> Self {
+        ForwardOptions {
+            timesteps: 1,
+            train,
+            as_ann: true,
+            record: false,
+        }
+    }
+
+    pub fn recording(mut self) -> Self {
+        self.record = true;
+        self
+    }
+}
+
+/// The spike rate of one spiking layer application over a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlotActivity {
+    pub slot: SlotId,
+    pub layer: String,
+    /// The unroll step of this application.
+    pub step: u32,
+    /// Spikes per neuron per time step, in [0, 1].
+    pub spike_rate: f32,
+}
+
+/// The activity reaching one weighted layer application (SA of Eq. 11): the fraction of
+/// its inputs that are non-zero, per time step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerInput {
+    pub layer: String,
+    pub step: u32,
+    pub domain: Domain,
+    pub rate: f32,
+}
+
+/// What a forward pass returns.
+#[derive(Debug, Clone)]
+pub struct ForwardOutput {
+    /// `[B, K]`: the last layer's output, averaged over T.
+    pub logits: Tensor,
+    /// `[B, H]`: the last layer's input, averaged over T (h of stochmax).
+    pub penultimate: Tensor,
+    /// Per spiking application (only with `record`, not with `as_ann`).
+    pub activity: Vec<SlotActivity>,
+    /// Per slot, the largest input current seen (only with `record`; 0 otherwise).
+    pub max_input: Vec<f32>,
+    /// Per weighted application (only with `record`).
+    pub inputs: Vec<LayerInput>,
+}
+
+/// The executable network.
+pub struct Model {
+    net: Network,
+    order: Vec<NodeIndex>,
+    weights: Vec<Var>,
+    thresholds: Vec<f32>,
+    /// Stochmax's ψ = (W_ψ `[K, H]`, b_ψ `[K]`), when the classifier is stochmax.
+    head: Option<(Var, Var)>,
+    device: Device,
+}
+
+/// Samples of N(0, std²) from `rng` (Box–Muller).
+fn normal(n: usize, std: f32, rng: &mut SeededRng) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let u1: f32 = rng.random::<f32>().max(1e-7);
+            let u2: f32 = rng.random::<f32>();
+            std * (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+        })
+        .collect()
+}
+
+fn err(msg: impl Into<String>) -> candle_core::Error {
+    candle_core::Error::Msg(msg.into())
+}
+
+fn usize_of(v: u64) -> Result<usize> {
+    usize::try_from(v).map_err(|_| err(format!("size {v} does not fit this machine")))
+}
+
+impl Model {
+    /// Lowers `network` (final form) with weights drawn from `seed`.
+    pub fn new(network: &Network, device: &Device, seed: u64) -> Result<Model> {
+        let mut rng = standin::derive_rng(seed, 1);
+        let mut weights = Vec::with_capacity(network.weights.len());
+        for ws in &network.weights {
+            let (shape, fan_in) = match ws.kind {
+                LayerKind::Conv {
+                    in_ch,
+                    out_ch,
+                    kernel,
+                    ..
+                } => {
+                    let s = [out_ch, in_ch, kernel, kernel]
+                        .into_iter()
+                        .map(usize_of)
+                        .collect::<Result<Vec<_>>>()?;
+                    let f = s[1].saturating_mul(s[2]).saturating_mul(s[3]);
+                    (s, f)
+                }
+                LayerKind::Fc { inputs, outputs } => {
+                    let s = vec![usize_of(outputs)?, usize_of(inputs)?];
+                    let f = s[1];
+                    (s, f)
+                }
+            };
+            let n = shape
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .ok_or_else(|| err(format!("{} has too many weights", ws.name)))?;
+            let std = (2.0 / fan_in.max(1) as f32).sqrt();
+            let t = Tensor::from_vec(normal(n, std, &mut rng), shape, device)?;
+            weights.push(Var::from_tensor(&t)?);
+        }
+        let out = &network.graph[network.output];
+        let k = usize_of(out.out_shape.and_then(|s| s.features()).unwrap_or(1))?;
+        let h_shape = network
+            .inputs_of(network.output)
+            .first()
+            .and_then(|&i| network.graph[i].out_shape)
+            .and_then(|s| s.features())
+            .unwrap_or(1);
+        let h = usize_of(h_shape)?;
+        let head = if network.settings.classifier == Classifier::Stochmax {
+            let w = Tensor::from_vec(
+                normal(k * h, (1.0 / h as f32).sqrt(), &mut rng),
+                (k, h),
+                device,
+            )?;
+            let b = Tensor::full(2f32, k, device)?;
+            Some((Var::from_tensor(&w)?, Var::from_tensor(&b)?))
+        } else {
+            None
+        };
+        let thresholds = network.thresholds.iter().map(|s| s.initial).collect();
+        Ok(Model {
+            net: network.clone(),
+            order: network.topo_order(),
+            weights,
+            thresholds,
+            head,
+            device: device.clone(),
+        })
+    }
+
+    pub fn network(&self) -> &Network {
+        &self.net
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Number of classes (features of the last layer).
+    pub fn classes(&self) -> usize {
+        let out = &self.net.graph[self.net.output];
+        out.out_shape.and_then(|s| s.features()).unwrap_or(1) as usize
+    }
+
+    /// Every trainable parameter with its checkpoint name: the weight sets (IR names), then
+    /// stochmax's `stochmax.weight` and `stochmax.bias` when present.
+    pub fn vars(&self) -> Vec<(String, Var)> {
+        let mut v: Vec<(String, Var)> = self
+            .net
+            .weights
+            .iter()
+            .zip(&self.weights)
+            .map(|(w, v)| (w.name.clone(), v.clone()))
+            .collect();
+        if let Some((w, b)) = &self.head {
+            v.push(("stochmax.weight".into(), w.clone()));
+            v.push(("stochmax.bias".into(), b.clone()));
+        }
+        v
+    }
+
+    /// The weights of the weight set named `name`.
+    pub fn weight(&self, name: &str) -> Option<&Var> {
+        let i = self.net.weights.iter().position(|w| w.name == name)?;
+        self.weights.get(i)
+    }
+
+    /// Thresholds, one per slot (`Network::thresholds` order).
+    pub fn thresholds(&self) -> &[f32] {
+        &self.thresholds
+    }
+
+    pub fn set_threshold(&mut self, slot: SlotId, value: f32) -> Result<()> {
+        if !(value.is_finite() && value > 0.0) {
+            return Err(err(format!(
+                "threshold {value} must be positive and finite"
+            )));
+        }
+        let t = self
+            .thresholds
+            .get_mut(slot.0)
+            .ok_or_else(|| err(format!("no threshold slot {}", slot.0)))?;
+        *t = value;
+        Ok(())
+    }
+
+    /// The checkpoint name of a slot's threshold: `threshold.<layer>.<step>`.
+    pub fn threshold_name(&self, slot: SlotId) -> String {
+        let s = &self.net.thresholds[slot.0];
+        format!("threshold.{}.{}", s.layer, s.step)
+    }
+
+    /// Copies parameters and thresholds found in `map` (checkpoint names) into the model.
+    /// Every parameter must be present with its shape.
+    pub fn load(&mut self, map: &HashMap<String, Tensor>) -> Result<()> {
+        for (name, var) in self.vars() {
+            let t = map
+                .get(&name)
+                .ok_or_else(|| err(format!("the checkpoint has no weights `{name}`")))?;
+            if t.dims() != var.dims() {
+                return Err(err(format!(
+                    "`{name}` has shape {:?} in the checkpoint but {:?} in the network",
+                    t.dims(),
+                    var.dims()
+                )));
+            }
+            var.set(&t.to_dtype(DType::F32)?.to_device(&self.device)?)?;
+        }
+        for i in 0..self.thresholds.len() {
+            if let Some(t) = map.get(&self.threshold_name(SlotId(i))) {
+                let v = t.flatten_all()?.to_vec1::<f32>()?;
+                if let Some(&v) = v.first() {
+                    self.set_threshold(SlotId(i), v)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Parameters and thresholds by checkpoint name.
+    pub fn state(&self) -> Result<HashMap<String, Tensor>> {
+        let mut m: HashMap<String, Tensor> = self
+            .vars()
+            .into_iter()
+            .map(|(n, v)| (n, v.as_tensor().detach()))
+            .collect();
+        for (i, &t) in self.thresholds.iter().enumerate() {
+            m.insert(
+                self.threshold_name(SlotId(i)),
+                Tensor::new(&[t], &self.device)?,
+            );
+        }
+        Ok(m)
+    }
+
+    /// The network's input shape.
+    pub fn input_shape(&self) -> Option<Shape> {
+        self.net.graph[self.net.input]
+            .out_shape
+            .or(self.net.settings.input)
+    }
+
+    /// Checks that images of `shape` fit the network's declared input.
+    pub fn check_input(&self, shape: Shape) -> std::result::Result<(), String> {
+        match self.input_shape() {
+            Some(want) if want == shape => Ok(()),
+            Some(want) => Err(format!(
+                "network `{}` declares input {want} but the data set has images of {shape}",
+                self.net.name
+            )),
+            None => Err(format!("network `{}` declares no input", self.net.name)),
+        }
+    }
+
+    /// The classifier loss of a forward output against `labels` `[B]` (u32): softmax
+    /// cross-entropy, or stochmax while training when the network asks for it.
+    pub fn loss(
+        &self,
+        out: &ForwardOutput,
+        labels: &Tensor,
+        train: bool,
+        rng: &mut SeededRng,
+    ) -> Result<Tensor> {
+        match (&self.head, train) {
+            (Some((w, b)), true) => {
+                standin::stochmax_loss(&out.logits, &out.penultimate, w, b, labels, rng)
+            }
+            _ => standin::softmax_cross_entropy(&out.logits, labels),
+        }
+    }
+
+    /// Runs the network on images `x` `[B, C, H, W]` (intensities in [0, 1]).
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        opts: &ForwardOptions,
+        rng: &mut SeededRng,
+    ) -> Result<ForwardOutput> {
+        let (b, c, h, w) = x.dims4()?;
+        let have = Shape::new(c as u64, h as u64, w as u64);
+        self.check_input(have).map_err(err)?;
+        let t = if opts.as_ann {
+            1
+        } else {
+            opts.timesteps.max(1)
+        };
+        let gamma = self.net.settings.surrogate_gamma;
+        let mut values: Vec<Option<Tensor>> = vec![None; self.net.graph.node_count()];
+        let mut activity = Vec::new();
+        let mut inputs_rec = Vec::new();
+        let mut max_input = vec![0f32; self.thresholds.len()];
+        let mut penultimate = None;
+        let out_node = self.net.output;
+
+        for &n in &self.order {
+            let node = &self.net.graph[n];
+            let ins: Vec<Tensor> = self
+                .net
+                .inputs_of(n)
+                .iter()
+                .map(|&i| {
+                    values[i.index()]
+                        .clone()
+                        .ok_or_else(|| err(format!("`{}` runs before its input", node.name)))
+                })
+                .collect::<Result<_>>()?;
+            let first = || {
+                ins.first()
+                    .ok_or_else(|| err(format!("`{}` has no input", node.name)))
+            };
+            let snn = node.domain == Some(Domain::Snn);
+            if n == out_node {
+                // h: the last layer's input averaged over T.
+                let inp = first()?;
+                let hval = if snn {
+                    mean_over_t(inp, t)?
+                } else {
+                    inp.clone()
+                };
+                penultimate = Some(hval.flatten_from(1)?);
+            }
+            let mut v = match &node.op {
+                Op::Input => x.clone(),
+                Op::Encode { encoding } => match (opts.as_ann, encoding) {
+                    (false, Encoding::Poisson) => standin::poisson(first()?, t, rng)?,
+                    _ => standin::direct(first()?, t)?,
+                },
+                Op::Conv { weights } | Op::Fc { weights } => {
+                    let inp = first()?;
+                    if opts.record {
+                        inputs_rec.push(LayerInput {
+                            layer: node.name.clone(),
+                            step: node.step,
+                            domain: node.domain.unwrap_or(Domain::Ann),
+                            rate: nonzero_rate(inp)?,
+                        });
+                    }
+                    let wt = self.weights[weights.0].as_tensor();
+                    match self.net.weights[weights.0].kind {
+                        LayerKind::Conv { stride, pad, .. } => {
+                            inp.conv2d(wt, usize_of(pad)?, usize_of(stride)?, 1, 1)?
+                        }
+                        LayerKind::Fc { .. } => {
+                            if n == out_node && snn && node.activation == Activation::None {
+                                // mean_T(W·x_t) = W·mean_T(x_t): one small matmul.
+                                let hval = penultimate.clone().ok_or_else(|| err("no h"))?;
+                                values[n.index()] = Some(hval.matmul(&wt.t()?)?);
+                                continue;
+                            }
+                            inp.flatten_from(1)?.matmul(&wt.t()?)?
+                        }
+                    }
+                }
+                Op::Pool {
+                    kind,
+                    window,
+                    stride,
+                } => {
+                    let k = usize_of(*window)?;
+                    let s = usize_of(*stride)?;
+                    match kind {
+                        PoolKind::Avg => first()?.avg_pool2d_with_stride(k, s)?,
+                        PoolKind::Max => first()?.max_pool2d_with_stride(k, s)?,
+                    }
+                }
+                Op::Dropout { p } => {
+                    let inp = first()?;
+                    if opts.train && *p > 0.0 {
+                        dropout(inp, *p, if snn { t } else { 1 }, rng)?
+                    } else {
+                        inp.clone()
+                    }
+                }
+                Op::Join { mode } => {
+                    let rank = ins.iter().map(|t| t.rank()).min().unwrap_or(2);
+                    let ins: Vec<Tensor> = if ins.iter().any(|t| t.rank() != rank) {
+                        ins.iter()
+                            .map(|t| t.flatten_from(1))
+                            .collect::<Result<_>>()?
+                    } else {
+                        ins
+                    };
+                    match mode {
+                        JoinMode::Concat => Tensor::cat(&ins, 1)?,
+                        JoinMode::Add => {
+                            let mut acc = ins
+                                .first()
+                                .cloned()
+                                .ok_or_else(|| err("join without inputs"))?;
+                            for i in &ins[1..] {
+                                acc = (acc + i)?;
+                            }
+                            acc
+                        }
+                    }
+                }
+                Op::Boundary { kind } => match kind {
+                    BoundaryKind::AnnToSnn => standin::direct(first()?, t)?,
+                    BoundaryKind::SnnToAnn => mean_over_t(first()?, t)?,
+                },
+                Op::Layer { .. } => {
+                    return Err(err(format!(
+                        "`{}` is an unresolved layer: the network is not in final form",
+                        node.name
+                    )))
+                }
+            };
+            v = match node.activation {
+                Activation::None => v,
+                Activation::Relu => v.relu()?,
+                Activation::Spiking(spec) => {
+                    let slot = node
+                        .slot
+                        .ok_or_else(|| err(format!("spiking `{}` has no slot", node.name)))?;
+                    let th = *self
+                        .thresholds
+                        .get(slot.0)
+                        .ok_or_else(|| err(format!("no threshold slot {}", slot.0)))?;
+                    if opts.record {
+                        let m = v.max_all()?.to_scalar::<f32>()?;
+                        max_input[slot.0] = max_input[slot.0].max(m);
+                    }
+                    if opts.as_ann {
+                        v.relu()?
+                    } else {
+                        let shape = v.shape().clone();
+                        let n_per_t = shape.elem_count() / t;
+                        let p = NeuronParams {
+                            leak: spec.leak,
+                            threshold: th,
+                            reset: spec.reset,
+                            gamma,
+                        };
+                        let s = standin::lif_scan(&v.reshape((t, n_per_t))?, p)?.reshape(shape)?;
+                        if opts.record {
+                            activity.push(SlotActivity {
+                                slot,
+                                layer: node.name.clone(),
+                                step: node.step,
+                                spike_rate: s.mean_all()?.to_scalar::<f32>()?,
+                            });
+                        }
+                        s
+                    }
+                }
+            };
+            values[n.index()] = Some(v);
+        }
+        let out = values[out_node.index()]
+            .take()
+            .ok_or_else(|| err("the network has no output"))?;
+        let out_snn = self.net.graph[out_node].domain == Some(Domain::Snn);
+        let logits = if out_snn && out.dim(0)? != b {
+            mean_over_t(&out, t)?
+        } else {
+            out
+        };
+        let logits = logits.flatten_from(1)?;
+        let penultimate = match penultimate {
+            Some(p) => p,
+            None => logits.clone(),
+        };
+        Ok(ForwardOutput {
+            logits,
+            penultimate,
+            activity,
+            max_input,
+            inputs: inputs_rec,
+        })
+    }
+}
+
+/// `[T·B, ...]` → `[B, ...]`, the mean over the T steps.
+fn mean_over_t(x: &Tensor, t: usize) -> Result<Tensor> {
+    if t == 1 {
+        return Ok(x.clone());
+    }
+    let dims = x.dims();
+    let mut v = vec![t, dims[0] / t];
+    v.extend_from_slice(&dims[1..]);
+    x.reshape(v)?.mean(0)
+}
+
+/// Dropout with one mask per batch, held over all T steps of `[T·B, ...]`.
+fn dropout(x: &Tensor, p: f32, t: usize, rng: &mut SeededRng) -> Result<Tensor> {
+    let dims = x.dims();
+    let mut per_b = vec![dims[0] / t];
+    per_b.extend_from_slice(&dims[1..]);
+    let mask = standin::dropout_mask(&per_b, p, rng, x.device())?;
+    let mut tb = vec![t];
+    tb.extend_from_slice(&per_b);
+    x.reshape(tb)?
+        .broadcast_mul(&mask.unsqueeze(0)?)?
+        .reshape(dims)
+}
+
+/// The fraction of non-zero entries of `x`.
+fn nonzero_rate(x: &Tensor) -> Result<f32> {
+    let nz = x.ne(0f32)?.to_dtype(DType::F32)?;
+    nz.mean_all()?.to_scalar::<f32>()
+}

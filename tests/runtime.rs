@@ -1,0 +1,415 @@
+//! The runtime: lowering, hybrid semantics, BackRes gradients, AGD training, checkpoints.
+
+use candle_core::{Device, Tensor};
+use snnc::backend::candle::model::{ForwardOptions, Model};
+use snnc::backend::candle::netbuild::NetBuilder;
+use snnc::backend::candle::standin::{self, derive_rng, NeuronParams};
+use snnc::ir::{Activation, Classifier, Encoding, JoinMode, Network, PoolKind, Shape};
+use snnc::train::agd::{self, TrainConfig, TrainError, TrainMethod};
+use snnc::train::checkpoint;
+use snnc::train::standin::Dataset;
+
+type R = Result<(), Box<dyn std::error::Error>>;
+
+fn dev() -> Device {
+    Device::Cpu
+}
+
+fn image(b: usize, c: usize, h: usize, w: usize, seed: u64) -> Tensor {
+    use rand::Rng;
+    let mut rng = derive_rng(seed, 7);
+    let v: Vec<f32> = (0..b * c * h * w).map(|_| rng.random::<f32>()).collect();
+    Tensor::from_vec(v, (b, c, h, w), &dev()).unwrap()
+}
+
+fn grad_of(model: &Model, name: &str, x: &Tensor, opts: ForwardOptions) -> Tensor {
+    let out = model.forward(x, &opts, &mut derive_rng(1, 1)).unwrap();
+    let g = out
+        .logits
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    g.get(model.weight(name).unwrap().as_tensor())
+        .unwrap_or_else(|| panic!("{name} has no gradient"))
+        .clone()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// A BackRes layer's gradient is the sum of its unroll steps' gradients: compared with an
+/// unshared twin whose two weight sets hold the same values.
+#[test]
+fn backres_gradient_is_sum_over_unroll_steps() -> R {
+    let input = Shape::new(1, 8, 8);
+    let b = NetBuilder::new("shared", input, 4).encoding(Encoding::Direct);
+    let lif = b.lif();
+    let shared = b
+        .conv("Conv1", 1, 4, 3, 1, lif)
+        .conv("Conv2", 4, 4, 3, 1, lif)
+        .reuse("Conv2", lif)
+        .fc("FC1", 256, 3, Activation::None)
+        .build();
+    let twin = NetBuilder::new("twin", input, 4)
+        .encoding(Encoding::Direct)
+        .conv("Conv1", 1, 4, 3, 1, lif)
+        .conv("Conv2a", 4, 4, 3, 1, lif)
+        .conv("Conv2b", 4, 4, 3, 1, lif)
+        .fc("FC1", 256, 3, Activation::None)
+        .build();
+    assert_eq!(shared.thresholds.len(), 3, "one slot per (layer, step)");
+    let ms = Model::new(&shared, &dev(), 3)?;
+    let mt = Model::new(&twin, &dev(), 4)?;
+    for (from, to) in [
+        ("Conv1", "Conv1"),
+        ("Conv2", "Conv2a"),
+        ("Conv2", "Conv2b"),
+        ("FC1", "FC1"),
+    ] {
+        mt.weight(to)
+            .unwrap()
+            .set(ms.weight(from).unwrap().as_tensor())?;
+    }
+    let x = image(2, 1, 8, 8, 5);
+    let opts = ForwardOptions::snn(4, false);
+    let out_s = ms.forward(&x, &opts, &mut derive_rng(1, 1))?;
+    let out_t = mt.forward(&x, &opts, &mut derive_rng(1, 1))?;
+    assert!(max_abs_diff(&out_s.logits, &out_t.logits) < 1e-5);
+    let gs = grad_of(&ms, "Conv2", &x, opts);
+    let ga = grad_of(&mt, "Conv2a", &x, opts);
+    let gb = grad_of(&mt, "Conv2b", &x, opts);
+    let sum = (&ga + &gb)?;
+    let scale = sum.abs()?.max_all()?.to_scalar::<f32>()?;
+    assert!(scale > 1e-4, "the gradients must not vanish");
+    assert!(max_abs_diff(&gs, &sum) < 1e-4 * scale.max(1.0));
+    // And neither step alone is the whole gradient.
+    assert!(max_abs_diff(&gs, &ga) > 1e-3 * scale);
+    Ok(())
+}
+
+/// Hybrid boundaries: the ANN block is computed once and fed identically at every step;
+/// the spike rate over T leaves the SNN block. Checked against a hand-written computation.
+#[test]
+fn hybrid_boundaries_follow_the_contract() -> R {
+    let t = 5;
+    let b = NetBuilder::new("hyb", Shape::new(1, 6, 6), t as u32);
+    let lif = b.lif();
+    let net = b
+        .conv("Conv1", 1, 3, 3, 1, Activation::Relu)
+        .conv("Conv2", 3, 2, 3, 1, lif)
+        .fc("FC1", 72, 5, Activation::Relu)
+        .fc("FC2", 5, 3, Activation::None)
+        .build();
+    let m = Model::new(&net, &dev(), 9)?;
+    let x = image(2, 1, 6, 6, 2);
+    let out = m.forward(
+        &x,
+        &ForwardOptions::snn(t, false).recording(),
+        &mut derive_rng(0, 0),
+    )?;
+
+    let w = |n: &str| m.weight(n).unwrap().as_tensor().clone();
+    let a = x.conv2d(&w("Conv1"), 1, 1, 1, 1)?.relu()?; // once, [B, 3, 6, 6]
+    let cur = a.conv2d(&w("Conv2"), 1, 1, 1, 1)?; // the same current at every step
+    let n = cur.elem_count();
+    let cur_t = cur.flatten_all()?.unsqueeze(0)?.repeat((t, 1))?;
+    let spec = snnc::ir::NeuronSpec::default();
+    let p = NeuronParams {
+        leak: spec.leak,
+        threshold: spec.threshold,
+        reset: spec.reset,
+        gamma: 0.3,
+    };
+    let s = standin::lif_scan(&cur_t, p)?; // [T, n]
+    let rate = s.mean(0)?.reshape((2, 72))?;
+    let h = rate.matmul(&w("FC1").t()?)?.relu()?;
+    let logits = h.matmul(&w("FC2").t()?)?;
+    assert!(max_abs_diff(&out.logits, &logits) < 1e-5);
+    assert!(max_abs_diff(&out.penultimate, &h) < 1e-5);
+    // Recorded: the slot's max input current and its spike rate.
+    let want_max = cur.max_all()?.to_scalar::<f32>()?;
+    assert!((out.max_input[0] - want_max).abs() < 1e-5);
+    let want_rate = s.mean_all()?.to_scalar::<f32>()?;
+    assert_eq!(out.activity.len(), 1);
+    assert!((out.activity[0].spike_rate - want_rate).abs() < 1e-6);
+    assert!(n > 0);
+    Ok(())
+}
+
+fn full_net(classifier: Classifier) -> Network {
+    let b = NetBuilder::new("full", Shape::new(1, 8, 8), 3).classifier(classifier);
+    let lif = b.lif();
+    let b = b.conv("Conv1", 1, 4, 3, 1, lif);
+    let skip = b.mark();
+    b.conv("Conv2", 4, 4, 3, 1, lif)
+        .reuse("Conv2", lif)
+        .join(skip, JoinMode::Concat)
+        .pool(PoolKind::Avg, 2, 2)
+        .dropout(0.2)
+        .conv("Conv3", 8, 4, 3, 1, Activation::Relu)
+        .pool(PoolKind::Max, 2, 2)
+        .fc("FC1", 16, 8, lif)
+        .fc("FC2", 8, 4, Activation::None)
+        .build()
+}
+
+#[test]
+fn every_parameter_receives_a_gradient() -> R {
+    for c in [Classifier::Softmax, Classifier::Stochmax] {
+        let m = Model::new(&full_net(c), &dev(), 1)?;
+        let x = image(4, 1, 8, 8, 3);
+        let y = Tensor::new(&[0u32, 1, 2, 3], &dev())?;
+        let mut rng = derive_rng(2, 0);
+        for opts in [ForwardOptions::snn(3, true), ForwardOptions::ann(true)] {
+            let out = m.forward(&x, &opts, &mut rng)?;
+            let g = m.loss(&out, &y, true, &mut rng)?.backward()?;
+            for (name, v) in m.vars() {
+                let gr = g
+                    .get(v.as_tensor())
+                    .unwrap_or_else(|| panic!("{name}: no grad"));
+                let s = gr.abs()?.sum_all()?.to_scalar::<f32>()?;
+                assert!(s > 0.0 && s.is_finite(), "{name} ({c:?}, {opts:?}): {s}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The ANN mode's gradient against central finite differences.
+#[test]
+fn ann_gradient_matches_finite_differences() -> R {
+    let net = NetBuilder::new("fd", Shape::new(1, 4, 4), 1)
+        .conv("Conv1", 1, 2, 3, 1, Activation::Relu)
+        .pool(PoolKind::Avg, 2, 2)
+        .fc("FC1", 8, 3, Activation::None)
+        .build();
+    let m = Model::new(&net, &dev(), 11)?;
+    let x = image(2, 1, 4, 4, 4);
+    let y = Tensor::new(&[1u32, 2], &dev())?;
+    let opts = ForwardOptions::ann(false);
+    let loss = |m: &Model| -> f64 {
+        let out = m.forward(&x, &opts, &mut derive_rng(0, 0)).unwrap();
+        let l = m.loss(&out, &y, false, &mut derive_rng(0, 0)).unwrap();
+        l.to_scalar::<f32>().unwrap() as f64
+    };
+    let out = m.forward(&x, &opts, &mut derive_rng(0, 0))?;
+    let g = m.loss(&out, &y, false, &mut derive_rng(0, 0))?.backward()?;
+    for name in ["Conv1", "FC1"] {
+        let var = m.weight(name).unwrap().clone();
+        let grad = g
+            .get(var.as_tensor())
+            .unwrap()
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let base = var.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+        for i in [0, base.len() / 2, base.len() - 1] {
+            let eps = 1e-2f32;
+            let mut plus = base.clone();
+            plus[i] += eps;
+            var.set(&Tensor::from_vec(plus, var.shape(), &dev())?)?;
+            let lp = loss(&m);
+            let mut minus = base.clone();
+            minus[i] -= eps;
+            var.set(&Tensor::from_vec(minus, var.shape(), &dev())?)?;
+            let lm = loss(&m);
+            var.set(&Tensor::from_vec(base.clone(), var.shape(), &dev())?)?;
+            let fd = (lp - lm) / (2.0 * eps as f64);
+            assert!(
+                (fd - grad[i] as f64).abs() < 2e-3 + 0.02 * fd.abs(),
+                "{name}[{i}]: fd {fd} vs {}",
+                grad[i]
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn wrong_input_shape_is_an_error() -> R {
+    let m = Model::new(&full_net(Classifier::Softmax), &dev(), 1)?;
+    let x = image(1, 3, 8, 8, 1);
+    let e = m.forward(&x, &ForwardOptions::snn(2, false), &mut derive_rng(0, 0));
+    assert!(e.is_err());
+    let msg = m.check_input(Shape::new(1, 28, 28)).unwrap_err();
+    assert!(msg.contains("1×8×8") && msg.contains("1×28×28"), "{msg}");
+    Ok(())
+}
+
+fn small_net() -> Network {
+    let b = NetBuilder::new("tiny", Shape::new(1, 8, 8), 4);
+    let lif = b.lif();
+    b.conv("Conv1", 1, 8, 3, 1, lif)
+        .pool(PoolKind::Avg, 2, 2)
+        .fc("FC1", 128, 4, Activation::None)
+        .build()
+}
+
+fn data(seed: u64) -> (Dataset, Dataset) {
+    let mut rng = derive_rng(seed, 0);
+    (
+        Dataset::synthetic(256, &mut rng),
+        Dataset::synthetic(128, &mut rng),
+    )
+}
+
+fn cfg(epochs: usize) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        timesteps: 4,
+        batch: 32,
+        lr: 5e-3,
+        seed: 7,
+        ..TrainConfig::default()
+    }
+}
+
+#[test]
+fn tiny_training_learns_and_is_deterministic() -> R {
+    let (tr, te) = data(1);
+    let run = |seed: u64| {
+        let mut m = Model::new(&small_net(), &dev(), seed).unwrap();
+        let c = TrainConfig { seed, ..cfg(3) };
+        agd::train(&mut m, &tr, &te, &c).unwrap()
+    };
+    let r = run(7);
+    let first = &r.epochs[0];
+    let last = r.epochs.last().unwrap();
+    assert!(last.train_loss < first.train_loss, "{:?}", r.epochs);
+    assert!(last.test_accuracy > 0.6, "chance is 0.25: {:?}", r.epochs);
+    assert!(!r.activity.is_empty() && r.activity[0].spike_rate > 0.0);
+    let e = r.energy.clone().unwrap();
+    assert!(e.e_ann_pj > 0.0 && e.e_snn_pj > 0.0);
+    // One seed, the same numbers; another seed, other numbers.
+    assert_eq!(
+        run(7)
+            .epochs
+            .iter()
+            .map(|e| e.train_loss)
+            .collect::<Vec<_>>(),
+        r.epochs.iter().map(|e| e.train_loss).collect::<Vec<_>>()
+    );
+    assert_ne!(run(8).epochs[0].train_loss, first.train_loss);
+    Ok(())
+}
+
+#[test]
+fn ann_baseline_trains() -> R {
+    let (tr, te) = data(2);
+    let mut m = Model::new(&small_net(), &dev(), 1)?;
+    let c = TrainConfig {
+        method: TrainMethod::Ann,
+        ..cfg(2)
+    };
+    let r = agd::train(&mut m, &tr, &te, &c)?;
+    assert!(
+        r.epochs.last().unwrap().test_accuracy > 0.6,
+        "{:?}",
+        r.epochs
+    );
+    assert!(r.activity.is_empty(), "an ANN has no spikes");
+    assert_eq!(r.timesteps, 1);
+    Ok(())
+}
+
+#[test]
+fn checkpoint_round_trip_and_resume() -> R {
+    let (tr, te) = data(3);
+    let dir_a = tempfile::tempdir()?;
+    let dir_b = tempfile::tempdir()?;
+    let mut a = Model::new(&small_net(), &dev(), 5)?;
+    let ca = TrainConfig {
+        out: Some(dir_a.path().into()),
+        ..cfg(2)
+    };
+    agd::train(&mut a, &tr, &te, &ca)?;
+    // The same run, interrupted after one epoch and resumed.
+    let mut b = Model::new(&small_net(), &dev(), 5)?;
+    let cb = TrainConfig {
+        out: Some(dir_b.path().into()),
+        ..cfg(1)
+    };
+    agd::train(&mut b, &tr, &te, &cb)?;
+    let mut b2 = Model::new(&small_net(), &dev(), 99)?;
+    let cb2 = TrainConfig {
+        out: Some(dir_b.path().into()),
+        resume: true,
+        ..cfg(2)
+    };
+    let rb = agd::train(&mut b2, &tr, &te, &cb2)?;
+    assert_eq!(rb.epochs.len(), 2);
+    for (name, v) in a.vars() {
+        let w = b2.weight(&name).unwrap();
+        assert!(max_abs_diff(v.as_tensor(), w.as_tensor()) < 1e-6, "{name}");
+    }
+    // Round trip: a fresh model loaded from the file equals the trained one.
+    let (map, meta) = checkpoint::load(&checkpoint::weights_path(dir_a.path()))?;
+    assert_eq!(meta.epoch, 2);
+    assert_eq!(meta.seed, 7);
+    assert_eq!(meta.network, "tiny");
+    let mut c = Model::new(&small_net(), &dev(), 0)?;
+    c.load(&map)?;
+    for (name, v) in a.vars() {
+        assert!(max_abs_diff(v.as_tensor(), c.weight(&name).unwrap().as_tensor()) < 1e-7);
+    }
+    assert!(map.contains_key("threshold.Conv1.1"));
+    assert!(map.contains_key("opt.Conv1.m"));
+    assert!(dir_a.path().join("report.json").exists());
+    Ok(())
+}
+
+#[test]
+fn non_finite_loss_stops_training_and_keeps_the_checkpoint() -> R {
+    let (tr, te) = data(4);
+    let dir = tempfile::tempdir()?;
+    let mut m = Model::new(&small_net(), &dev(), 5)?;
+    let c = TrainConfig {
+        out: Some(dir.path().into()),
+        ..cfg(1)
+    };
+    agd::train(&mut m, &tr, &te, &c)?;
+    let before = std::fs::read(checkpoint::weights_path(dir.path()))?;
+    let w = m.weight("FC1").unwrap();
+    w.set(&(w.as_tensor() * f64::NAN)?)?;
+    let c2 = TrainConfig { epochs: 2, ..c };
+    let e = agd::train(&mut m, &tr, &te, &c2).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TrainError::NonFinite {
+                epoch: 1,
+                batch: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(checkpoint::weights_path(dir.path()))?, before);
+    Ok(())
+}
+
+#[test]
+fn thresholds_are_settable_per_slot() -> R {
+    let mut m = Model::new(&full_net(Classifier::Softmax), &dev(), 1)?;
+    let slots = m.thresholds().len();
+    assert_eq!(slots, 4); // Conv1, Conv2@1, Conv2@2, FC1
+    let x = image(2, 1, 8, 8, 1);
+    let opts = ForwardOptions::snn(4, false).recording();
+    let r0 = m.forward(&x, &opts, &mut derive_rng(0, 0))?;
+    m.set_threshold(snnc::ir::SlotId(0), 100.0)?;
+    assert!(m.set_threshold(snnc::ir::SlotId(0), -1.0).is_err());
+    let r1 = m.forward(&x, &opts, &mut derive_rng(0, 0))?;
+    assert!(r0.activity[0].spike_rate > 0.0);
+    assert_eq!(r1.activity[0].spike_rate, 0.0);
+    Ok(())
+}
