@@ -413,3 +413,29 @@ fn thresholds_are_settable_per_slot() -> R {
     assert_eq!(r1.activity[0].spike_rate, 0.0);
     Ok(())
 }
+
+/// E_ANN and E_SNN by hand: Conv1(1,2,3x3/1) on 4×4 → 2×4×4 (9·1·2·16 = 288 ops),
+/// FC1(32,3) (96 ops). E_ANN = 384·3.2; E_SNN with input activity 0.5 (Conv1) and 0.25
+/// (FC1) at T = 4: (288·0.5 + 96·0.25)·4·0.1.
+#[test]
+fn energy_from_measured_activity_by_hand() {
+    use snnc::backend::candle::model::LayerInput;
+    use snnc::ir::Domain;
+    let b = NetBuilder::new("e", Shape::new(1, 4, 4), 4);
+    let lif = b.lif();
+    let net = b
+        .conv("Conv1", 1, 2, 3, 1, lif)
+        .fc("FC1", 32, 3, Activation::None)
+        .build();
+    let inputs = [("Conv1", 0.5), ("FC1", 0.25)].map(|(l, r)| LayerInput {
+        layer: l.into(),
+        step: 1,
+        domain: Domain::Snn,
+        rate: r,
+    });
+    let e = agd::energy(&net, &inputs, 4);
+    assert!((e.e_ann_pj - 384.0 * 3.2).abs() < 1e-9);
+    let want = (288.0 * 0.5 + 96.0 * 0.25) * 4.0 * 0.1;
+    assert!((e.e_snn_pj - want).abs() < 1e-9, "{e:?}");
+    assert!((e.efficiency - 384.0 * 3.2 / want).abs() < 1e-9);
+}

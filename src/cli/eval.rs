@@ -1,11 +1,93 @@
-//! `snnc eval` (placeholder until its owner fills it in).
+//! `snnc eval`: load trained weights into a network and report test accuracy and the spike
+//! activity per layer and unroll step. The checkpoint's `meta.method` decides whether the
+//! network runs as an SNN (`agd`) or as its ANN baseline (`ann`). Exit status as for `train`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-#[derive(Debug, clap::Args)]
-pub struct EvalArgs {}
+use candle_core::Device;
 
-pub fn run(_args: EvalArgs) -> ExitCode {
-    eprintln!("snnc eval: not available yet");
-    ExitCode::from(2)
+use super::train::{load_data, load_network, print_activity, Fail};
+use crate::backend::candle::model::Model;
+use crate::train::agd::{self, TrainMethod};
+use crate::train::checkpoint;
+
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// The .snn file.
+    pub file: PathBuf,
+    /// The trained weights (a `weights.safetensors` written by `snnc train`).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Which network of the file (default: the first).
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Time steps T (default: the network's `timesteps`, else 10).
+    #[arg(long)]
+    pub timesteps: Option<usize>,
+    /// The data set: `fashion-mnist` or a folder holding IDX files.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// Use the first N test images.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+}
+
+pub fn run(args: EvalArgs) -> ExitCode {
+    match run_inner(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => f.report(),
+    }
+}
+
+fn run_inner(args: EvalArgs) -> Result<(), Fail> {
+    let net = load_network(&args.file, args.network.as_deref())?;
+    let (map, meta) = checkpoint::load(&args.weights).map_err(|e| Fail(e.to_string(), 2))?;
+    let mut model = Model::new(&net, &Device::Cpu, 0).map_err(|e| Fail(e.to_string(), 1))?;
+    model.load(&map).map_err(|e| {
+        Fail(
+            format!(
+                "{} does not fit `{}`: {e}",
+                args.weights.display(),
+                net.name
+            ),
+            1,
+        )
+    })?;
+    let method = if meta.method == "ann" {
+        TrainMethod::Ann
+    } else {
+        TrainMethod::Agd
+    };
+    let t = args
+        .timesteps
+        .or(net.settings.timesteps.map(|t| t as usize))
+        .unwrap_or(10);
+    if t == 0 || args.batch == 0 {
+        return Err(Fail("--timesteps and --batch must be at least 1".into(), 2));
+    }
+    let (_, test) = load_data(args.data.as_deref(), Some(0), args.test_limit)?;
+    model.check_input(test.shape).map_err(|e| Fail(e, 1))?;
+    let ev = agd::evaluate(
+        &model,
+        &test,
+        method.options(t, false),
+        args.batch,
+        meta.seed,
+    )
+    .map_err(|e| Fail(e.to_string(), 1))?;
+    println!(
+        "`{}` ({}, T = {}): accuracy {:.2}% on {} test images, loss {:.4}, {:.1} images/s",
+        net.name,
+        method.name(),
+        if method == TrainMethod::Ann { 1 } else { t },
+        100.0 * ev.accuracy,
+        test.len(),
+        ev.loss,
+        ev.images_per_s
+    );
+    print_activity(&ev.activity);
+    Ok(())
 }

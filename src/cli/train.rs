@@ -1,11 +1,318 @@
-//! `snnc train` (placeholder until its owner fills it in).
+//! `snnc train`: compile a network, train it (AGD or the ANN baseline), write
+//! `DIR/weights.safetensors`, `DIR/report.json`, `DIR/training.svg`, `DIR/activity.svg`.
+//!
+//! Settings come from flags, then the `[train]` table of `--config FILE.toml` (same keys,
+//! kebab- or snake-case), then defaults. Exit status: 0 ok, 1 errors in the input (the
+//! network, a shape mismatch with the data, a diverging loss), 2 usage or I/O.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-#[derive(Debug, clap::Args)]
-pub struct TrainArgs {}
+use candle_core::Device;
+use serde::Deserialize;
 
-pub fn run(_args: TrainArgs) -> ExitCode {
-    eprintln!("snnc train: not available yet");
-    ExitCode::from(2)
+use crate::backend::candle::model::Model;
+use crate::ir::{Method, Network};
+use crate::train::agd::{self, TrainConfig, TrainError, TrainMethod};
+use crate::train::standin::{self, Dataset, OptimizerKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MethodArg {
+    Agd,
+    Ann,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerArg {
+    Adam,
+    Sgd,
+}
+
+#[derive(Debug, Default, clap::Args, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TrainArgs {
+    /// The .snn file.
+    #[serde(skip)]
+    pub file: PathBuf,
+    /// Which network of the file (default: the only one, or the first).
+    #[arg(long)]
+    pub network: Option<String>,
+    /// agd (surrogate gradients) or ann (the same topology with ReLU and T = 1).
+    #[arg(long, value_enum)]
+    pub method: Option<MethodArg>,
+    /// The data set: `fashion-mnist` or a folder holding IDX files.
+    #[arg(long)]
+    pub data: Option<String>,
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Time steps T (default: the network's `timesteps`, else 10).
+    #[arg(long)]
+    pub timesteps: Option<usize>,
+    #[arg(long)]
+    pub batch: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerArg>,
+    #[arg(long)]
+    #[serde(alias = "weight_decay")]
+    pub weight_decay: Option<f64>,
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Use the first N training images.
+    #[arg(long)]
+    #[serde(alias = "train_limit")]
+    pub train_limit: Option<usize>,
+    /// Use the first N test images.
+    #[arg(long)]
+    #[serde(alias = "test_limit")]
+    pub test_limit: Option<usize>,
+    /// Output folder (default: runs/<network>-<method>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue from OUT/weights.safetensors.
+    #[arg(long)]
+    #[serde(default)]
+    pub resume: bool,
+    /// A TOML file whose `[train]` table holds defaults for these flags.
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ConfigFile {
+    #[serde(default)]
+    train: Option<TrainArgs>,
+}
+
+/// A CLI failure: the message and the exit status.
+pub(crate) struct Fail(pub String, pub u8);
+
+impl Fail {
+    fn usage(msg: impl Into<String>) -> Self {
+        Fail(msg.into(), 2)
+    }
+
+    fn input(msg: impl Into<String>) -> Self {
+        Fail(msg.into(), 1)
+    }
+
+    pub(crate) fn report(self) -> ExitCode {
+        eprintln!("error: {}", self.0);
+        ExitCode::from(self.1)
+    }
+}
+
+/// Reads FILE and compiles the network `name` (or the first one) to its final IR.
+pub(crate) fn load_network(file: &Path, name: Option<&str>) -> Result<Network, Fail> {
+    let bytes = std::fs::read(file)
+        .map_err(|e| Fail::usage(format!("cannot read {}: {e}", file.display())))?;
+    let source = String::from_utf8(bytes)
+        .map_err(|_| Fail::input(format!("{} is not UTF-8 text", file.display())))?;
+    let program = compile(&source, file)?;
+    let mut nets = program.networks.into_iter();
+    match name {
+        None => nets
+            .next()
+            .ok_or_else(|| Fail::input(format!("{} holds no network", file.display()))),
+        Some(n) => {
+            let all: Vec<Network> = nets.collect();
+            let names: Vec<String> = all.iter().map(|x| x.name.clone()).collect();
+            all.into_iter().find(|x| x.name == n).ok_or_else(|| {
+                Fail::usage(format!(
+                    "{} has no network `{n}` (it has: {})",
+                    file.display(),
+                    names.join(", ")
+                ))
+            })
+        }
+    }
+}
+
+/// The front end's entry point (`snnc::compile`) has not landed on this branch yet.
+fn compile(_source: &str, file: &Path) -> Result<crate::ir::Program, Fail> {
+    Err(Fail::usage(format!(
+        "cannot compile {}: this build has no front end yet",
+        file.display()
+    )))
+}
+
+/// Loads a data set by spec: `fashion-mnist` (Debian's package) or a folder of IDX files.
+pub(crate) fn load_data(
+    spec: Option<&str>,
+    train_limit: Option<usize>,
+    test_limit: Option<usize>,
+) -> Result<(Dataset, Dataset), Fail> {
+    let dir = match spec {
+        None | Some("fashion-mnist") | Some("fmnist") => PathBuf::from(standin::FASHION_MNIST_DIR),
+        Some(p) => PathBuf::from(p),
+    };
+    let (mut train, mut test) = standin::load_fashion_mnist(&dir).map_err(|e| {
+        Fail::usage(format!(
+            "cannot load the data set from {}: {e} (install Debian's fashion-mnist or pass --data DIR)",
+            dir.display()
+        ))
+    })?;
+    if let Some(n) = train_limit {
+        train.truncate(n);
+    }
+    if let Some(n) = test_limit {
+        test.truncate(n);
+    }
+    Ok((train, test))
+}
+
+fn merge(mut args: TrainArgs) -> Result<TrainArgs, Fail> {
+    let Some(path) = args.config.clone() else {
+        return Ok(args);
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Fail::usage(format!("cannot read {}: {e}", path.display())))?;
+    let cfg: ConfigFile =
+        toml::from_str(&text).map_err(|e| Fail::usage(format!("{}: {e}", path.display())))?;
+    let Some(t) = cfg.train else {
+        return Ok(args);
+    };
+    macro_rules! fill {
+        ($($f:ident),*) => { $( if args.$f.is_none() { args.$f = t.$f; } )* };
+    }
+    fill!(
+        network,
+        method,
+        data,
+        epochs,
+        timesteps,
+        batch,
+        lr,
+        optimizer,
+        weight_decay,
+        momentum,
+        seed,
+        train_limit,
+        test_limit,
+        out
+    );
+    args.resume |= t.resume;
+    Ok(args)
+}
+
+pub fn run(args: TrainArgs) -> ExitCode {
+    match run_inner(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => f.report(),
+    }
+}
+
+fn run_inner(args: TrainArgs) -> Result<(), Fail> {
+    let args = merge(args)?;
+    let net = load_network(&args.file, args.network.as_deref())?;
+    let method = match (args.method, net.settings.method) {
+        (Some(MethodArg::Ann), _) => TrainMethod::Ann,
+        (Some(MethodArg::Agd), _) | (None, Method::Agd) => TrainMethod::Agd,
+        (None, m) => {
+            return Err(Fail::usage(format!(
+                "network `{}` asks for method {m:?}, which `snnc train` does not offer yet; pass --method agd or ann",
+                net.name
+            )))
+        }
+    };
+    let timesteps = args
+        .timesteps
+        .or(net.settings.timesteps.map(|t| t as usize))
+        .unwrap_or(10);
+    if timesteps == 0 || args.batch == Some(0) {
+        return Err(Fail::usage("--timesteps and --batch must be at least 1"));
+    }
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", net.name, method.name())));
+    let cfg = TrainConfig {
+        method,
+        epochs: args.epochs.unwrap_or(1),
+        timesteps,
+        batch: args.batch.unwrap_or(32),
+        lr: args.lr.unwrap_or(1e-3),
+        optimizer: match args.optimizer {
+            Some(OptimizerArg::Sgd) => OptimizerKind::Sgd,
+            _ => OptimizerKind::Adam,
+        },
+        momentum: args.momentum.unwrap_or(0.9),
+        weight_decay: args.weight_decay.unwrap_or(0.0),
+        seed: args.seed.unwrap_or(0),
+        out: Some(out.clone()),
+        resume: args.resume,
+        progress: true,
+    };
+    if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
+        return Err(Fail::usage("--lr must be a positive number"));
+    }
+    let device = Device::Cpu;
+    let mut model = Model::new(&net, &device, cfg.seed)
+        .map_err(|e| Fail::input(format!("cannot lower `{}`: {e}", net.name)))?;
+    let (train, test) = load_data(args.data.as_deref(), args.train_limit, args.test_limit)?;
+    model.check_input(train.shape).map_err(Fail::input)?;
+    std::fs::create_dir_all(&out)
+        .map_err(|e| Fail::usage(format!("cannot create {}: {e}", out.display())))?;
+    eprintln!(
+        "training `{}` ({}) on {} images, testing on {}, T = {}, batch {}, {} epoch(s) → {}",
+        net.name,
+        method.name(),
+        train.len(),
+        test.len(),
+        if method == TrainMethod::Ann {
+            1
+        } else {
+            timesteps
+        },
+        cfg.batch,
+        cfg.epochs,
+        out.display()
+    );
+    let report = agd::train(&mut model, &train, &test, &cfg).map_err(|e| match e {
+        TrainError::Io(e) => Fail::usage(e.to_string()),
+        e @ (TrainError::NonFinite { .. } | TrainError::Data(_) | TrainError::NoGradient(_)) => {
+            Fail::input(e.to_string())
+        }
+        e => Fail::usage(e.to_string()),
+    })?;
+    standin::plot_training(&report, &out.join("training.svg"))
+        .map_err(|e| Fail::usage(format!("cannot write training.svg: {e}")))?;
+    standin::plot_activity(&report, &out.join("activity.svg"))
+        .map_err(|e| Fail::usage(format!("cannot write activity.svg: {e}")))?;
+    for e in &report.epochs {
+        println!(
+            "epoch {:>3}  train loss {:.4}  train acc {:6.2}%  test acc {:6.2}%  train {:.1} img/s  inference {:.1} img/s",
+            e.epoch,
+            e.train_loss,
+            100.0 * e.train_accuracy,
+            100.0 * e.test_accuracy,
+            e.train_images_per_s,
+            e.inference_images_per_s
+        );
+    }
+    print_activity(&report.activity);
+    if let Some(en) = &report.energy {
+        println!(
+            "energy: E_ANN {:.3e} pJ, E_SNN {:.3e} pJ, EE = {:.2}",
+            en.e_ann_pj, en.e_snn_pj, en.efficiency
+        );
+    }
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+pub(crate) fn print_activity(activity: &[standin::ActivityRecord]) {
+    if activity.is_empty() {
+        return;
+    }
+    println!("spike activity (spikes per neuron per step):");
+    for a in activity {
+        println!("  {:<12} step {:>2}  {:.4}", a.layer, a.step, a.spike_rate);
+    }
 }

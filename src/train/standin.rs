@@ -303,3 +303,122 @@ pub struct Report {
     pub activity: Vec<ActivityRecord>,
     pub energy: Option<EnergyRecord>,
 }
+
+fn plot_err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+/// Loss and accuracy per epoch, as an SVG.
+pub fn plot_training(report: &Report, path: &Path) -> std::io::Result<()> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (800, 400)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    let (left, right) = root.split_horizontally(400);
+    let n = report.epochs.len().max(1) as f64;
+    let max_loss = report
+        .epochs
+        .iter()
+        .flat_map(|e| [e.train_loss, e.test_loss])
+        .filter(|v| v.is_finite())
+        .fold(0.1f64, f64::max);
+    let mut c = ChartBuilder::on(&left)
+        .caption("loss", ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(40)
+        .build_cartesian_2d(0f64..n, 0f64..max_loss * 1.05)
+        .map_err(plot_err)?;
+    c.configure_mesh()
+        .x_desc("epoch")
+        .draw()
+        .map_err(plot_err)?;
+    let train: Vec<(f64, f64)> = report
+        .epochs
+        .iter()
+        .map(|e| (e.epoch as f64, e.train_loss))
+        .collect();
+    let test: Vec<(f64, f64)> = report
+        .epochs
+        .iter()
+        .map(|e| (e.epoch as f64, e.test_loss))
+        .collect();
+    c.draw_series(LineSeries::new(train, &BLUE))
+        .map_err(plot_err)?
+        .label("train");
+    c.draw_series(LineSeries::new(test, &RED))
+        .map_err(plot_err)?
+        .label("test");
+    let mut c = ChartBuilder::on(&right)
+        .caption("accuracy", ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(40)
+        .build_cartesian_2d(0f64..n, 0f64..1f64)
+        .map_err(plot_err)?;
+    c.configure_mesh()
+        .x_desc("epoch")
+        .draw()
+        .map_err(plot_err)?;
+    let train: Vec<(f64, f64)> = report
+        .epochs
+        .iter()
+        .map(|e| (e.epoch as f64, e.train_accuracy))
+        .collect();
+    let test: Vec<(f64, f64)> = report
+        .epochs
+        .iter()
+        .map(|e| (e.epoch as f64, e.test_accuracy))
+        .collect();
+    c.draw_series(LineSeries::new(train, &BLUE))
+        .map_err(plot_err)?;
+    c.draw_series(LineSeries::new(test, &RED))
+        .map_err(plot_err)?;
+    root.present().map_err(plot_err)
+}
+
+/// Spike rate per layer application, as an SVG bar chart.
+pub fn plot_activity(report: &Report, path: &Path) -> std::io::Result<()> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (800, 400)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    let n = report.activity.len().max(1);
+    let top = report
+        .activity
+        .iter()
+        .map(|a| a.spike_rate)
+        .fold(0.01f64, f64::max);
+    let labels: Vec<String> = report
+        .activity
+        .iter()
+        .map(|a| format!("{}@{}", a.layer, a.step))
+        .collect();
+    let mut c = ChartBuilder::on(&root)
+        .caption(
+            "spike activity per layer and unroll step",
+            ("sans-serif", 18),
+        )
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d((0..n).into_segmented(), 0f64..top * 1.1)
+        .map_err(plot_err)?;
+    c.configure_mesh()
+        .x_label_formatter(&|x| match x {
+            SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
+            _ => String::new(),
+        })
+        .y_desc("spikes / neuron / step")
+        .draw()
+        .map_err(plot_err)?;
+    c.draw_series(
+        Histogram::vertical(&c).style(BLUE.filled()).margin(5).data(
+            report
+                .activity
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (i, a.spike_rate)),
+        ),
+    )
+    .map_err(plot_err)?;
+    root.present().map_err(plot_err)
+}
