@@ -79,24 +79,16 @@ pub fn poisson(images: &Tensor, timesteps: usize, rng: &mut SeededRng) -> Result
         .checked_mul(timesteps)
         .ok_or_else(|| candle_core::Error::Msg("Poisson coding: output too large".into()))?;
     let mut spikes = vec![0f32; total];
-    let mut draws = vec![0u32; n];
-    let mut bytes = vec![0u8; n * 4];
     for step in spikes.chunks_exact_mut(n.max(1)) {
-        fill_u32(&mut rng.0, &mut bytes, &mut draws);
-        for ((s, &u), &t) in step.iter_mut().zip(&draws).zip(&thresholds) {
-            *s = if u64::from(u) < t { 1.0 } else { 0.0 };
+        for (s, &t) in step.iter_mut().zip(&thresholds) {
+            *s = if u64::from(rng.0.next_u32()) < t {
+                1.0
+            } else {
+                0.0
+            };
         }
     }
     Tensor::from_vec(spikes, dims, images.device())?.to_dtype(images.dtype())
-}
-
-/// Fills `out` with uniform u32s, drawing their bytes in one block into `bytes`
-/// (a scratch buffer of `4 · out.len()` bytes, reused across calls).
-fn fill_u32(rng: &mut ChaCha8Rng, bytes: &mut [u8], out: &mut [u32]) {
-    rng.fill_bytes(bytes);
-    for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-        *o = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-    }
 }
 
 /// Direct coding: the real-valued image at every step, `[T, B, ...]`. The result is a
@@ -121,18 +113,13 @@ pub fn dropout_mask(
     let n = shape
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .filter(|n| n.checked_mul(4).is_some())
         .ok_or_else(|| candle_core::Error::Msg("dropout mask: shape too large".into()))?;
     let scale = 1.0 / (1.0 - p);
     // Drop iff u < p · 2^32, i.e. with probability p.
     let drop_below = spike_threshold(p);
-    let mut draws = vec![0u32; n];
-    let mut bytes = vec![0u8; n * 4];
-    fill_u32(&mut rng.0, &mut bytes, &mut draws);
-    let mask: Vec<f32> = draws
-        .iter()
-        .map(|&u| {
-            if u64::from(u) < drop_below {
+    let mask: Vec<f32> = (0..n)
+        .map(|_| {
+            if u64::from(rng.0.next_u32()) < drop_below {
                 0.0
             } else {
                 scale
