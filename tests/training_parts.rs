@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{VarBuilder, VarMap};
-use snnc::backend::candle::classifier::{log_sigmoid, softmax_cross_entropy, softplus, Stochmax};
+use snnc::backend::candle::classifier::{
+    correct_count, log_sigmoid, softmax_cross_entropy, softplus, Classifier, Stochmax,
+};
 use snnc::backend::candle::encode::{direct, dropout_mask, poisson, SeededRng};
 use snnc::train::optim::{Adam, AdamConfig, LrSchedule, Optimizer, Sgd, SgdConfig};
 use snnc::train::report::{
@@ -446,6 +448,47 @@ fn stochmax_gradients_match_finite_differences() {
     }
 }
 
+#[test]
+fn classifier_dispatch_and_correct_count() {
+    let h = Tensor::new(&[[1f32, 2.], [0., -1.]], &CPU).unwrap();
+    let o = Tensor::new(&[[1f32, 2., 0.5], [0., 0., 1.]], &CPU).unwrap();
+    let labels = Tensor::new(&[0u32, 2], &CPU).unwrap();
+    let mut rng = SeededRng::new(1);
+    // Softmax: the loss of Eq. 6 on o, and o itself as test logits.
+    let softmax = Classifier::Softmax;
+    let want = scalar(&softmax_cross_entropy(&o, &labels).unwrap());
+    assert_eq!(
+        scalar(&softmax.train_loss(&h, &o, &labels, &mut rng).unwrap()),
+        want
+    );
+    assert_eq!(vec_f64(&softmax.eval_logits(&h, &o).unwrap()), vec_f64(&o));
+    // Stochmax: the head's own loss and logits.
+    let stochmax = Classifier::Stochmax(hand_head(DType::F32));
+    let a = scalar(
+        &stochmax
+            .train_loss(&h, &o, &labels, &mut SeededRng::new(4))
+            .unwrap(),
+    );
+    let b = scalar(
+        &hand_head(DType::F32)
+            .train_loss(&h, &o, &labels, &mut SeededRng::new(4))
+            .unwrap(),
+    );
+    assert_eq!(a, b);
+    // Test-time logits of the hand head: row 0 → class 1 (1.687), row 1 → class 2 (0.424).
+    let logits = stochmax.eval_logits(&h, &o).unwrap();
+    assert_eq!(correct_count(&logits, &labels).unwrap(), 1);
+    assert_eq!(
+        correct_count(&logits, &Tensor::new(&[1u32, 2], &CPU).unwrap()).unwrap(),
+        2
+    );
+    assert_eq!(
+        correct_count(&o, &Tensor::new(&[0u32, 0], &CPU).unwrap()).unwrap(),
+        0
+    );
+    assert!(correct_count(&o, &Tensor::new(&[5u32, 0], &CPU).unwrap()).is_err());
+}
+
 // ───────────────────────────── optimisers ─────────────────────────────
 
 fn f64_var(values: &[f64]) -> Var {
@@ -873,6 +916,14 @@ fn report_json_round_trips() {
     second.energy.ee = f64::INFINITY;
     second.write_json(&path).unwrap();
     assert!(Report::read_json(&path).unwrap().energy.ee.is_nan());
+
+    let fresh = Report::new("conversion", "vgg5.snn", 100);
+    assert_eq!(
+        (fresh.method.as_str(), fresh.timesteps, fresh.epochs.len()),
+        ("conversion", 100, 0)
+    );
+    fresh.write_json(&path).unwrap();
+    assert_eq!(Report::read_json(&path).unwrap(), fresh);
 
     std::fs::write(&path, "{ not json").unwrap();
     let err = Report::read_json(&path).unwrap_err();

@@ -25,7 +25,7 @@ fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
 
 /// One training run: what was trained, how well, how fast, and its per-epoch history,
 /// spiking activity and energy estimate.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Report {
     /// The training method (`agd`, `conversion`, ...).
     pub method: String,
@@ -98,6 +98,17 @@ fn temp_path(path: &Path) -> PathBuf {
 }
 
 impl Report {
+    /// An empty report for `method` on `network` with `timesteps` steps (numbers zero,
+    /// histories empty), to be filled in as training goes.
+    pub fn new(method: &str, network: &str, timesteps: usize) -> Report {
+        Report {
+            method: method.to_string(),
+            network: network.to_string(),
+            timesteps,
+            ..Report::default()
+        }
+    }
+
     /// Writes the report as pretty JSON, atomically: to a temporary file in the same folder,
     /// flushed to disk, then renamed over `path`.
     pub fn write_json(&self, path: &Path) -> io::Result<()> {

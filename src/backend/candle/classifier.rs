@@ -303,3 +303,53 @@ impl Stochmax {
         log_sigmoid_plus_eps(&self.rho.forward(h)?)? + o
     }
 }
+
+/// The classifier at the end of a network: plain softmax (Eq. 6) or stochmax (Eq. 7).
+#[derive(Debug, Clone)]
+pub enum Classifier {
+    /// Softmax cross-entropy on the output layer `o`; `h` is not read.
+    Softmax,
+    /// The stochmax head, reading `h` as well as `o`.
+    Stochmax(Stochmax),
+}
+
+impl Classifier {
+    /// The training loss (a scalar) for outputs `o` `[B, K]`, penultimate activity `h`
+    /// `[B, H]` and labels `[B]` (u32); only stochmax draws from `rng`.
+    pub fn train_loss(
+        &self,
+        h: &Tensor,
+        o: &Tensor,
+        labels: &Tensor,
+        rng: &mut SeededRng,
+    ) -> Result<Tensor> {
+        match self {
+            Classifier::Softmax => softmax_cross_entropy(o, labels),
+            Classifier::Stochmax(head) => head.train_loss(h, o, labels, rng),
+        }
+    }
+
+    /// The logits whose argmax is the prediction at test time `[B, K]`.
+    pub fn eval_logits(&self, h: &Tensor, o: &Tensor) -> Result<Tensor> {
+        match self {
+            Classifier::Softmax => {
+                check_matrix(o, "logits")?;
+                Ok(o.clone())
+            }
+            Classifier::Stochmax(head) => head.eval_logits(h, o),
+        }
+    }
+}
+
+/// How many rows of `logits` `[B, K]` have their largest value at the label `[B]` (u32)
+/// (the prediction is candle's `argmax`).
+pub fn correct_count(logits: &Tensor, labels: &Tensor) -> Result<usize> {
+    let (batch, classes) = check_matrix(logits, "logits")?;
+    let labels = check_labels(labels, batch, classes)?;
+    let predicted = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;
+    Ok(predicted
+        .iter()
+        .zip(&labels)
+        .filter(|(p, l)| p == l)
+        .count())
+}
