@@ -650,6 +650,11 @@ fn optimiser_state_round_trips() {
             "{:?}",
             state.keys()
         );
+        // Through a safetensors file, as a checkpoint stores it.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("optim.safetensors");
+        candle_core::safetensors::save(&state, &file).unwrap();
+        let state = candle_core::safetensors::load(&file, &CPU).unwrap();
         let mut resumed = make(&wb);
         resumed.load_state(&state).unwrap();
         run(resumed.as_mut(), &wb, 1);
