@@ -3,6 +3,7 @@
 
 pub mod agd;
 pub mod checkpoint;
+pub mod conversion;
 pub mod optim;
 pub mod report;
 pub mod standin;

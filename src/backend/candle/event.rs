@@ -1,0 +1,274 @@
+//! Event-driven accumulation for conv and FC layers fed by sparse (spike) inputs.
+//!
+//! The dense path (candle's im2col + matmul) costs the same whatever the input; the event
+//! path visits only the non-zero inputs and, for each, adds its weight column (FC) or its
+//! kernel slice (conv) into the outputs it reaches, so its cost follows the number of input
+//! spikes. [`PathPolicy`] picks one per layer and step from the measured input density.
+//!
+//! Invariants: weights are copied once, at construction, into the layouts the event path
+//! reads (`[X, Y]` for FC, `[C, K, K, O]` for conv); both paths compute the same function
+//! (cross-correlation, zero padding, no bias), up to f32 summation order; inputs and outputs
+//! are contiguous row-major `[B, X]` / `[B, Y]` and `[B, C, H, W]` / `[B, O, OH, OW]`.
+
+use candle_core::{Device, Result, Tensor};
+
+fn err(msg: impl Into<String>) -> candle_core::Error {
+    candle_core::Error::Msg(msg.into())
+}
+
+/// Which accumulation path a layer uses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PathPolicy {
+    /// Always im2col/matmul.
+    Dense,
+    /// Always event-driven.
+    Event,
+    /// Event-driven when the input's fraction of non-zero entries is at most this.
+    Auto(f32),
+}
+
+impl PathPolicy {
+    /// The crossover measured on this project's CPU (see `docs/performance.md`): below this
+    /// input density the event path is faster than the dense one.
+    pub const DEFAULT_CROSSOVER: f32 = 0.12;
+
+    /// Whether an input of `density` (non-zero fraction) takes the event path.
+    pub fn use_event(self, density: f32) -> bool {
+        match self {
+            PathPolicy::Dense => false,
+            PathPolicy::Event => true,
+            PathPolicy::Auto(max) => density <= max,
+        }
+    }
+}
+
+impl Default for PathPolicy {
+    fn default() -> Self {
+        PathPolicy::Auto(Self::DEFAULT_CROSSOVER)
+    }
+}
+
+/// The fraction of non-zero entries of `x` (0 for an empty slice).
+pub fn density(x: &[f32]) -> f32 {
+    if x.is_empty() {
+        return 0.0;
+    }
+    x.iter().filter(|&&v| v != 0.0).count() as f32 / x.len() as f32
+}
+
+/// A fully connected layer `y = W x`, `W` `[Y, X]`, prepared for event-driven accumulation.
+#[derive(Debug, Clone)]
+pub struct FcEvent {
+    /// `W` transposed, `[X, Y]`: the column of input i is contiguous.
+    wt: Vec<f32>,
+    inputs: usize,
+    outputs: usize,
+}
+
+impl FcEvent {
+    /// From weights `[Y, X]`.
+    pub fn new(w: &Tensor) -> Result<Self> {
+        let (outputs, inputs) = w.dims2()?;
+        let wt = w
+            .to_device(&Device::Cpu)?
+            .t()?
+            .contiguous()?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        Ok(FcEvent {
+            wt,
+            inputs,
+            outputs,
+        })
+    }
+
+    pub fn inputs(&self) -> usize {
+        self.inputs
+    }
+
+    pub fn outputs(&self) -> usize {
+        self.outputs
+    }
+
+    /// `x` `[B, X]` row-major → `[B, Y]`: for every non-zero x[b, i], y[b, :] += x[b, i]·W[:, i].
+    pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>> {
+        if self.inputs == 0 || x.len() % self.inputs != 0 {
+            return Err(err(format!(
+                "event FC: input of {} values is not a multiple of {} features",
+                x.len(),
+                self.inputs
+            )));
+        }
+        let b = x.len() / self.inputs;
+        let mut y = vec![0f32; b * self.outputs];
+        for (row, out) in x
+            .chunks_exact(self.inputs)
+            .zip(y.chunks_exact_mut(self.outputs))
+        {
+            for (i, &v) in row.iter().enumerate() {
+                if v == 0.0 {
+                    continue;
+                }
+                let col = &self.wt[i * self.outputs..(i + 1) * self.outputs];
+                if v == 1.0 {
+                    for (o, &w) in out.iter_mut().zip(col) {
+                        *o += w;
+                    }
+                } else {
+                    for (o, &w) in out.iter_mut().zip(col) {
+                        *o += v * w;
+                    }
+                }
+            }
+        }
+        Ok(y)
+    }
+}
+
+/// A 2-D convolution (no bias, zero padding) prepared for event-driven accumulation.
+#[derive(Debug, Clone)]
+pub struct ConvEvent {
+    /// Weights as `[C, K, K, O]`: the O outputs one input pixel feeds through (ky, kx) are
+    /// contiguous.
+    w: Vec<f32>,
+    c: usize,
+    o: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    h: usize,
+    wd: usize,
+    oh: usize,
+    ow: usize,
+}
+
+impl ConvEvent {
+    /// From weights `[O, C, K, K]` applied with `stride` and `pad` to `h × w` inputs.
+    pub fn new(w: &Tensor, stride: usize, pad: usize, h: usize, wd: usize) -> Result<Self> {
+        let (o, c, k, k2) = w.dims4()?;
+        if k != k2 || stride == 0 {
+            return Err(err("event conv: square kernels and stride ≥ 1 only"));
+        }
+        let hp = h + 2 * pad;
+        let wp = wd + 2 * pad;
+        if hp < k || wp < k {
+            return Err(err("event conv: kernel larger than the padded input"));
+        }
+        let oh = (hp - k) / stride + 1;
+        let ow = (wp - k) / stride + 1;
+        let w = w
+            .to_device(&Device::Cpu)?
+            .permute((1, 2, 3, 0))?
+            .contiguous()?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        Ok(ConvEvent {
+            w,
+            c,
+            o,
+            k,
+            stride,
+            pad,
+            h,
+            wd,
+            oh,
+            ow,
+        })
+    }
+
+    /// Output `(O, OH, OW)`.
+    pub fn out_dims(&self) -> (usize, usize, usize) {
+        (self.o, self.oh, self.ow)
+    }
+
+    /// The output positions along one axis an input coordinate `y` reaches: pairs
+    /// (kernel offset, output coordinate).
+    fn reach(&self, y: usize, out: usize, buf: &mut Vec<(usize, usize)>) {
+        buf.clear();
+        for ky in 0..self.k {
+            let num = y + self.pad;
+            if num < ky {
+                break;
+            }
+            let num = num - ky;
+            if num % self.stride != 0 {
+                continue;
+            }
+            let oy = num / self.stride;
+            if oy < out {
+                buf.push((ky, oy));
+            }
+        }
+    }
+
+    /// `x` `[B, C, H, W]` row-major → `[B, O, OH, OW]`.
+    pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>> {
+        let per = self.c * self.h * self.wd;
+        if per == 0 || x.len() % per != 0 {
+            return Err(err(format!(
+                "event conv: input of {} values is not a multiple of {}×{}×{}",
+                x.len(),
+                self.c,
+                self.h,
+                self.wd
+            )));
+        }
+        let b = x.len() / per;
+        let (o, oh, ow, k) = (self.o, self.oh, self.ow, self.k);
+        // Channels-last accumulator [B, OH, OW, O], transposed at the end.
+        let mut acc = vec![0f32; b * oh * ow * o];
+        let mut ry = Vec::with_capacity(k);
+        let mut rx_all: Vec<Vec<(usize, usize)>> =
+            (0..self.wd).map(|_| Vec::with_capacity(k)).collect();
+        for (xi, rx) in rx_all.iter_mut().enumerate() {
+            self.reach(xi, ow, rx);
+        }
+        for bi in 0..b {
+            let img = &x[bi * per..(bi + 1) * per];
+            let out = &mut acc[bi * oh * ow * o..(bi + 1) * oh * ow * o];
+            for ci in 0..self.c {
+                for yi in 0..self.h {
+                    let row = &img[(ci * self.h + yi) * self.wd..(ci * self.h + yi + 1) * self.wd];
+                    if row.iter().all(|&v| v == 0.0) {
+                        continue;
+                    }
+                    self.reach(yi, oh, &mut ry);
+                    for (xi, &v) in row.iter().enumerate() {
+                        if v == 0.0 {
+                            continue;
+                        }
+                        for &(ky, oy) in &ry {
+                            for &(kx, ox) in &rx_all[xi] {
+                                let wbase = ((ci * k + ky) * k + kx) * o;
+                                let wv = &self.w[wbase..wbase + o];
+                                let dst = &mut out[(oy * ow + ox) * o..(oy * ow + ox + 1) * o];
+                                if v == 1.0 {
+                                    for (d, &w) in dst.iter_mut().zip(wv) {
+                                        *d += w;
+                                    }
+                                } else {
+                                    for (d, &w) in dst.iter_mut().zip(wv) {
+                                        *d += v * w;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // [B, OH·OW, O] → [B, O, OH·OW].
+        let hw = oh * ow;
+        let mut y = vec![0f32; acc.len()];
+        for bi in 0..b {
+            let src = &acc[bi * hw * o..(bi + 1) * hw * o];
+            let dst = &mut y[bi * hw * o..(bi + 1) * hw * o];
+            for p in 0..hw {
+                for oc in 0..o {
+                    dst[oc * hw + p] = src[p * o + oc];
+                }
+            }
+        }
+        Ok(y)
+    }
+}
