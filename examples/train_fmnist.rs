@@ -66,15 +66,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let r = agd::train(&mut model, &train, &test, &cfg)?;
     for e in &r.epochs {
         println!(
-            "epoch {}: loss {:.4} train acc {:.3} test acc {:.3}  train {:.1} img/s  inference {:.1} img/s",
-            e.epoch,
-            e.train_loss,
-            e.train_accuracy,
-            e.test_accuracy,
-            e.train_images_per_s,
-            e.inference_images_per_s
+            "epoch {}: loss {:.4} train acc {:.3} test acc {:.3}",
+            e.epoch, e.loss, e.train_accuracy, e.test_accuracy
         );
     }
+    println!(
+        "training {:.1} images/s, inference {:.1} images/s",
+        r.train_images_per_s, r.infer_images_per_s
+    );
     for a in &r.activity {
         println!("  {}@{}: {:.4}", a.layer, a.step, a.spike_rate);
     }

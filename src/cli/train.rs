@@ -13,8 +13,10 @@ use serde::Deserialize;
 
 use crate::backend::candle::model::Model;
 use crate::ir::{Method, Network};
-use crate::train::agd::{self, TrainConfig, TrainError, TrainMethod};
-use crate::train::standin::{self, Dataset, OptimizerKind};
+use crate::train::agd::{self, OptimizerKind, TrainConfig, TrainError, TrainMethod};
+use crate::train::optim::LrSchedule;
+use crate::train::report::{self, ActivityRecord};
+use crate::train::standin::{self, Dataset};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -28,6 +30,15 @@ pub enum MethodArg {
 pub enum OptimizerArg {
     Adam,
     Sgd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleArg {
+    /// The same rate every epoch.
+    Constant,
+    /// Cosine annealing from --lr to 0 over the epochs.
+    Cosine,
 }
 
 #[derive(Debug, Default, clap::Args, Deserialize)]
@@ -54,6 +65,9 @@ pub struct TrainArgs {
     pub batch: Option<usize>,
     #[arg(long)]
     pub lr: Option<f64>,
+    #[arg(long, value_enum)]
+    #[serde(alias = "lr_schedule")]
+    pub lr_schedule: Option<ScheduleArg>,
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerArg>,
     #[arg(long)]
@@ -189,6 +203,7 @@ fn merge(mut args: TrainArgs) -> Result<TrainArgs, Fail> {
         timesteps,
         batch,
         lr,
+        lr_schedule,
         optimizer,
         weight_decay,
         momentum,
@@ -232,9 +247,14 @@ fn run_inner(args: TrainArgs) -> Result<(), Fail> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", net.name, method.name())));
+    let epochs = args.epochs.unwrap_or(1);
     let cfg = TrainConfig {
         method,
-        epochs: args.epochs.unwrap_or(1),
+        epochs,
+        schedule: match args.lr_schedule {
+            Some(ScheduleArg::Cosine) => LrSchedule::Cosine { total: epochs },
+            _ => LrSchedule::Constant,
+        },
         timesteps,
         batch: args.batch.unwrap_or(32),
         lr: args.lr.unwrap_or(1e-3),
@@ -281,33 +301,34 @@ fn run_inner(args: TrainArgs) -> Result<(), Fail> {
         }
         e => Fail::usage(e.to_string()),
     })?;
-    standin::plot_training(&report, &out.join("training.svg"))
-        .map_err(|e| Fail::usage(format!("cannot write training.svg: {e}")))?;
-    standin::plot_activity(&report, &out.join("activity.svg"))
-        .map_err(|e| Fail::usage(format!("cannot write activity.svg: {e}")))?;
+    report::plot_training(&report.epochs, &out.join("training.svg"))
+        .map_err(|e| Fail::usage(e.to_string()))?;
+    report::plot_activity(&report.activity, &out.join("activity.svg"))
+        .map_err(|e| Fail::usage(e.to_string()))?;
     for e in &report.epochs {
         println!(
-            "epoch {:>3}  train loss {:.4}  train acc {:6.2}%  test acc {:6.2}%  train {:.1} img/s  inference {:.1} img/s",
+            "epoch {:>3}  train loss {:.4}  train acc {:6.2}%  test acc {:6.2}%",
             e.epoch,
-            e.train_loss,
+            e.loss,
             100.0 * e.train_accuracy,
             100.0 * e.test_accuracy,
-            e.train_images_per_s,
-            e.inference_images_per_s
         );
     }
+    println!(
+        "speed: training {:.1} images/s, inference {:.1} images/s (last epoch)",
+        report.train_images_per_s, report.infer_images_per_s
+    );
     print_activity(&report.activity);
-    if let Some(en) = &report.energy {
-        println!(
-            "energy: E_ANN {:.3e} pJ, E_SNN {:.3e} pJ, EE = {:.2}",
-            en.e_ann_pj, en.e_snn_pj, en.efficiency
-        );
-    }
+    let en = &report.energy;
+    println!(
+        "energy: E_ANN {:.3e} pJ, E_SNN {:.3e} pJ, EE = {:.2}",
+        en.e_ann_pj, en.e_snn_pj, en.ee
+    );
     println!("wrote {}", out.display());
     Ok(())
 }
 
-pub(crate) fn print_activity(activity: &[standin::ActivityRecord]) {
+pub(crate) fn print_activity(activity: &[ActivityRecord]) {
     if activity.is_empty() {
         return;
     }

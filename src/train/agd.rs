@@ -13,16 +13,17 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::Tensor;
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 
-use crate::backend::candle::model::{ForwardOptions, LayerInput, Model, SlotActivity};
-use crate::backend::candle::standin::{derive_rng, SeededRng};
+use crate::backend::candle::classifier::correct_count;
+use crate::backend::candle::encode::SeededRng;
+use crate::backend::candle::model::{rng_for, ForwardOptions, LayerInput, Model, SlotActivity};
 use crate::ir::{Domain, LayerKind, Network, Op};
 use crate::train::checkpoint::{self, Meta};
-use crate::train::standin::{
-    ActivityRecord, Dataset, EnergyRecord, EpochRecord, Optimizer, OptimizerKind, Report,
-};
+use crate::train::optim::{Adam, AdamConfig, LrSchedule, Optimizer, Sgd, SgdConfig};
+use crate::train::report::{ActivityRecord, EnergyRecord, EpochRecord, Report};
+use crate::train::standin::Dataset;
 
 const EPOCH_STREAM: u64 = 100;
 const EVAL_STREAM: u64 = 1 << 32;
@@ -30,6 +31,14 @@ const EVAL_STREAM: u64 = 1 << 32;
 /// Table I: energy of one multiply-accumulate and one accumulate (pJ, 45 nm).
 pub const E_MAC_PJ: f64 = 3.2;
 pub const E_AC_PJ: f64 = 0.1;
+
+/// Which update rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Adam,
+    Sgd,
+}
 
 /// Which network is trained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +74,7 @@ pub struct TrainConfig {
     pub timesteps: usize,
     pub batch: usize,
     pub lr: f64,
+    pub schedule: LrSchedule,
     pub optimizer: OptimizerKind,
     pub momentum: f64,
     pub weight_decay: f64,
@@ -85,6 +95,7 @@ impl Default for TrainConfig {
             timesteps: 10,
             batch: 32,
             lr: 1e-3,
+            schedule: LrSchedule::Constant,
             optimizer: OptimizerKind::Adam,
             momentum: 0.9,
             weight_decay: 0.0,
@@ -128,12 +139,6 @@ pub struct Evaluation {
     pub inputs: Vec<LayerInput>,
 }
 
-fn correct(logits: &Tensor, labels: &Tensor) -> candle_core::Result<usize> {
-    let pred = logits.argmax(1)?;
-    let eq = pred.eq(labels)?.to_dtype(candle_core::DType::F32)?;
-    Ok(eq.sum_all()?.to_scalar::<f32>()? as usize)
-}
-
 /// Runs `model` over `data` in batches, recording activity.
 pub fn evaluate(
     model: &Model,
@@ -147,7 +152,7 @@ pub fn evaluate(
         record: true,
         ..opts
     };
-    let mut rng = derive_rng(seed, EVAL_STREAM);
+    let mut rng = rng_for(seed, EVAL_STREAM);
     let dev = model.device().clone();
     let n = data.len();
     let batch = batch.max(1);
@@ -160,7 +165,7 @@ pub fn evaluate(
     for chunk in idx.chunks(batch) {
         let (x, y) = data.batch(chunk, &dev)?;
         let out = model.forward(&x, &opts, &mut rng)?;
-        right += correct(&out.logits, &y)?;
+        right += correct_count(&model.eval_logits(&out)?, &y)?;
         let l = model.loss(&out, &y, false, &mut rng)?.to_scalar::<f32>()?;
         loss += l as f64 * chunk.len() as f64;
         let w = chunk.len() as f32 / n as f32;
@@ -255,7 +260,7 @@ pub fn energy(net: &Network, inputs: &[LayerInput], timesteps: usize) -> EnergyR
     EnergyRecord {
         e_ann_pj: e_ann,
         e_snn_pj: e_snn,
-        efficiency: if e_snn > 0.0 { e_ann / e_snn } else { 0.0 },
+        ee: if e_snn > 0.0 { e_ann / e_snn } else { 0.0 },
     }
 }
 
@@ -294,49 +299,57 @@ pub fn train(
         )));
     }
     let vars = model.vars();
-    let mut opt = Optimizer::new(cfg.optimizer, vars.clone(), cfg.lr)?;
-    opt.momentum = cfg.momentum;
-    opt.weight_decay = cfg.weight_decay;
-    let mut report = Report {
-        network: model.network().name.clone(),
-        method: cfg.method.name().into(),
-        timesteps: if cfg.method == TrainMethod::Ann {
-            1
-        } else {
-            cfg.timesteps
-        },
-        batch: cfg.batch,
-        seed: cfg.seed,
-        epochs: Vec::new(),
-        activity: Vec::new(),
-        energy: None,
+    let mut opt: Box<dyn Optimizer> = match cfg.optimizer {
+        OptimizerKind::Adam => Box::new(Adam::new(
+            vars.clone(),
+            AdamConfig {
+                lr: cfg.lr,
+                weight_decay: cfg.weight_decay,
+                ..AdamConfig::default()
+            },
+        )?),
+        OptimizerKind::Sgd => Box::new(Sgd::new(
+            vars.clone(),
+            SgdConfig {
+                lr: cfg.lr,
+                momentum: cfg.momentum,
+                weight_decay: cfg.weight_decay,
+                nesterov: false,
+            },
+        )?),
     };
+    let timesteps = match cfg.method {
+        TrainMethod::Ann => 1,
+        TrainMethod::Agd => cfg.timesteps,
+    };
+    let mut report = Report::new(cfg.method.name(), &model.network().name, timesteps);
+    report.extra.insert("seed".into(), cfg.seed.into());
+    report.extra.insert("batch".into(), cfg.batch.into());
     let mut start_epoch = 0;
     if cfg.resume {
         let dir = cfg
             .out
             .as_ref()
             .ok_or_else(|| TrainError::Data("--resume needs an output folder".into()))?;
-        let path = checkpoint::weights_path(dir);
-        let (map, meta) = checkpoint::load(&path)?;
+        let (map, meta) = checkpoint::load(&checkpoint::weights_path(dir))?;
         model.load(&map)?;
         opt.load_state(&map)?;
         start_epoch = meta.epoch;
-        if let Ok(text) = std::fs::read_to_string(dir.join("report.json")) {
-            if let Ok(old) = serde_json::from_str::<Report>(&text) {
-                report.epochs = old
-                    .epochs
-                    .into_iter()
-                    .filter(|e| e.epoch <= start_epoch)
-                    .collect();
-            }
+        if let Ok(old) = Report::read_json(&dir.join("report.json")) {
+            report.epochs = old
+                .epochs
+                .into_iter()
+                .filter(|e| e.epoch <= start_epoch)
+                .collect();
         }
     }
     let dev = model.device().clone();
     let opts = cfg.method.options(cfg.timesteps, true);
     let batch = cfg.batch.max(1);
+    let run_start = Instant::now();
     for epoch in start_epoch..cfg.epochs {
-        let mut rng = derive_rng(cfg.seed, EPOCH_STREAM + epoch as u64);
+        opt.set_lr(cfg.schedule.lr_at(cfg.lr, epoch))?;
+        let mut rng = rng_for(cfg.seed, EPOCH_STREAM + epoch as u64);
         let order = shuffled(train.len(), &mut rng);
         let batches = order.len().div_ceil(batch);
         let pb = progress_bar(batches, cfg.progress, epoch, cfg.epochs);
@@ -356,14 +369,12 @@ pub fn train(
                 });
             }
             let grads = loss.backward()?;
-            for (name, v) in &vars {
-                if grads.get(v.as_tensor()).is_none() {
-                    return Err(TrainError::NoGradient(name.clone()));
-                }
+            if let Some((name, _)) = vars.iter().find(|(_, v)| grads.get(v).is_none()) {
+                return Err(TrainError::NoGradient(name.clone()));
             }
             opt.step(&grads)?;
             loss_sum += l as f64 * chunk.len() as f64;
-            right += correct(&out.logits, &y)?;
+            right += correct_count(&model.eval_logits(&out)?, &y)?;
             seen += chunk.len();
             pb.inc(1);
             pb.set_message(format!(
@@ -383,19 +394,21 @@ pub fn train(
         )?;
         report.epochs.push(EpochRecord {
             epoch: epoch + 1,
-            train_loss: loss_sum / seen.max(1) as f64,
+            loss: loss_sum / seen.max(1) as f64,
             train_accuracy: right as f64 / seen.max(1) as f64,
-            test_loss: eval.loss,
             test_accuracy: eval.accuracy,
-            lr: cfg.lr,
-            train_images_per_s: seen as f64 / train_secs,
-            inference_images_per_s: eval.images_per_s,
         });
+        report.test_accuracy = eval.accuracy;
+        report.train_images_per_s = seen as f64 / train_secs;
+        report.infer_images_per_s = eval.images_per_s;
+        report.wall_s = run_start.elapsed().as_secs_f64();
+        report.extra.insert("test_loss".into(), eval.loss.into());
         report.activity = eval.activity.clone();
-        report.energy = Some(energy(model.network(), &eval.inputs, report.timesteps));
+        report.energy = energy(model.network(), &eval.inputs, timesteps);
         if let Some(dir) = &cfg.out {
+            std::fs::create_dir_all(dir)?;
             let mut state = model.state()?;
-            state.extend(opt.state()?);
+            state.extend(opt.state_tensors()?);
             let meta = Meta {
                 epoch: epoch + 1,
                 seed: cfg.seed,
@@ -403,11 +416,7 @@ pub fn train(
                 method: report.method.clone(),
             };
             checkpoint::save(&checkpoint::weights_path(dir), &state, &meta)?;
-            let json = serde_json::to_string_pretty(&report)
-                .map_err(|e| TrainError::Data(e.to_string()))?;
-            let tmp = dir.join("report.json.tmp");
-            std::fs::write(&tmp, json)?;
-            std::fs::rename(&tmp, dir.join("report.json"))?;
+            report.write_json(&dir.join("report.json"))?;
         }
     }
     Ok(report)
@@ -417,7 +426,7 @@ pub fn train(
 fn shuffled(n: usize, rng: &mut SeededRng) -> Vec<usize> {
     let mut v: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
-        let j = rng.random_range(0..=i);
+        let j = rng.0.random_range(0..=i);
         v.swap(i, j);
     }
     v

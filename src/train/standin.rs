@@ -1,21 +1,17 @@
-//! Minimal stand-ins for pieces other modules own (`data::Dataset` and loaders,
-//! `train::optim::{Adam, Sgd}`, `train::report::Report` and its records), written against
-//! their documented roles so `agd` can switch to the real ones when they land.
+//! A minimal stand-in for the data sets `crate::data` owns (`Dataset`, IDX loading of
+//! Fashion-MNIST), so `agd` and the CLI can run until the real module lands.
 //!
-//! Invariants: dataset images are `f32` in [0, 1], `images.len() == len·C·H·W`, labels are
-//! below `classes`; optimiser state is named `opt.<param>.m|v` and `opt.step`.
+//! Invariants: images are `f32` in [0, 1], `images.len() == len·C·H·W`, labels are below
+//! `classes`.
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
-use candle_core::backprop::GradStore;
-use candle_core::{Device, Result, Tensor, Var};
-use serde::{Deserialize, Serialize};
-
-use crate::backend::candle::standin::SeededRng;
-use crate::ir::Shape;
+use candle_core::{Device, Result, Tensor};
 use rand::Rng;
+
+use crate::backend::candle::encode::SeededRng;
+use crate::ir::Shape;
 
 /// Images and labels in memory.
 #[derive(Debug, Clone)]
@@ -70,14 +66,14 @@ impl Dataset {
         let mut images = Vec::with_capacity(n * 64);
         let mut labels = Vec::with_capacity(n);
         for _ in 0..n {
-            let k = rng.random_range(0..4u8);
+            let k = rng.0.random_range(0..4u8);
             for y in 0..8 {
                 for x in 0..8 {
                     let q = (y / 4) * 2 + x / 4;
                     let v = if q == k as usize {
-                        0.6 + 0.4 * rng.random::<f32>()
+                        0.6 + 0.4 * rng.0.random::<f32>()
                     } else {
-                        0.3 * rng.random::<f32>()
+                        0.3 * rng.0.random::<f32>()
                     };
                     images.push(v);
                 }
@@ -150,275 +146,4 @@ pub fn load_fashion_mnist(dir: &Path) -> std::io::Result<(Dataset, Dataset)> {
         &dir.join("t10k-labels-idx1-ubyte.gz"),
     )?;
     Ok((train, test))
-}
-
-/// Which update rule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OptimizerKind {
-    Adam,
-    Sgd,
-}
-
-/// Adam (β = 0.9, 0.999, ε = 1e−8) or SGD with momentum; L2 weight decay added to the
-/// gradient.
-pub struct Optimizer {
-    pub kind: OptimizerKind,
-    pub lr: f64,
-    pub momentum: f64,
-    pub weight_decay: f64,
-    step: u64,
-    vars: Vec<(String, Var)>,
-    m: Vec<Tensor>,
-    v: Vec<Tensor>,
-}
-
-impl Optimizer {
-    pub fn new(kind: OptimizerKind, vars: Vec<(String, Var)>, lr: f64) -> Result<Self> {
-        let m = vars
-            .iter()
-            .map(|(_, v)| v.zeros_like())
-            .collect::<Result<Vec<_>>>()?;
-        let v = m.clone();
-        Ok(Optimizer {
-            kind,
-            lr,
-            momentum: 0.9,
-            weight_decay: 0.0,
-            step: 0,
-            vars,
-            m,
-            v,
-        })
-    }
-
-    /// One update; a parameter without a gradient is an error.
-    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
-        self.step += 1;
-        let t = self.step as i32;
-        for (i, (name, var)) in self.vars.iter().enumerate() {
-            let g = grads.get(var.as_tensor()).ok_or_else(|| {
-                candle_core::Error::Msg(format!("parameter `{name}` received no gradient"))
-            })?;
-            let g = if self.weight_decay != 0.0 {
-                (g + (var.as_tensor() * self.weight_decay)?)?
-            } else {
-                g.clone()
-            };
-            match self.kind {
-                OptimizerKind::Adam => {
-                    let (b1, b2, eps) = (0.9, 0.999, 1e-8);
-                    let m = ((&self.m[i] * b1)? + (&g * (1.0 - b1))?)?;
-                    let v = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
-                    let mh = (&m / (1.0 - f64::powi(b1, t)))?;
-                    let vh = (&v / (1.0 - f64::powi(b2, t)))?;
-                    let upd = (mh / (vh.sqrt()? + eps)?)?;
-                    var.set(&(var.as_tensor() - (upd * self.lr)?)?)?;
-                    self.m[i] = m;
-                    self.v[i] = v;
-                }
-                OptimizerKind::Sgd => {
-                    let m = ((&self.m[i] * self.momentum)? + &g)?;
-                    var.set(&(var.as_tensor() - (&m * self.lr)?)?)?;
-                    self.m[i] = m;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Moments and step count, named `opt.<param>.m|v` and `opt.step`.
-    pub fn state(&self) -> Result<HashMap<String, Tensor>> {
-        let mut out = HashMap::new();
-        for (i, (name, _)) in self.vars.iter().enumerate() {
-            out.insert(format!("opt.{name}.m"), self.m[i].clone());
-            out.insert(format!("opt.{name}.v"), self.v[i].clone());
-        }
-        let dev = self
-            .m
-            .first()
-            .map(|t| t.device().clone())
-            .unwrap_or(Device::Cpu);
-        out.insert("opt.step".into(), Tensor::new(&[self.step as i64], &dev)?);
-        Ok(out)
-    }
-
-    /// Restores what [`Optimizer::state`] saved (missing entries keep their zeros).
-    pub fn load_state(&mut self, map: &HashMap<String, Tensor>) -> Result<()> {
-        for (i, (name, var)) in self.vars.iter().enumerate() {
-            for (key, slot) in [("m", &mut self.m[i]), ("v", &mut self.v[i])] {
-                if let Some(t) = map.get(&format!("opt.{name}.{key}")) {
-                    if t.dims() == var.dims() {
-                        *slot = t.clone();
-                    }
-                }
-            }
-        }
-        if let Some(t) = map.get("opt.step") {
-            let v = t.flatten_all()?.to_vec1::<i64>()?;
-            self.step = v.first().copied().unwrap_or(0).max(0) as u64;
-        }
-        Ok(())
-    }
-}
-
-/// One epoch of training.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    pub epoch: usize,
-    pub train_loss: f64,
-    pub train_accuracy: f64,
-    pub test_loss: f64,
-    pub test_accuracy: f64,
-    pub lr: f64,
-    pub train_images_per_s: f64,
-    pub inference_images_per_s: f64,
-}
-
-/// Spike rate of one layer application, measured on the test set.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ActivityRecord {
-    pub layer: String,
-    pub step: u32,
-    pub spike_rate: f64,
-}
-
-/// Energy from measured activity (Eq. 10, 11; Table I: MAC 3.2 pJ, AC 0.1 pJ).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EnergyRecord {
-    pub e_ann_pj: f64,
-    pub e_snn_pj: f64,
-    pub efficiency: f64,
-}
-
-/// What `snnc train` writes to `report.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Report {
-    pub network: String,
-    pub method: String,
-    pub timesteps: usize,
-    pub batch: usize,
-    pub seed: u64,
-    pub epochs: Vec<EpochRecord>,
-    pub activity: Vec<ActivityRecord>,
-    pub energy: Option<EnergyRecord>,
-}
-
-fn plot_err(e: impl std::fmt::Display) -> std::io::Error {
-    std::io::Error::other(e.to_string())
-}
-
-/// Loss and accuracy per epoch, as an SVG.
-pub fn plot_training(report: &Report, path: &Path) -> std::io::Result<()> {
-    use plotters::prelude::*;
-    let root = SVGBackend::new(path, (800, 400)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_err)?;
-    let (left, right) = root.split_horizontally(400);
-    let n = report.epochs.len().max(1) as f64;
-    let max_loss = report
-        .epochs
-        .iter()
-        .flat_map(|e| [e.train_loss, e.test_loss])
-        .filter(|v| v.is_finite())
-        .fold(0.1f64, f64::max);
-    let mut c = ChartBuilder::on(&left)
-        .caption("loss", ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(40)
-        .build_cartesian_2d(0f64..n, 0f64..max_loss * 1.05)
-        .map_err(plot_err)?;
-    c.configure_mesh()
-        .x_desc("epoch")
-        .draw()
-        .map_err(plot_err)?;
-    let train: Vec<(f64, f64)> = report
-        .epochs
-        .iter()
-        .map(|e| (e.epoch as f64, e.train_loss))
-        .collect();
-    let test: Vec<(f64, f64)> = report
-        .epochs
-        .iter()
-        .map(|e| (e.epoch as f64, e.test_loss))
-        .collect();
-    c.draw_series(LineSeries::new(train, &BLUE))
-        .map_err(plot_err)?
-        .label("train");
-    c.draw_series(LineSeries::new(test, &RED))
-        .map_err(plot_err)?
-        .label("test");
-    let mut c = ChartBuilder::on(&right)
-        .caption("accuracy", ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(40)
-        .build_cartesian_2d(0f64..n, 0f64..1f64)
-        .map_err(plot_err)?;
-    c.configure_mesh()
-        .x_desc("epoch")
-        .draw()
-        .map_err(plot_err)?;
-    let train: Vec<(f64, f64)> = report
-        .epochs
-        .iter()
-        .map(|e| (e.epoch as f64, e.train_accuracy))
-        .collect();
-    let test: Vec<(f64, f64)> = report
-        .epochs
-        .iter()
-        .map(|e| (e.epoch as f64, e.test_accuracy))
-        .collect();
-    c.draw_series(LineSeries::new(train, &BLUE))
-        .map_err(plot_err)?;
-    c.draw_series(LineSeries::new(test, &RED))
-        .map_err(plot_err)?;
-    root.present().map_err(plot_err)
-}
-
-/// Spike rate per layer application, as an SVG bar chart.
-pub fn plot_activity(report: &Report, path: &Path) -> std::io::Result<()> {
-    use plotters::prelude::*;
-    let root = SVGBackend::new(path, (800, 400)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_err)?;
-    let n = report.activity.len().max(1);
-    let top = report
-        .activity
-        .iter()
-        .map(|a| a.spike_rate)
-        .fold(0.01f64, f64::max);
-    let labels: Vec<String> = report
-        .activity
-        .iter()
-        .map(|a| format!("{}@{}", a.layer, a.step))
-        .collect();
-    let mut c = ChartBuilder::on(&root)
-        .caption(
-            "spike activity per layer and unroll step",
-            ("sans-serif", 18),
-        )
-        .margin(10)
-        .x_label_area_size(40)
-        .y_label_area_size(50)
-        .build_cartesian_2d((0..n).into_segmented(), 0f64..top * 1.1)
-        .map_err(plot_err)?;
-    c.configure_mesh()
-        .x_label_formatter(&|x| match x {
-            SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
-            _ => String::new(),
-        })
-        .y_desc("spikes / neuron / step")
-        .draw()
-        .map_err(plot_err)?;
-    c.draw_series(
-        Histogram::vertical(&c).style(BLUE.filled()).margin(5).data(
-            report
-                .activity
-                .iter()
-                .enumerate()
-                .map(|(i, a)| (i, a.spike_rate)),
-        ),
-    )
-    .map_err(plot_err)?;
-    root.present().map_err(plot_err)
 }
