@@ -452,3 +452,41 @@ fn stochmax_training_learns() -> R {
     assert!(r.test_accuracy > 0.6, "chance is 0.25: {:?}", r.epochs);
     Ok(())
 }
+
+/// Conversion's SNN: IF neurons (leak 1, subtract) with the slot thresholds, whatever the
+/// declared neuron; checked against the hand-written scan.
+#[test]
+fn integrate_and_fire_option_overrides_the_neuron() -> R {
+    let b = NetBuilder::new("if", Shape::new(1, 4, 4), 6)
+        .encoding(Encoding::Direct)
+        .settings(|s| {
+            s.neuron.leak = 0.5;
+            s.neuron.reset = snnc::ir::Reset::Zero;
+        });
+    let lif = b.lif();
+    let net = b
+        .fc("FC1", 16, 5, lif)
+        .fc("FC2", 5, 2, Activation::None)
+        .build();
+    let mut m = Model::new(&net, &dev(), 2)?;
+    m.set_threshold(snnc::ir::SlotId(0), 0.7)?;
+    let x = image(3, 1, 4, 4, 8);
+    let opts = ForwardOptions::snn(6, false).with_integrate_and_fire();
+    let out = m.forward(&x, &opts, &mut derive_rng(0, 0))?;
+    let w = |n: &str| m.weight(n).unwrap().as_tensor().clone();
+    let cur = x.flatten_from(1)?.matmul(&w("FC1").t()?)?; // [3, 5]
+    let cur_t = cur.flatten_all()?.unsqueeze(0)?.repeat((6, 1))?;
+    let p = NeuronParams {
+        leak: 1.0,
+        threshold: 0.7,
+        reset: snnc::ir::Reset::Subtract,
+        gamma: 0.3,
+    };
+    let rate = standin::lif_scan(&cur_t, p)?.mean(0)?.reshape((3, 5))?;
+    let logits = rate.matmul(&w("FC2").t()?)?;
+    assert!(max_abs_diff(&out.logits, &logits) < 1e-5);
+    // The declared LIF (leak 0.5, reset to zero) gives other numbers here.
+    let lif_out = m.forward(&x, &ForwardOptions::snn(6, false), &mut derive_rng(0, 0))?;
+    assert!(max_abs_diff(&lif_out.logits, &logits) > 1e-4);
+    Ok(())
+}

@@ -32,7 +32,7 @@ use super::encode::{self, SeededRng};
 use super::standin::{self, NeuronParams};
 use crate::ir::{
     Activation, BoundaryKind, Classifier, Domain, Encoding, JoinMode, LayerKind, Network, Op,
-    PoolKind, Shape, SlotId,
+    PoolKind, Reset, Shape, SlotId,
 };
 
 /// An RNG for one purpose (`stream`) of a run seeded with `seed`: streams are independent.
@@ -53,6 +53,9 @@ pub struct ForwardOptions {
     pub as_ann: bool,
     /// Measure per-slot max input current, spike rates and layer input activity.
     pub record: bool,
+    /// Every spiking layer as an IF neuron (leak 1, reset by subtraction) with its slot's
+    /// threshold, whatever its declared neuron: the SNN that ANN-to-SNN conversion runs.
+    pub integrate_and_fire: bool,
 }
 
 impl ForwardOptions {
@@ -62,6 +65,7 @@ impl ForwardOptions {
             train,
             as_ann: false,
             record: false,
+            integrate_and_fire: false,
         }
     }
 
@@ -71,11 +75,17 @@ impl ForwardOptions {
             train,
             as_ann: true,
             record: false,
+            integrate_and_fire: false,
         }
     }
 
     pub fn recording(mut self) -> Self {
         self.record = true;
+        self
+    }
+
+    pub fn with_integrate_and_fire(mut self) -> Self {
+        self.integrate_and_fire = true;
         self
     }
 }
@@ -531,10 +541,15 @@ impl Model {
                     } else {
                         let shape = v.shape().clone();
                         let n_per_t = shape.elem_count() / t;
+                        let (leak, reset) = if opts.integrate_and_fire {
+                            (1.0, Reset::Subtract)
+                        } else {
+                            (spec.leak, spec.reset)
+                        };
                         let p = NeuronParams {
-                            leak: spec.leak,
+                            leak,
                             threshold: th,
-                            reset: spec.reset,
+                            reset,
                             gamma,
                         };
                         let s = standin::lif_scan(&v.reshape((t, n_per_t))?, p)?.reshape(shape)?;
