@@ -131,6 +131,8 @@ pub struct ForwardOutput {
 pub struct Model {
     net: Network,
     order: Vec<NodeIndex>,
+    /// Per node (by index), its producers ordered by input port.
+    inputs: Vec<Vec<NodeIndex>>,
     weights: Vec<Var>,
     thresholds: Vec<f32>,
     /// The classifier (softmax, or stochmax with its own parameters).
@@ -233,6 +235,11 @@ impl Model {
         Ok(Model {
             net: network.clone(),
             order: network.topo_order(),
+            inputs: network
+                .graph
+                .node_indices()
+                .map(|n| network.inputs_of(n))
+                .collect(),
             weights,
             thresholds,
             head,
@@ -410,9 +417,7 @@ impl Model {
 
         for &n in &self.order {
             let node = &self.net.graph[n];
-            let ins: Vec<Tensor> = self
-                .net
-                .inputs_of(n)
+            let ins: Vec<Tensor> = self.inputs[n.index()]
                 .iter()
                 .map(|&i| {
                     values[i.index()]
@@ -571,7 +576,7 @@ impl Model {
             .take()
             .ok_or_else(|| err("the network has no output"))?;
         let out_snn = self.net.graph[out_node].domain == Some(Domain::Snn);
-        let logits = if out_snn && out.dim(0)? != b {
+        let logits = if out_snn && out.dim(0)? == t * b && t > 1 {
             mean_over_t(&out, t)?
         } else {
             out
