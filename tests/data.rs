@@ -369,7 +369,11 @@ fn cifar_wrong_size_bad_label_missing() {
     std::fs::remove_file(dir.path().join("test_batch.bin")).unwrap();
     std::fs::write(&p, cifar_batch(&[1, 2], 0)).unwrap();
     let e = data::load(&DataSpec::Cifar10(dir.path().into()), None, None).unwrap_err();
-    assert!(matches!(&e, DataError::Missing { file, .. } if file == "test_batch.bin"));
+    assert!(
+        matches!(&e, DataError::Missing { file, tried, .. }
+            if file == "test_batch.bin" && tried == "test_batch.bin, test_batch.bin.gz"),
+        "{e:?}"
+    );
 }
 
 #[test]

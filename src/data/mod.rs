@@ -197,12 +197,10 @@ pub fn batches(
 /// Finds `base` or `base.gz` in `dir` (also the `train-images.idx3-ubyte` spelling).
 fn find_file(dir: &Path, base: &str) -> Result<PathBuf, DataError> {
     let dotted = base.replacen("-idx", ".idx", 1);
-    let candidates = [
-        base.to_string(),
-        format!("{base}.gz"),
-        dotted.clone(),
-        format!("{dotted}.gz"),
-    ];
+    let mut candidates = vec![base.to_string(), format!("{base}.gz")];
+    if dotted != base {
+        candidates.extend([dotted.clone(), format!("{dotted}.gz")]);
+    }
     for name in &candidates {
         let p = dir.join(name);
         if p.is_file() {
