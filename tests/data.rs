@@ -79,6 +79,11 @@ fn idx_raw_loads_exact_values() {
     let want: Vec<f32> = (0..6).map(|k| (14 + k) as f32 / 255.0).collect();
     assert_eq!(ds.train.image(2), &want[..]);
     assert_eq!(ds.test.image(0)[5], 5.0 / 255.0);
+    assert_eq!(ds.train.image_len(), 6);
+    let (images, labels) = ds.train.gather(&[4, 0]);
+    assert_eq!(labels, vec![5, 3]);
+    assert_eq!(&images[..6], ds.train.image(4));
+    assert_eq!(&images[6..], ds.train.image(0));
 }
 
 #[test]

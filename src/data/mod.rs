@@ -68,8 +68,25 @@ impl Split {
 
     /// The `C·H·W` values of image `i` (panics if `i >= len()`, like slice indexing).
     pub fn image(&self, i: usize) -> &[f32] {
-        let stride = self.images.len() / self.labels.len().max(1);
+        let stride = self.image_len();
         &self.images[i * stride..(i + 1) * stride]
+    }
+
+    /// The images (concatenated, NCHW) and labels of `indices`, in that order: one batch
+    /// from [`batches`]. Panics on an index `>= len()`, like slice indexing.
+    pub fn gather(&self, indices: &[usize]) -> (Vec<f32>, Vec<u8>) {
+        let mut images = Vec::with_capacity(indices.len() * self.image_len());
+        let mut labels = Vec::with_capacity(indices.len());
+        for &i in indices {
+            images.extend_from_slice(self.image(i));
+            labels.push(self.labels[i]);
+        }
+        (images, labels)
+    }
+
+    /// Values per image (`C·H·W`), or 0 for an empty split.
+    pub fn image_len(&self) -> usize {
+        self.images.len() / self.labels.len().max(1)
     }
 }
 
