@@ -69,7 +69,7 @@ if [[ "${SKIP_SNNC:-0}" != 1 ]]; then
         tail -n 20 "$OUT/snnc.log" >&2
     }
     # The newest report.json written by that run, wherever the train command puts it.
-    report=$(find . -path ./target -prune -o -name report.json -newer "$marker" -print 2>/dev/null |
+    report=$(find . \( -path ./target -o -path ./bench/.venv -o -path ./.git \) -prune -o -name report.json -newer "$marker" -print 2>/dev/null |
         xargs -r ls -t 2>/dev/null | head -n 1)
     if [[ -n "$report" ]]; then
         cp "$report" "$OUT/snnc-report.json"
