@@ -10,7 +10,6 @@ use snnc::backend::candle::model::Model;
 use snnc::backend::candle::netbuild::NetBuilder;
 use snnc::ir::{Activation, LayerKind, PoolKind, Shape};
 use snnc::train::agd::{self, TrainConfig};
-use snnc::train::standin;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<usize> = std::env::args()
@@ -50,10 +49,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             i += 1;
         }
     }
-    let (mut train, mut test) =
-        standin::load_fashion_mnist(std::path::Path::new(standin::FASHION_MNIST_DIR))?;
-    train.truncate(train_limit);
-    test.truncate(test_limit);
+    let data = snnc::data::load(
+        &snnc::data::default_spec(),
+        Some(train_limit),
+        Some(test_limit),
+    )?;
     let mut model = Model::new(&net, &Device::Cpu, 0)?;
     let cfg = TrainConfig {
         epochs,
@@ -63,7 +63,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         progress: true,
         ..TrainConfig::default()
     };
-    let r = agd::train(&mut model, &train, &test, &cfg)?;
+    let r = agd::train(&mut model, &data, &cfg)?;
     for e in &r.epochs {
         println!(
             "epoch {}: loss {:.4} train acc {:.3} test acc {:.3}",

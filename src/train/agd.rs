@@ -3,8 +3,9 @@
 //! seed for everything random. `TrainMethod::Ann` trains the same topology with every
 //! spiking layer as ReLU and T = 1 (the ANN baseline).
 //!
-//! Invariants: randomness of epoch e comes from `derive_rng(seed, EPOCH_STREAM + e)` (data
-//! order, Poisson noise, dropout, stochmax noise), so a run is reproducible and a resumed run
+//! Invariants: randomness of epoch e comes from the seed and e alone (data order:
+//! `data::batches(.., seed, e)`; Poisson noise, dropout, stochmax noise:
+//! `rng_for(seed, EPOCH_STREAM + e)`), so a run is reproducible and a resumed run
 //! continues exactly as the uninterrupted one would; every parameter must receive a
 //! gradient at every step (an error otherwise); a non-finite loss stops training with an
 //! error and leaves the last checkpoint (end of the previous epoch) in place.
@@ -13,17 +14,15 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::backend::candle::classifier::correct_count;
-use crate::backend::candle::encode::SeededRng;
 use crate::backend::candle::model::{rng_for, ForwardOptions, LayerInput, Model, SlotActivity};
+use crate::data::{Dataset, Split};
 use crate::ir::{Domain, LayerKind, Network, Op};
 use crate::train::checkpoint::{self, Meta};
 use crate::train::optim::{Adam, AdamConfig, LrSchedule, Optimizer, Sgd, SgdConfig};
 use crate::train::report::{ActivityRecord, EnergyRecord, EpochRecord, Report};
-use crate::train::standin::Dataset;
 
 const EPOCH_STREAM: u64 = 100;
 const EVAL_STREAM: u64 = 1 << 32;
@@ -139,10 +138,25 @@ pub struct Evaluation {
     pub inputs: Vec<LayerInput>,
 }
 
-/// Runs `model` over `data` in batches, recording activity.
+/// Images `[B, C, H, W]` and labels `[B]` (u32) of the examples `idx` of `split`.
+pub fn batch_tensors(
+    split: &Split,
+    shape: [usize; 3],
+    idx: &[usize],
+    dev: &candle_core::Device,
+) -> candle_core::Result<(candle_core::Tensor, candle_core::Tensor)> {
+    let (x, y) = split.gather(idx);
+    let [c, h, w] = shape;
+    let x = candle_core::Tensor::from_vec(x, (idx.len(), c, h, w), dev)?;
+    let y: Vec<u32> = y.into_iter().map(u32::from).collect();
+    Ok((x, candle_core::Tensor::new(y, dev)?))
+}
+
+/// Runs `model` over `split` (images of `shape`) in batches, recording activity.
 pub fn evaluate(
     model: &Model,
-    data: &Dataset,
+    split: &Split,
+    shape: [usize; 3],
     opts: ForwardOptions,
     batch: usize,
     seed: u64,
@@ -154,7 +168,7 @@ pub fn evaluate(
     };
     let mut rng = rng_for(seed, EVAL_STREAM);
     let dev = model.device().clone();
-    let n = data.len();
+    let n = split.len();
     let batch = batch.max(1);
     let start = Instant::now();
     let (mut right, mut loss) = (0usize, 0f64);
@@ -163,7 +177,7 @@ pub fn evaluate(
     let mut max_input = vec![0f32; model.thresholds().len()];
     let idx: Vec<usize> = (0..n).collect();
     for chunk in idx.chunks(batch) {
-        let (x, y) = data.batch(chunk, &dev)?;
+        let (x, y) = batch_tensors(split, shape, chunk, &dev)?;
         let out = model.forward(&x, &opts, &mut rng)?;
         right += correct_count(&model.eval_logits(&out)?, &y)?;
         let l = model.loss(&out, &y, false, &mut rng)?.to_scalar::<f32>()?;
@@ -278,26 +292,32 @@ fn progress_bar(len: usize, show: bool, epoch: usize, epochs: usize) -> indicati
     pb
 }
 
-/// Trains `model` on `train`, evaluating on `test` after every epoch. With `cfg.out`, a
-/// checkpoint and `report.json` are written after every epoch; with `cfg.resume`, training
-/// continues from the checkpoint there.
-pub fn train(
-    model: &mut Model,
-    train: &Dataset,
-    test: &Dataset,
-    cfg: &TrainConfig,
-) -> Result<Report, TrainError> {
-    if train.is_empty() {
-        return Err(TrainError::Data("the training set is empty".into()));
-    }
-    model.check_input(train.shape).map_err(TrainError::Data)?;
-    if train.classes > model.classes() {
+/// Checks that `data` fits `model`: image shape and number of classes.
+pub fn check_data(model: &Model, data: &Dataset) -> Result<(), TrainError> {
+    let [c, h, w] = data.shape;
+    model
+        .check_input(crate::ir::Shape::new(c as u64, h as u64, w as u64))
+        .map_err(TrainError::Data)?;
+    if data.classes > model.classes() {
         return Err(TrainError::Data(format!(
-            "the data set has {} classes but the network's last layer has {} outputs",
-            train.classes,
+            "the data set `{}` has {} classes but the network's last layer has {} outputs",
+            data.name,
+            data.classes,
             model.classes()
         )));
     }
+    Ok(())
+}
+
+/// Trains `model` on `data.train`, evaluating on `data.test` after every epoch. With
+/// `cfg.out`, a checkpoint and `report.json` are written after every epoch; with
+/// `cfg.resume`, training continues from the checkpoint there.
+pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Report, TrainError> {
+    let (train, test) = (&data.train, &data.test);
+    if train.is_empty() {
+        return Err(TrainError::Data("the training set is empty".into()));
+    }
+    check_data(model, data)?;
     let vars = model.vars();
     let mut opt: Box<dyn Optimizer> = match cfg.optimizer {
         OptimizerKind::Adam => Box::new(Adam::new(
@@ -350,13 +370,13 @@ pub fn train(
     for epoch in start_epoch..cfg.epochs {
         opt.set_lr(cfg.schedule.lr_at(cfg.lr, epoch))?;
         let mut rng = rng_for(cfg.seed, EPOCH_STREAM + epoch as u64);
-        let order = shuffled(train.len(), &mut rng);
-        let batches = order.len().div_ceil(batch);
+        let batches = train.len().div_ceil(batch);
         let pb = progress_bar(batches, cfg.progress, epoch, cfg.epochs);
         let start = Instant::now();
         let (mut loss_sum, mut right, mut seen) = (0f64, 0usize, 0usize);
-        for (bi, chunk) in order.chunks(batch).enumerate() {
-            let (x, y) = train.batch(chunk, &dev)?;
+        for (bi, chunk) in crate::data::batches(train, batch, Some(cfg.seed), epoch).enumerate() {
+            let chunk = chunk.as_slice();
+            let (x, y) = batch_tensors(train, data.shape, chunk, &dev)?;
             let out = model.forward(&x, &opts, &mut rng)?;
             let loss = model.loss(&out, &y, true, &mut rng)?;
             let l = loss.to_scalar::<f32>()?;
@@ -385,13 +405,8 @@ pub fn train(
         }
         let train_secs = start.elapsed().as_secs_f64().max(1e-9);
         pb.finish_and_clear();
-        let eval = evaluate(
-            model,
-            test,
-            cfg.method.options(cfg.timesteps, false),
-            batch,
-            cfg.seed,
-        )?;
+        let eval_opts = cfg.method.options(cfg.timesteps, false);
+        let eval = evaluate(model, test, data.shape, eval_opts, batch, cfg.seed)?;
         report.epochs.push(EpochRecord {
             epoch: epoch + 1,
             loss: loss_sum / seen.max(1) as f64,
@@ -420,14 +435,4 @@ pub fn train(
         }
     }
     Ok(report)
-}
-
-/// 0..n in an order drawn from `rng` (Fisher–Yates).
-fn shuffled(n: usize, rng: &mut SeededRng) -> Vec<usize> {
-    let mut v: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let j = rng.0.random_range(0..=i);
-        v.swap(i, j);
-    }
-    v
 }

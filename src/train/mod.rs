@@ -5,4 +5,3 @@ pub mod agd;
 pub mod checkpoint;
 pub mod optim;
 pub mod report;
-pub mod standin;
