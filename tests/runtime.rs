@@ -542,3 +542,36 @@ fn tiny_training_on_embedded_fashion_mnist_learns() -> R {
     assert!(r.test_accuracy > 0.5, "{:?}", r.epochs);
     Ok(())
 }
+
+/// A pooled input image still enters the SNN through Encode (rate coding of the pooled
+/// image), as the `hybrid` pass does; direct coding then feeds the pooled image each step.
+#[test]
+fn pooled_input_is_encoded() -> R {
+    let b = NetBuilder::new("pooled", Shape::new(1, 4, 4), 3).encoding(Encoding::Direct);
+    let lif = b.lif();
+    let net = b
+        .pool(PoolKind::Avg, 2, 2)
+        .fc("FC1", 4, 3, lif)
+        .fc("FC2", 3, 2, Activation::None)
+        .build();
+    let ops: Vec<_> = net.graph.node_weights().map(|n| n.op.clone()).collect();
+    assert!(ops.iter().any(|o| matches!(o, snnc::ir::Op::Encode { .. })));
+    assert!(!ops
+        .iter()
+        .any(|o| matches!(o, snnc::ir::Op::Boundary { .. })));
+    let m = Model::new(&net, &dev(), 4)?;
+    let x = image(2, 1, 4, 4, 6);
+    let out = m.forward(&x, &ForwardOptions::snn(3, false), &mut derive_rng(0, 0))?;
+    let w = |n: &str| m.weight(n).unwrap().as_tensor().clone();
+    let cur = x.avg_pool2d(2)?.flatten_from(1)?.matmul(&w("FC1").t()?)?;
+    let p = NeuronParams {
+        leak: 0.99,
+        threshold: 1.0,
+        reset: snnc::ir::Reset::Subtract,
+        gamma: 0.3,
+    };
+    let s = standin::lif_scan(&cur.flatten_all()?.unsqueeze(0)?.repeat((3, 1))?, p)?;
+    let logits = s.mean(0)?.reshape((2, 3))?.matmul(&w("FC2").t()?)?;
+    assert!(max_abs_diff(&out.logits, &logits) < 1e-5);
+    Ok(())
+}
