@@ -10,7 +10,6 @@ use snnc::backend::candle::model::Model;
 use snnc::backend::candle::netbuild::NetBuilder;
 use snnc::ir::{Activation, LayerKind, PoolKind, Shape};
 use snnc::train::agd::{self, TrainConfig};
-use snnc::train::standin;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<usize> = std::env::args()
@@ -50,10 +49,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             i += 1;
         }
     }
-    let (mut train, mut test) =
-        standin::load_fashion_mnist(std::path::Path::new(standin::FASHION_MNIST_DIR))?;
-    train.truncate(train_limit);
-    test.truncate(test_limit);
+    let data = snnc::data::load(
+        &snnc::data::default_spec(),
+        Some(train_limit),
+        Some(test_limit),
+    )?;
     let mut model = Model::new(&net, &Device::Cpu, 0)?;
     let cfg = TrainConfig {
         epochs,
@@ -63,18 +63,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         progress: true,
         ..TrainConfig::default()
     };
-    let r = agd::train(&mut model, &train, &test, &cfg)?;
+    let r = agd::train(&mut model, &data, &cfg)?;
     for e in &r.epochs {
         println!(
-            "epoch {}: loss {:.4} train acc {:.3} test acc {:.3}  train {:.1} img/s  inference {:.1} img/s",
-            e.epoch,
-            e.train_loss,
-            e.train_accuracy,
-            e.test_accuracy,
-            e.train_images_per_s,
-            e.inference_images_per_s
+            "epoch {}: loss {:.4} train acc {:.3} test acc {:.3}",
+            e.epoch, e.loss, e.train_accuracy, e.test_accuracy
         );
     }
+    println!(
+        "training {:.1} images/s, inference {:.1} images/s",
+        r.train_images_per_s, r.infer_images_per_s
+    );
     for a in &r.activity {
         println!("  {}@{}: {:.4}", a.layer, a.step, a.spike_rate);
     }

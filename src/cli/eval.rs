@@ -25,7 +25,7 @@ pub struct EvalArgs {
     /// Time steps T (default: the network's `timesteps`, else 10).
     #[arg(long)]
     pub timesteps: Option<usize>,
-    /// The data set: `fashion-mnist` or a folder holding IDX files.
+    /// The data set: fashion-mnist[:DIR], mnist:DIR, cifar10:DIR or embedded.
     #[arg(long)]
     pub data: Option<String>,
     /// Use the first N test images.
@@ -68,16 +68,12 @@ fn run_inner(args: EvalArgs) -> Result<(), Fail> {
     if t == 0 || args.batch == 0 {
         return Err(Fail("--timesteps and --batch must be at least 1".into(), 2));
     }
-    let (_, test) = load_data(args.data.as_deref(), Some(0), args.test_limit)?;
-    model.check_input(test.shape).map_err(|e| Fail(e, 1))?;
-    let ev = agd::evaluate(
-        &model,
-        &test,
-        method.options(t, false),
-        args.batch,
-        meta.seed,
-    )
-    .map_err(|e| Fail(e.to_string(), 1))?;
+    let data = load_data(args.data.as_deref(), Some(0), args.test_limit)?;
+    agd::check_data(&model, &data).map_err(|e| Fail(e.to_string(), 1))?;
+    let test = &data.test;
+    let opts = method.options(t, false);
+    let ev = agd::evaluate(&model, test, data.shape, opts, args.batch, meta.seed)
+        .map_err(|e| Fail(e.to_string(), 1))?;
     println!(
         "`{}` ({}, T = {}): accuracy {:.2}% on {} test images, loss {:.4}, {:.1} images/s",
         net.name,

@@ -12,9 +12,11 @@ use candle_core::Device;
 use serde::Deserialize;
 
 use crate::backend::candle::model::Model;
+use crate::data::{self, DataSpec, Dataset};
 use crate::ir::{Method, Network};
-use crate::train::agd::{self, TrainConfig, TrainError, TrainMethod};
-use crate::train::standin::{self, Dataset, OptimizerKind};
+use crate::train::agd::{self, OptimizerKind, TrainConfig, TrainError, TrainMethod};
+use crate::train::optim::LrSchedule;
+use crate::train::report::{self, ActivityRecord};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -30,6 +32,15 @@ pub enum OptimizerArg {
     Sgd,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleArg {
+    /// The same rate every epoch.
+    Constant,
+    /// Cosine annealing from --lr to 0 over the epochs.
+    Cosine,
+}
+
 #[derive(Debug, Default, clap::Args, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct TrainArgs {
@@ -42,7 +53,8 @@ pub struct TrainArgs {
     /// agd (surrogate gradients) or ann (the same topology with ReLU and T = 1).
     #[arg(long, value_enum)]
     pub method: Option<MethodArg>,
-    /// The data set: `fashion-mnist` or a folder holding IDX files.
+    /// The data set: fashion-mnist[:DIR], mnist:DIR, cifar10:DIR or embedded (default:
+    /// Debian's Fashion-MNIST if installed, else the embedded slice).
     #[arg(long)]
     pub data: Option<String>,
     #[arg(long)]
@@ -54,6 +66,9 @@ pub struct TrainArgs {
     pub batch: Option<usize>,
     #[arg(long)]
     pub lr: Option<f64>,
+    #[arg(long, value_enum)]
+    #[serde(alias = "lr_schedule")]
+    pub lr_schedule: Option<ScheduleArg>,
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerArg>,
     #[arg(long)]
@@ -142,29 +157,28 @@ fn compile(_source: &str, file: &Path) -> Result<crate::ir::Program, Fail> {
     )))
 }
 
-/// Loads a data set by spec: `fashion-mnist` (Debian's package) or a folder of IDX files.
+/// Loads the data set `spec` (default: `data::default_spec()`), keeping the first
+/// `train_limit`/`test_limit` images of each split.
 pub(crate) fn load_data(
     spec: Option<&str>,
     train_limit: Option<usize>,
     test_limit: Option<usize>,
-) -> Result<(Dataset, Dataset), Fail> {
-    let dir = match spec {
-        None | Some("fashion-mnist") | Some("fmnist") => PathBuf::from(standin::FASHION_MNIST_DIR),
-        Some(p) => PathBuf::from(p),
+) -> Result<Dataset, Fail> {
+    let spec = match spec {
+        Some(s) => s
+            .parse::<DataSpec>()
+            .map_err(|e| Fail::usage(diagnostic_text(&e)))?,
+        None => data::default_spec(),
     };
-    let (mut train, mut test) = standin::load_fashion_mnist(&dir).map_err(|e| {
-        Fail::usage(format!(
-            "cannot load the data set from {}: {e} (install Debian's fashion-mnist or pass --data DIR)",
-            dir.display()
-        ))
-    })?;
-    if let Some(n) = train_limit {
-        train.truncate(n);
+    data::load(&spec, train_limit, test_limit).map_err(|e| Fail::usage(diagnostic_text(&e)))
+}
+
+/// An error with its help line, when it has one.
+fn diagnostic_text(e: &dyn miette::Diagnostic) -> String {
+    match e.help() {
+        Some(h) => format!("{e}\nhelp: {h}"),
+        None => e.to_string(),
     }
-    if let Some(n) = test_limit {
-        test.truncate(n);
-    }
-    Ok((train, test))
 }
 
 fn merge(mut args: TrainArgs) -> Result<TrainArgs, Fail> {
@@ -189,6 +203,7 @@ fn merge(mut args: TrainArgs) -> Result<TrainArgs, Fail> {
         timesteps,
         batch,
         lr,
+        lr_schedule,
         optimizer,
         weight_decay,
         momentum,
@@ -232,9 +247,14 @@ fn run_inner(args: TrainArgs) -> Result<(), Fail> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", net.name, method.name())));
+    let epochs = args.epochs.unwrap_or(1);
     let cfg = TrainConfig {
         method,
-        epochs: args.epochs.unwrap_or(1),
+        epochs,
+        schedule: match args.lr_schedule {
+            Some(ScheduleArg::Cosine) => LrSchedule::Cosine { total: epochs },
+            _ => LrSchedule::Constant,
+        },
         timesteps,
         batch: args.batch.unwrap_or(32),
         lr: args.lr.unwrap_or(1e-3),
@@ -255,16 +275,16 @@ fn run_inner(args: TrainArgs) -> Result<(), Fail> {
     let device = Device::Cpu;
     let mut model = Model::new(&net, &device, cfg.seed)
         .map_err(|e| Fail::input(format!("cannot lower `{}`: {e}", net.name)))?;
-    let (train, test) = load_data(args.data.as_deref(), args.train_limit, args.test_limit)?;
-    model.check_input(train.shape).map_err(Fail::input)?;
+    let data = load_data(args.data.as_deref(), args.train_limit, args.test_limit)?;
+    agd::check_data(&model, &data).map_err(|e| Fail::input(e.to_string()))?;
     std::fs::create_dir_all(&out)
         .map_err(|e| Fail::usage(format!("cannot create {}: {e}", out.display())))?;
     eprintln!(
         "training `{}` ({}) on {} images, testing on {}, T = {}, batch {}, {} epoch(s) → {}",
         net.name,
         method.name(),
-        train.len(),
-        test.len(),
+        data.train.len(),
+        data.test.len(),
         if method == TrainMethod::Ann {
             1
         } else {
@@ -274,40 +294,41 @@ fn run_inner(args: TrainArgs) -> Result<(), Fail> {
         cfg.epochs,
         out.display()
     );
-    let report = agd::train(&mut model, &train, &test, &cfg).map_err(|e| match e {
+    let report = agd::train(&mut model, &data, &cfg).map_err(|e| match e {
         TrainError::Io(e) => Fail::usage(e.to_string()),
         e @ (TrainError::NonFinite { .. } | TrainError::Data(_) | TrainError::NoGradient(_)) => {
             Fail::input(e.to_string())
         }
         e => Fail::usage(e.to_string()),
     })?;
-    standin::plot_training(&report, &out.join("training.svg"))
-        .map_err(|e| Fail::usage(format!("cannot write training.svg: {e}")))?;
-    standin::plot_activity(&report, &out.join("activity.svg"))
-        .map_err(|e| Fail::usage(format!("cannot write activity.svg: {e}")))?;
+    report::plot_training(&report.epochs, &out.join("training.svg"))
+        .map_err(|e| Fail::usage(e.to_string()))?;
+    report::plot_activity(&report.activity, &out.join("activity.svg"))
+        .map_err(|e| Fail::usage(e.to_string()))?;
     for e in &report.epochs {
         println!(
-            "epoch {:>3}  train loss {:.4}  train acc {:6.2}%  test acc {:6.2}%  train {:.1} img/s  inference {:.1} img/s",
+            "epoch {:>3}  train loss {:.4}  train acc {:6.2}%  test acc {:6.2}%",
             e.epoch,
-            e.train_loss,
+            e.loss,
             100.0 * e.train_accuracy,
             100.0 * e.test_accuracy,
-            e.train_images_per_s,
-            e.inference_images_per_s
         );
     }
+    println!(
+        "speed: training {:.1} images/s, inference {:.1} images/s (last epoch)",
+        report.train_images_per_s, report.infer_images_per_s
+    );
     print_activity(&report.activity);
-    if let Some(en) = &report.energy {
-        println!(
-            "energy: E_ANN {:.3e} pJ, E_SNN {:.3e} pJ, EE = {:.2}",
-            en.e_ann_pj, en.e_snn_pj, en.efficiency
-        );
-    }
+    let en = &report.energy;
+    println!(
+        "energy: E_ANN {:.3e} pJ, E_SNN {:.3e} pJ, EE = {:.2}",
+        en.e_ann_pj, en.e_snn_pj, en.ee
+    );
     println!("wrote {}", out.display());
     Ok(())
 }
 
-pub(crate) fn print_activity(activity: &[standin::ActivityRecord]) {
+pub(crate) fn print_activity(activity: &[ActivityRecord]) {
     if activity.is_empty() {
         return;
     }

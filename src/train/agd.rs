@@ -3,8 +3,9 @@
 //! seed for everything random. `TrainMethod::Ann` trains the same topology with every
 //! spiking layer as ReLU and T = 1 (the ANN baseline).
 //!
-//! Invariants: randomness of epoch e comes from `derive_rng(seed, EPOCH_STREAM + e)` (data
-//! order, Poisson noise, dropout, stochmax noise), so a run is reproducible and a resumed run
+//! Invariants: randomness of epoch e comes from the seed and e alone (data order:
+//! `data::batches(.., seed, e)`; Poisson noise, dropout, stochmax noise:
+//! `rng_for(seed, EPOCH_STREAM + e)`), so a run is reproducible and a resumed run
 //! continues exactly as the uninterrupted one would; every parameter must receive a
 //! gradient at every step (an error otherwise); a non-finite loss stops training with an
 //! error and leaves the last checkpoint (end of the previous epoch) in place.
@@ -13,16 +14,15 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::Tensor;
-use rand::Rng;
+use serde::{Deserialize, Serialize};
 
-use crate::backend::candle::model::{ForwardOptions, LayerInput, Model, SlotActivity};
-use crate::backend::candle::standin::{derive_rng, SeededRng};
+use crate::backend::candle::classifier::correct_count;
+use crate::backend::candle::model::{rng_for, ForwardOptions, LayerInput, Model, SlotActivity};
+use crate::data::{Dataset, Split};
 use crate::ir::{Domain, LayerKind, Network, Op};
 use crate::train::checkpoint::{self, Meta};
-use crate::train::standin::{
-    ActivityRecord, Dataset, EnergyRecord, EpochRecord, Optimizer, OptimizerKind, Report,
-};
+use crate::train::optim::{Adam, AdamConfig, LrSchedule, Optimizer, Sgd, SgdConfig};
+use crate::train::report::{ActivityRecord, EnergyRecord, EpochRecord, Report};
 
 const EPOCH_STREAM: u64 = 100;
 const EVAL_STREAM: u64 = 1 << 32;
@@ -30,6 +30,14 @@ const EVAL_STREAM: u64 = 1 << 32;
 /// Table I: energy of one multiply-accumulate and one accumulate (pJ, 45 nm).
 pub const E_MAC_PJ: f64 = 3.2;
 pub const E_AC_PJ: f64 = 0.1;
+
+/// Which update rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Adam,
+    Sgd,
+}
 
 /// Which network is trained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +73,7 @@ pub struct TrainConfig {
     pub timesteps: usize,
     pub batch: usize,
     pub lr: f64,
+    pub schedule: LrSchedule,
     pub optimizer: OptimizerKind,
     pub momentum: f64,
     pub weight_decay: f64,
@@ -85,6 +94,7 @@ impl Default for TrainConfig {
             timesteps: 10,
             batch: 32,
             lr: 1e-3,
+            schedule: LrSchedule::Constant,
             optimizer: OptimizerKind::Adam,
             momentum: 0.9,
             weight_decay: 0.0,
@@ -128,16 +138,25 @@ pub struct Evaluation {
     pub inputs: Vec<LayerInput>,
 }
 
-fn correct(logits: &Tensor, labels: &Tensor) -> candle_core::Result<usize> {
-    let pred = logits.argmax(1)?;
-    let eq = pred.eq(labels)?.to_dtype(candle_core::DType::F32)?;
-    Ok(eq.sum_all()?.to_scalar::<f32>()? as usize)
+/// Images `[B, C, H, W]` and labels `[B]` (u32) of the examples `idx` of `split`.
+pub fn batch_tensors(
+    split: &Split,
+    shape: [usize; 3],
+    idx: &[usize],
+    dev: &candle_core::Device,
+) -> candle_core::Result<(candle_core::Tensor, candle_core::Tensor)> {
+    let (x, y) = split.gather(idx);
+    let [c, h, w] = shape;
+    let x = candle_core::Tensor::from_vec(x, (idx.len(), c, h, w), dev)?;
+    let y: Vec<u32> = y.into_iter().map(u32::from).collect();
+    Ok((x, candle_core::Tensor::new(y, dev)?))
 }
 
-/// Runs `model` over `data` in batches, recording activity.
+/// Runs `model` over `split` (images of `shape`) in batches, recording activity.
 pub fn evaluate(
     model: &Model,
-    data: &Dataset,
+    split: &Split,
+    shape: [usize; 3],
     opts: ForwardOptions,
     batch: usize,
     seed: u64,
@@ -147,9 +166,9 @@ pub fn evaluate(
         record: true,
         ..opts
     };
-    let mut rng = derive_rng(seed, EVAL_STREAM);
+    let mut rng = rng_for(seed, EVAL_STREAM);
     let dev = model.device().clone();
-    let n = data.len();
+    let n = split.len();
     let batch = batch.max(1);
     let start = Instant::now();
     let (mut right, mut loss) = (0usize, 0f64);
@@ -158,9 +177,9 @@ pub fn evaluate(
     let mut max_input = vec![0f32; model.thresholds().len()];
     let idx: Vec<usize> = (0..n).collect();
     for chunk in idx.chunks(batch) {
-        let (x, y) = data.batch(chunk, &dev)?;
+        let (x, y) = batch_tensors(split, shape, chunk, &dev)?;
         let out = model.forward(&x, &opts, &mut rng)?;
-        right += correct(&out.logits, &y)?;
+        right += correct_count(&model.eval_logits(&out)?, &y)?;
         let l = model.loss(&out, &y, false, &mut rng)?.to_scalar::<f32>()?;
         loss += l as f64 * chunk.len() as f64;
         let w = chunk.len() as f32 / n as f32;
@@ -255,7 +274,7 @@ pub fn energy(net: &Network, inputs: &[LayerInput], timesteps: usize) -> EnergyR
     EnergyRecord {
         e_ann_pj: e_ann,
         e_snn_pj: e_snn,
-        efficiency: if e_snn > 0.0 { e_ann / e_snn } else { 0.0 },
+        ee: if e_snn > 0.0 { e_ann / e_snn } else { 0.0 },
     }
 }
 
@@ -273,77 +292,91 @@ fn progress_bar(len: usize, show: bool, epoch: usize, epochs: usize) -> indicati
     pb
 }
 
-/// Trains `model` on `train`, evaluating on `test` after every epoch. With `cfg.out`, a
-/// checkpoint and `report.json` are written after every epoch; with `cfg.resume`, training
-/// continues from the checkpoint there.
-pub fn train(
-    model: &mut Model,
-    train: &Dataset,
-    test: &Dataset,
-    cfg: &TrainConfig,
-) -> Result<Report, TrainError> {
-    if train.is_empty() {
-        return Err(TrainError::Data("the training set is empty".into()));
-    }
-    model.check_input(train.shape).map_err(TrainError::Data)?;
-    if train.classes > model.classes() {
+/// Checks that `data` fits `model`: image shape and number of classes.
+pub fn check_data(model: &Model, data: &Dataset) -> Result<(), TrainError> {
+    let [c, h, w] = data.shape;
+    model
+        .check_input(crate::ir::Shape::new(c as u64, h as u64, w as u64))
+        .map_err(TrainError::Data)?;
+    if data.classes > model.classes() {
         return Err(TrainError::Data(format!(
-            "the data set has {} classes but the network's last layer has {} outputs",
-            train.classes,
+            "the data set `{}` has {} classes but the network's last layer has {} outputs",
+            data.name,
+            data.classes,
             model.classes()
         )));
     }
+    Ok(())
+}
+
+/// Trains `model` on `data.train`, evaluating on `data.test` after every epoch. With
+/// `cfg.out`, a checkpoint and `report.json` are written after every epoch; with
+/// `cfg.resume`, training continues from the checkpoint there.
+pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Report, TrainError> {
+    let (train, test) = (&data.train, &data.test);
+    if train.is_empty() {
+        return Err(TrainError::Data("the training set is empty".into()));
+    }
+    check_data(model, data)?;
     let vars = model.vars();
-    let mut opt = Optimizer::new(cfg.optimizer, vars.clone(), cfg.lr)?;
-    opt.momentum = cfg.momentum;
-    opt.weight_decay = cfg.weight_decay;
-    let mut report = Report {
-        network: model.network().name.clone(),
-        method: cfg.method.name().into(),
-        timesteps: if cfg.method == TrainMethod::Ann {
-            1
-        } else {
-            cfg.timesteps
-        },
-        batch: cfg.batch,
-        seed: cfg.seed,
-        epochs: Vec::new(),
-        activity: Vec::new(),
-        energy: None,
+    let mut opt: Box<dyn Optimizer> = match cfg.optimizer {
+        OptimizerKind::Adam => Box::new(Adam::new(
+            vars.clone(),
+            AdamConfig {
+                lr: cfg.lr,
+                weight_decay: cfg.weight_decay,
+                ..AdamConfig::default()
+            },
+        )?),
+        OptimizerKind::Sgd => Box::new(Sgd::new(
+            vars.clone(),
+            SgdConfig {
+                lr: cfg.lr,
+                momentum: cfg.momentum,
+                weight_decay: cfg.weight_decay,
+                nesterov: false,
+            },
+        )?),
     };
+    let timesteps = match cfg.method {
+        TrainMethod::Ann => 1,
+        TrainMethod::Agd => cfg.timesteps,
+    };
+    let mut report = Report::new(cfg.method.name(), &model.network().name, timesteps);
+    report.extra.insert("seed".into(), cfg.seed.into());
+    report.extra.insert("batch".into(), cfg.batch.into());
     let mut start_epoch = 0;
     if cfg.resume {
         let dir = cfg
             .out
             .as_ref()
             .ok_or_else(|| TrainError::Data("--resume needs an output folder".into()))?;
-        let path = checkpoint::weights_path(dir);
-        let (map, meta) = checkpoint::load(&path)?;
+        let (map, meta) = checkpoint::load(&checkpoint::weights_path(dir))?;
         model.load(&map)?;
         opt.load_state(&map)?;
         start_epoch = meta.epoch;
-        if let Ok(text) = std::fs::read_to_string(dir.join("report.json")) {
-            if let Ok(old) = serde_json::from_str::<Report>(&text) {
-                report.epochs = old
-                    .epochs
-                    .into_iter()
-                    .filter(|e| e.epoch <= start_epoch)
-                    .collect();
-            }
+        if let Ok(old) = Report::read_json(&dir.join("report.json")) {
+            report.epochs = old
+                .epochs
+                .into_iter()
+                .filter(|e| e.epoch <= start_epoch)
+                .collect();
         }
     }
     let dev = model.device().clone();
     let opts = cfg.method.options(cfg.timesteps, true);
     let batch = cfg.batch.max(1);
+    let run_start = Instant::now();
     for epoch in start_epoch..cfg.epochs {
-        let mut rng = derive_rng(cfg.seed, EPOCH_STREAM + epoch as u64);
-        let order = shuffled(train.len(), &mut rng);
-        let batches = order.len().div_ceil(batch);
+        opt.set_lr(cfg.schedule.lr_at(cfg.lr, epoch))?;
+        let mut rng = rng_for(cfg.seed, EPOCH_STREAM + epoch as u64);
+        let batches = train.len().div_ceil(batch);
         let pb = progress_bar(batches, cfg.progress, epoch, cfg.epochs);
         let start = Instant::now();
         let (mut loss_sum, mut right, mut seen) = (0f64, 0usize, 0usize);
-        for (bi, chunk) in order.chunks(batch).enumerate() {
-            let (x, y) = train.batch(chunk, &dev)?;
+        for (bi, chunk) in crate::data::batches(train, batch, Some(cfg.seed), epoch).enumerate() {
+            let chunk = chunk.as_slice();
+            let (x, y) = batch_tensors(train, data.shape, chunk, &dev)?;
             let out = model.forward(&x, &opts, &mut rng)?;
             let loss = model.loss(&out, &y, true, &mut rng)?;
             let l = loss.to_scalar::<f32>()?;
@@ -356,14 +389,12 @@ pub fn train(
                 });
             }
             let grads = loss.backward()?;
-            for (name, v) in &vars {
-                if grads.get(v.as_tensor()).is_none() {
-                    return Err(TrainError::NoGradient(name.clone()));
-                }
+            if let Some((name, _)) = vars.iter().find(|(_, v)| grads.get(v).is_none()) {
+                return Err(TrainError::NoGradient(name.clone()));
             }
             opt.step(&grads)?;
             loss_sum += l as f64 * chunk.len() as f64;
-            right += correct(&out.logits, &y)?;
+            right += correct_count(&model.eval_logits(&out)?, &y)?;
             seen += chunk.len();
             pb.inc(1);
             pb.set_message(format!(
@@ -374,28 +405,25 @@ pub fn train(
         }
         let train_secs = start.elapsed().as_secs_f64().max(1e-9);
         pb.finish_and_clear();
-        let eval = evaluate(
-            model,
-            test,
-            cfg.method.options(cfg.timesteps, false),
-            batch,
-            cfg.seed,
-        )?;
+        let eval_opts = cfg.method.options(cfg.timesteps, false);
+        let eval = evaluate(model, test, data.shape, eval_opts, batch, cfg.seed)?;
         report.epochs.push(EpochRecord {
             epoch: epoch + 1,
-            train_loss: loss_sum / seen.max(1) as f64,
+            loss: loss_sum / seen.max(1) as f64,
             train_accuracy: right as f64 / seen.max(1) as f64,
-            test_loss: eval.loss,
             test_accuracy: eval.accuracy,
-            lr: cfg.lr,
-            train_images_per_s: seen as f64 / train_secs,
-            inference_images_per_s: eval.images_per_s,
         });
+        report.test_accuracy = eval.accuracy;
+        report.train_images_per_s = seen as f64 / train_secs;
+        report.infer_images_per_s = eval.images_per_s;
+        report.wall_s = run_start.elapsed().as_secs_f64();
+        report.extra.insert("test_loss".into(), eval.loss.into());
         report.activity = eval.activity.clone();
-        report.energy = Some(energy(model.network(), &eval.inputs, report.timesteps));
+        report.energy = energy(model.network(), &eval.inputs, timesteps);
         if let Some(dir) = &cfg.out {
+            std::fs::create_dir_all(dir)?;
             let mut state = model.state()?;
-            state.extend(opt.state()?);
+            state.extend(opt.state_tensors()?);
             let meta = Meta {
                 epoch: epoch + 1,
                 seed: cfg.seed,
@@ -403,22 +431,8 @@ pub fn train(
                 method: report.method.clone(),
             };
             checkpoint::save(&checkpoint::weights_path(dir), &state, &meta)?;
-            let json = serde_json::to_string_pretty(&report)
-                .map_err(|e| TrainError::Data(e.to_string()))?;
-            let tmp = dir.join("report.json.tmp");
-            std::fs::write(&tmp, json)?;
-            std::fs::rename(&tmp, dir.join("report.json"))?;
+            report.write_json(&dir.join("report.json"))?;
         }
     }
     Ok(report)
-}
-
-/// 0..n in an order drawn from `rng` (Fisher–Yates).
-fn shuffled(n: usize, rng: &mut SeededRng) -> Vec<usize> {
-    let mut v: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let j = rng.random_range(0..=i);
-        v.swap(i, j);
-    }
-    v
 }

@@ -6,4 +6,3 @@ pub mod checkpoint;
 pub mod conversion;
 pub mod optim;
 pub mod report;
-pub mod standin;

@@ -23,14 +23,24 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Result, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
 use petgraph::graph::NodeIndex;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 
-use super::standin::{self, NeuronParams, SeededRng};
+use super::classifier::{self, Classifier as Head, Stochmax};
+use super::encode::{self, SeededRng};
+use super::standin::{self, NeuronParams};
 use crate::ir::{
     Activation, BoundaryKind, Classifier, Domain, Encoding, JoinMode, LayerKind, Network, Op,
-    PoolKind, Shape, SlotId,
+    PoolKind, Reset, Shape, SlotId,
 };
+
+/// An RNG for one purpose (`stream`) of a run seeded with `seed`: streams are independent.
+pub fn rng_for(seed: u64, stream: u64) -> SeededRng {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    SeededRng(rng)
+}
 
 /// How to run one forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +53,9 @@ pub struct ForwardOptions {
     pub as_ann: bool,
     /// Measure per-slot max input current, spike rates and layer input activity.
     pub record: bool,
+    /// Every spiking layer as an IF neuron (leak 1, reset by subtraction) with its slot's
+    /// threshold, whatever its declared neuron: the SNN that ANN-to-SNN conversion runs.
+    pub integrate_and_fire: bool,
 }
 
 impl ForwardOptions {
@@ -52,6 +65,7 @@ impl ForwardOptions {
             train,
             as_ann: false,
             record: false,
+            integrate_and_fire: false,
         }
     }
 
@@ -61,11 +75,17 @@ impl ForwardOptions {
             train,
             as_ann: true,
             record: false,
+            integrate_and_fire: false,
         }
     }
 
     pub fn recording(mut self) -> Self {
         self.record = true;
+        self
+    }
+
+    pub fn with_integrate_and_fire(mut self) -> Self {
+        self.integrate_and_fire = true;
         self
     }
 }
@@ -94,7 +114,8 @@ pub struct LayerInput {
 /// What a forward pass returns.
 #[derive(Debug, Clone)]
 pub struct ForwardOutput {
-    /// `[B, K]`: the last layer's output, averaged over T.
+    /// `[B, K]`: the last layer's output o, averaged over T (before the classifier: use
+    /// [`Model::eval_logits`] for predictions).
     pub logits: Tensor,
     /// `[B, H]`: the last layer's input, averaged over T (h of stochmax).
     pub penultimate: Tensor,
@@ -110,10 +131,14 @@ pub struct ForwardOutput {
 pub struct Model {
     net: Network,
     order: Vec<NodeIndex>,
+    /// Per node (by index), its producers ordered by input port.
+    inputs: Vec<Vec<NodeIndex>>,
     weights: Vec<Var>,
     thresholds: Vec<f32>,
-    /// Stochmax's ψ = (W_ψ `[K, H]`, b_ψ `[K]`), when the classifier is stochmax.
-    head: Option<(Var, Var)>,
+    /// The classifier (softmax, or stochmax with its own parameters).
+    head: Head,
+    /// The classifier's parameters by checkpoint name (`stochmax.*`), sorted.
+    head_vars: Vec<(String, Var)>,
     device: Device,
 }
 
@@ -121,8 +146,8 @@ pub struct Model {
 fn normal(n: usize, std: f32, rng: &mut SeededRng) -> Vec<f32> {
     (0..n)
         .map(|_| {
-            let u1: f32 = rng.random::<f32>().max(1e-7);
-            let u2: f32 = rng.random::<f32>();
+            let u1: f32 = rng.0.random::<f32>().max(1e-7);
+            let u2: f32 = rng.0.random::<f32>();
             std * (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
         })
         .collect()
@@ -139,7 +164,7 @@ fn usize_of(v: u64) -> Result<usize> {
 impl Model {
     /// Lowers `network` (final form) with weights drawn from `seed`.
     pub fn new(network: &Network, device: &Device, seed: u64) -> Result<Model> {
-        let mut rng = standin::derive_rng(seed, 1);
+        let mut rng = rng_for(seed, 1);
         let mut weights = Vec::with_capacity(network.weights.len());
         for ws in &network.weights {
             let (shape, fan_in) = match ws.kind {
@@ -179,24 +204,46 @@ impl Model {
             .and_then(|s| s.features())
             .unwrap_or(1);
         let h = usize_of(h_shape)?;
-        let head = if network.settings.classifier == Classifier::Stochmax {
-            let w = Tensor::from_vec(
-                normal(k * h, (1.0 / h as f32).sqrt(), &mut rng),
-                (k, h),
-                device,
-            )?;
-            let b = Tensor::full(2f32, k, device)?;
-            Some((Var::from_tensor(&w)?, Var::from_tensor(&b)?))
+        let (head, head_vars) = if network.settings.classifier == Classifier::Stochmax {
+            let map = VarMap::new();
+            let vb = VarBuilder::from_varmap(&map, DType::F32, device);
+            let head = Stochmax::new(h, k, vb)?;
+            let mut vars: Vec<(String, Var)> = map
+                .data()
+                .lock()
+                .map_err(|_| err("stochmax parameters are poisoned"))?
+                .iter()
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect();
+            vars.sort_by(|a, b| a.0.cmp(&b.0));
+            // Re-draw from the seed (candle's own init is not seeded): weights
+            // N(0, 1/H), biases 0.
+            for (_, v) in &vars {
+                let t = if v.rank() == 2 {
+                    let std = (1.0 / h as f32).sqrt();
+                    Tensor::from_vec(normal(v.elem_count(), std, &mut rng), v.shape(), device)?
+                } else {
+                    v.zeros_like()?
+                };
+                v.set(&t)?;
+            }
+            (Head::Stochmax(head), vars)
         } else {
-            None
+            (Head::Softmax, Vec::new())
         };
         let thresholds = network.thresholds.iter().map(|s| s.initial).collect();
         Ok(Model {
             net: network.clone(),
             order: network.topo_order(),
+            inputs: network
+                .graph
+                .node_indices()
+                .map(|n| network.inputs_of(n))
+                .collect(),
             weights,
             thresholds,
             head,
+            head_vars,
             device: device.clone(),
         })
     }
@@ -216,7 +263,7 @@ impl Model {
     }
 
     /// Every trainable parameter with its checkpoint name: the weight sets (IR names), then
-    /// stochmax's `stochmax.weight` and `stochmax.bias` when present.
+    /// stochmax's `stochmax.{rho,aux}.{weight,bias}` when present.
     pub fn vars(&self) -> Vec<(String, Var)> {
         let mut v: Vec<(String, Var)> = self
             .net
@@ -225,10 +272,7 @@ impl Model {
             .zip(&self.weights)
             .map(|(w, v)| (w.name.clone(), v.clone()))
             .collect();
-        if let Some((w, b)) = &self.head {
-            v.push(("stochmax.weight".into(), w.clone()));
-            v.push(("stochmax.bias".into(), b.clone()));
-        }
+        v.extend(self.head_vars.iter().cloned());
         v
     }
 
@@ -325,8 +369,9 @@ impl Model {
         }
     }
 
-    /// The classifier loss of a forward output against `labels` `[B]` (u32): softmax
-    /// cross-entropy, or stochmax while training when the network asks for it.
+    /// The classifier loss of a forward output against `labels` `[B]` (u32): while
+    /// training, the network's classifier (softmax CE, or stochmax with its noise from
+    /// `rng`); at evaluation, softmax CE of [`Model::eval_logits`].
     pub fn loss(
         &self,
         out: &ForwardOutput,
@@ -334,12 +379,17 @@ impl Model {
         train: bool,
         rng: &mut SeededRng,
     ) -> Result<Tensor> {
-        match (&self.head, train) {
-            (Some((w, b)), true) => {
-                standin::stochmax_loss(&out.logits, &out.penultimate, w, b, labels, rng)
-            }
-            _ => standin::softmax_cross_entropy(&out.logits, labels),
+        if train {
+            self.head
+                .train_loss(&out.penultimate, &out.logits, labels, rng)
+        } else {
+            classifier::softmax_cross_entropy(&self.eval_logits(out)?, labels)
         }
+    }
+
+    /// The logits whose argmax is the prediction (stochmax: `log ρ + o`).
+    pub fn eval_logits(&self, out: &ForwardOutput) -> Result<Tensor> {
+        self.head.eval_logits(&out.penultimate, &out.logits)
     }
 
     /// Runs the network on images `x` `[B, C, H, W]` (intensities in [0, 1]).
@@ -367,9 +417,7 @@ impl Model {
 
         for &n in &self.order {
             let node = &self.net.graph[n];
-            let ins: Vec<Tensor> = self
-                .net
-                .inputs_of(n)
+            let ins: Vec<Tensor> = self.inputs[n.index()]
                 .iter()
                 .map(|&i| {
                     values[i.index()]
@@ -395,8 +443,8 @@ impl Model {
             let mut v = match &node.op {
                 Op::Input => x.clone(),
                 Op::Encode { encoding } => match (opts.as_ann, encoding) {
-                    (false, Encoding::Poisson) => standin::poisson(first()?, t, rng)?,
-                    _ => standin::direct(first()?, t)?,
+                    (false, Encoding::Poisson) => fold_t(encode::poisson(first()?, t, rng)?)?,
+                    _ => repeat_t(first()?, t)?,
                 },
                 Op::Conv { weights } | Op::Fc { weights } => {
                     let inp = first()?;
@@ -468,7 +516,7 @@ impl Model {
                     }
                 }
                 Op::Boundary { kind } => match kind {
-                    BoundaryKind::AnnToSnn => standin::direct(first()?, t)?,
+                    BoundaryKind::AnnToSnn => repeat_t(first()?, t)?,
                     BoundaryKind::SnnToAnn => mean_over_t(first()?, t)?,
                 },
                 Op::Layer { .. } => {
@@ -498,10 +546,15 @@ impl Model {
                     } else {
                         let shape = v.shape().clone();
                         let n_per_t = shape.elem_count() / t;
+                        let (leak, reset) = if opts.integrate_and_fire {
+                            (1.0, Reset::Subtract)
+                        } else {
+                            (spec.leak, spec.reset)
+                        };
                         let p = NeuronParams {
-                            leak: spec.leak,
+                            leak,
                             threshold: th,
-                            reset: spec.reset,
+                            reset,
                             gamma,
                         };
                         let s = standin::lif_scan(&v.reshape((t, n_per_t))?, p)?.reshape(shape)?;
@@ -523,7 +576,7 @@ impl Model {
             .take()
             .ok_or_else(|| err("the network has no output"))?;
         let out_snn = self.net.graph[out_node].domain == Some(Domain::Snn);
-        let logits = if out_snn && out.dim(0)? != b {
+        let logits = if out_snn && out.dim(0)? == t * b && t > 1 {
             mean_over_t(&out, t)?
         } else {
             out
@@ -543,6 +596,25 @@ impl Model {
     }
 }
 
+/// `[T, B, ...]` → `[T·B, ...]` (a free reshape of a contiguous tensor).
+fn fold_t(x: Tensor) -> Result<Tensor> {
+    let d = x.dims();
+    if d.len() < 2 {
+        return Ok(x);
+    }
+    let mut v = vec![d[0] * d[1]];
+    v.extend_from_slice(&d[2..]);
+    x.reshape(v)
+}
+
+/// `[B, ...]` → `[T·B, ...]`, the same value at every step (no copy when T = 1).
+fn repeat_t(x: &Tensor, t: usize) -> Result<Tensor> {
+    if t == 1 {
+        return Ok(x.clone());
+    }
+    fold_t(encode::direct(x, t)?)
+}
+
 /// `[T·B, ...]` → `[B, ...]`, the mean over the T steps.
 fn mean_over_t(x: &Tensor, t: usize) -> Result<Tensor> {
     if t == 1 {
@@ -559,7 +631,7 @@ fn dropout(x: &Tensor, p: f32, t: usize, rng: &mut SeededRng) -> Result<Tensor> 
     let dims = x.dims();
     let mut per_b = vec![dims[0] / t];
     per_b.extend_from_slice(&dims[1..]);
-    let mask = standin::dropout_mask(&per_b, p, rng, x.device())?;
+    let mask = encode::dropout_mask(&per_b, p, rng, x.device())?;
     let mut tb = vec![t];
     tb.extend_from_slice(&per_b);
     x.reshape(tb)?

@@ -85,12 +85,26 @@ impl NetBuilder {
         self.net.graph[n].domain.unwrap_or(Domain::Ann)
     }
 
+    /// Whether `n`'s value is the input image, unchanged by any weighted layer.
+    fn is_raw(&self, mut n: NodeIndex) -> bool {
+        loop {
+            match self.net.graph[n].op {
+                Op::Input => return true,
+                Op::Pool { .. } | Op::Dropout { .. } => match self.net.inputs_of(n).first() {
+                    Some(&i) => n = i,
+                    None => return false,
+                },
+                _ => return false,
+            }
+        }
+    }
+
     /// Moves `from` into domain `want`, inserting an Encode or Boundary node when needed.
     fn cross_to(&mut self, from: NodeIndex, want: Domain) -> NodeIndex {
         if self.domain_of(from) == want {
             return from;
         }
-        let op = match (want, from == self.net.input) {
+        let op = match (want, self.is_raw(from)) {
             (Domain::Snn, true) => Op::Encode {
                 encoding: self.net.settings.encode,
             },

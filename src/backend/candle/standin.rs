@@ -1,25 +1,13 @@
-//! Minimal stand-ins, built from plain candle ops, for kernels that other modules own
-//! (`neuron::lif_scan`, `encode::{poisson, direct, dropout_mask}`, `classifier::Stochmax`).
-//! They follow the documented signatures so the model can switch to the real ones when
-//! they land; nothing outside `model.rs` should call them.
+//! A minimal stand-in, built from plain candle ops, for the fused spiking kernel that
+//! `neuron.rs` owns (`neuron::{lif_scan, NeuronParams, spike}`). It follows the documented
+//! signature so the model can switch to the real one when it lands; nothing outside
+//! `model.rs` (and tests comparing against it) should call it.
 //!
-//! Invariants: every random draw comes from the caller's [`SeededRng`], so one seed gives
-//! the same numbers; tensors are `f32`.
+//! Invariants: tensors are `f32`; the surrogate derivative is Eq. 4 of the paper.
 
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor, D};
-use rand::{Rng, SeedableRng};
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 
 use crate::ir::Reset;
-
-/// The RNG every random draw of the runtime comes from.
-pub type SeededRng = rand_chacha::ChaCha8Rng;
-
-/// A fresh RNG for one purpose, derived from a seed and stream numbers.
-pub fn derive_rng(seed: u64, stream: u64) -> SeededRng {
-    let mut rng = SeededRng::seed_from_u64(seed);
-    rng.set_stream(stream);
-    rng
-}
 
 /// Parameters of a spiking neuron layer for one threshold slot.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -94,78 +82,10 @@ pub fn lif_scan(current: &Tensor, p: NeuronParams) -> Result<Tensor> {
     Tensor::stack(&out, 0)
 }
 
-fn uniform(n: usize, rng: &mut SeededRng) -> Vec<f32> {
-    (0..n).map(|_| rng.random::<f32>()).collect()
-}
-
-/// Rate coding: `x` `[B, ...]` with intensities in [0, 1] → spikes `[T·B, ...]`, a spike
-/// with probability x at every step.
-pub fn poisson(x: &Tensor, timesteps: usize, rng: &mut SeededRng) -> Result<Tensor> {
-    let rep = direct(x, timesteps)?;
-    let u = Tensor::from_vec(uniform(rep.elem_count(), rng), rep.shape(), x.device())?;
-    rep.gt(&u)?.to_dtype(DType::F32)
-}
-
-/// Direct coding: the real-valued input at every step, `[B, ...]` → `[T·B, ...]`.
-pub fn direct(x: &Tensor, timesteps: usize) -> Result<Tensor> {
-    if timesteps == 1 {
-        return Ok(x.clone());
-    }
-    let dims = x.dims();
-    let mut rep = vec![timesteps];
-    rep.extend(std::iter::repeat_n(1, dims.len() - 1));
-    let x = x.unsqueeze(0)?.repeat(rep.as_slice())?;
-    let mut out = vec![timesteps * dims[0]];
-    out.extend_from_slice(&dims[1..]);
-    x.reshape(out)
-}
-
-/// An inverted-dropout mask of `shape`: 0 with probability p, 1/(1−p) otherwise.
-pub fn dropout_mask(shape: &[usize], p: f32, rng: &mut SeededRng, dev: &Device) -> Result<Tensor> {
-    let n: usize = shape.iter().product();
-    let keep = 1.0 / (1.0 - p);
-    let v: Vec<f32> = (0..n)
-        .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
-        .collect();
-    Tensor::from_vec(v, shape, dev)
-}
-
-/// Mean softmax cross-entropy (Eq. 6) of `logits` `[B, K]` against `labels` `[B]` (u32).
-pub fn softmax_cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
-    candle_nn::loss::cross_entropy(logits, labels)
-}
-
-/// Stochmax (Eq. 7): classes dropped by Bernoulli draws z_k ~ Ber(ρ_k), ρ = σ(W_ψ h + b_ψ).
-/// To let ψ learn, the draws are relaxed (binary concrete, temperature 0.5); ε = 1e−4.
-/// At evaluation the plain logits are used (softmax).
-pub fn stochmax_loss(
-    logits: &Tensor,
-    h: &Tensor,
-    w_psi: &Tensor,
-    b_psi: &Tensor,
-    labels: &Tensor,
-    rng: &mut SeededRng,
-) -> Result<Tensor> {
-    const EPS: f64 = 1e-4;
-    const TEMP: f64 = 0.5;
-    let a = h.matmul(&w_psi.t()?)?.broadcast_add(b_psi)?; // logit of ρ
-    let u: Vec<f32> = uniform(a.elem_count(), rng)
-        .into_iter()
-        .map(|u| u.clamp(1e-6, 1.0 - 1e-6))
-        .collect();
-    let u = Tensor::from_vec(u, a.shape(), a.device())?;
-    let noise = (u.log()? - (u.neg()? + 1.0)?.log()?)?;
-    let z = candle_nn::ops::sigmoid(&((a + noise)? / TEMP)?)?;
-    let logz = (z + EPS)?.log()?;
-    let s = (logits + logz)?;
-    let lse = s.log_sum_exp(D::Minus1)?;
-    let picked = s.gather(&labels.unsqueeze(1)?, 1)?.squeeze(1)?;
-    (lse - picked)?.mean_all()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     #[test]
     fn lif_scan_hand_computed() -> Result<()> {
