@@ -3,18 +3,19 @@
 
 use candle_core::{Device, Tensor};
 use rand::Rng;
+use snnc::backend::candle::encode::SeededRng;
 use snnc::backend::candle::event::{density, ConvEvent, FcEvent, PathPolicy};
+use snnc::backend::candle::model::rng_for as derive_rng;
 use snnc::backend::candle::model::{ForwardOptions, Model};
 use snnc::backend::candle::netbuild::NetBuilder;
-use snnc::backend::candle::standin::derive_rng;
+use snnc::data::{Dataset, Split};
 use snnc::ir::{Activation, Encoding, Network, NeuronKind, NeuronSpec, PoolKind, Reset, Shape};
 use snnc::train::agd::{self, TrainConfig, TrainMethod};
 use snnc::train::checkpoint::{self, Meta};
 use snnc::train::conversion::{
     self, backres_increasing, balance, energy, evaluate_ann, evaluate_snn, if_step, percentile,
-    Balance, ConversionConfig, RunSpec, Simulator,
+    Balance, ConversionConfig, RunSpec, Simulator, SplitImages,
 };
-use snnc::train::standin::Dataset;
 
 type R = Result<(), Box<dyn std::error::Error>>;
 
@@ -37,14 +38,33 @@ fn set(model: &Model, name: &str, v: Vec<f32>, shape: &[usize]) -> R {
     Ok(())
 }
 
-fn dataset(images: Vec<f32>, labels: Vec<u8>, shape: Shape, classes: usize) -> Dataset {
-    Dataset {
-        images,
-        labels,
-        shape,
-        classes,
-    }
+fn split(images: Vec<f32>, labels: Vec<u8>) -> Split {
+    Split { images, labels }
 }
+
+/// `n` synthetic 1×8×8 images of 4 classes: class k lights quadrant k (intensity 0.6–1)
+/// over background noise (0–0.3).
+fn synthetic(n: usize, rng: &mut SeededRng) -> Split {
+    let mut images = Vec::with_capacity(n * 64);
+    let mut labels = Vec::with_capacity(n);
+    for _ in 0..n {
+        let k = rng.0.random_range(0..4u8);
+        for y in 0..8 {
+            for x in 0..8 {
+                let q = (y / 4) * 2 + x / 4;
+                images.push(if q == k as usize {
+                    0.6 + 0.4 * rng.0.random::<f32>()
+                } else {
+                    0.3 * rng.0.random::<f32>()
+                });
+            }
+        }
+        labels.push(k);
+    }
+    Split { images, labels }
+}
+
+const S8: [usize; 3] = [1, 8, 8];
 
 fn cfg(steps: usize) -> ConversionConfig {
     ConversionConfig {
@@ -70,7 +90,8 @@ fn max_balancing_matches_hand_computed_thresholds() -> R {
     set(&model, "FC1", vec![1.0, 7.0, 2.0, -1.0, 9.0, 0.5], &[2, 3])?;
     set(&model, "FC2", vec![1.5, 5.0, 4.0, -3.0], &[2, 2])?;
     set(&model, "FC3", vec![1.0, 0.0, 0.0, 1.0], &[2, 2])?;
-    let data = dataset(vec![1.0, 0.0, 1.0], vec![0], Shape::new(3, 1, 1), 2);
+    let sp = split(vec![1.0, 0.0, 1.0], vec![0]);
+    let data = SplitImages::new(&sp, [3, 1, 1]);
     let mut sim = Simulator::new(&model, Reset::Subtract, PathPolicy::Dense)?;
     let th = balance(&mut sim, &data, &cfg(20))?;
     assert_eq!(th.len(), 2);
@@ -107,7 +128,8 @@ fn backres_layer_gets_a_threshold_per_unroll_step() -> R {
     assert_eq!(net.thresholds.len(), 2);
     let model = Model::new(&net, &dev(), 0)?;
     set(&model, "FC1", vec![1.0, 1.0, 2.0, 1.0], &[2, 2])?;
-    let data = dataset(vec![1.0, 1.0], vec![0], Shape::new(2, 1, 1), 2);
+    let sp = split(vec![1.0, 1.0], vec![0]);
+    let data = SplitImages::new(&sp, [2, 1, 1]);
     let mut sim = Simulator::new(&model, Reset::Subtract, PathPolicy::Dense)?;
     let th = balance(&mut sim, &data, &cfg(12))?;
     assert_eq!((th[0].step, th[1].step), (1, 2));
@@ -123,8 +145,9 @@ fn backres_layer_gets_a_threshold_per_unroll_step() -> R {
         .build();
     let model = Model::new(&net, &dev(), 5)?;
     let mut rng = derive_rng(3, 3);
-    let imgs: Vec<f32> = (0..8 * 36).map(|_| rng.random::<f32>()).collect();
-    let data = dataset(imgs, vec![0; 8], Shape::new(1, 6, 6), 3);
+    let imgs: Vec<f32> = (0..8 * 36).map(|_| rng.0.random::<f32>()).collect();
+    let sp = split(imgs, vec![0; 8]);
+    let data = SplitImages::new(&sp, [1, 6, 6]);
     let mut sim = Simulator::new(&model, Reset::Subtract, PathPolicy::Dense)?;
     let th = balance(&mut sim, &data, &cfg(30))?;
     let c2: Vec<_> = th.iter().filter(|t| t.layer == "Conv2").collect();
@@ -179,9 +202,9 @@ fn if_rate_matches_relu_over_threshold() {
 fn simulator_ann_mode_matches_model() -> R {
     let net = small_net(Encoding::Poisson);
     let model = Model::new(&net, &dev(), 9)?;
-    let data = Dataset::synthetic(6, &mut derive_rng(1, 1));
+    let sp = synthetic(6, &mut derive_rng(1, 1));
     let idx: Vec<usize> = (0..6).collect();
-    let (x, _) = data.batch(&idx, &dev())?;
+    let (x, _) = agd::batch_tensors(&sp, S8, &idx, &dev())?;
     let want = model.forward(&x, &ForwardOptions::ann(false), &mut derive_rng(0, 0))?;
     let sim = Simulator::new(&model, Reset::Subtract, PathPolicy::Dense)?;
     let spec = RunSpec {
@@ -227,8 +250,15 @@ impl Twice for NetBuilder {
 fn converted_network_agrees_with_its_ann() -> R {
     let net = small_net(Encoding::Poisson);
     let mut model = Model::new(&net, &dev(), 2)?;
-    let train = Dataset::synthetic(384, &mut derive_rng(11, 1));
-    let test = Dataset::synthetic(48, &mut derive_rng(12, 1));
+    let data = Dataset {
+        name: "synthetic".into(),
+        shape: S8,
+        classes: 4,
+        train: synthetic(384, &mut derive_rng(11, 1)),
+        test: synthetic(48, &mut derive_rng(12, 1)),
+    };
+    let train = SplitImages::new(&data.train, S8);
+    let test = SplitImages::new(&data.test, S8);
     let tc = TrainConfig {
         method: TrainMethod::Ann,
         epochs: 2,
@@ -236,7 +266,7 @@ fn converted_network_agrees_with_its_ann() -> R {
         lr: 3e-3,
         ..TrainConfig::default()
     };
-    agd::train(&mut model, &train, &test, &tc)?;
+    agd::train(&mut model, &data, &tc)?;
     let base = Simulator::new(&model, Reset::Subtract, PathPolicy::Dense)?;
     let ann_acc = evaluate_ann(&base, &test, 16)?;
     assert!(ann_acc > 0.8, "the ANN did not learn: {ann_acc}");
@@ -255,9 +285,9 @@ fn converted_network_agrees_with_its_ann() -> R {
         let snn = predictions(&sim, &test, Some(300))?;
         let agree = snn.iter().zip(&ann_pred).filter(|(a, b)| a == b).count();
         assert!(
-            agree * 10 >= test.len() * 9,
+            agree * 10 >= data.test.len() * 9,
             "{bal}: only {agree}/{} agree",
-            test.len()
+            data.test.len()
         );
         let ev = evaluate_snn(&sim, &test, &[20, 300], 16, 0, false)?;
         assert!(ev.results[1].test_accuracy >= ann_acc - 0.1);
@@ -279,11 +309,11 @@ fn converted_network_agrees_with_its_ann() -> R {
 
 fn predictions(
     sim: &Simulator,
-    data: &Dataset,
+    data: &SplitImages,
     t: Option<usize>,
 ) -> Result<Vec<u32>, Box<dyn std::error::Error>> {
-    let idx: Vec<usize> = (0..data.len()).collect();
-    let (x, _) = data.batch(&idx, &dev())?;
+    let idx: Vec<usize> = (0..data.split.len()).collect();
+    let (x, _) = agd::batch_tensors(data.split, data.shape, &idx, &dev())?;
     let spec = RunSpec {
         ann: t.is_none(),
         checkpoints: vec![t.unwrap_or(1)],
@@ -339,9 +369,9 @@ fn sparse(n: usize, p: f32, seed: u64, values: bool) -> Vec<f32> {
     let mut rng = derive_rng(seed, 2);
     (0..n)
         .map(|_| {
-            if rng.random::<f32>() < p {
+            if rng.0.random::<f32>() < p {
                 if values {
-                    rng.random::<f32>() * 2.0 - 0.5
+                    rng.0.random::<f32>() * 2.0 - 0.5
                 } else {
                     1.0
                 }

@@ -31,13 +31,16 @@ use petgraph::Direction;
 use rand::Rng;
 use serde::Serialize;
 
+use crate::backend::candle::encode::SeededRng;
 use crate::backend::candle::event::{ConvEvent, FcEvent, PathPolicy};
+use crate::backend::candle::model::rng_for as derive_rng;
 use crate::backend::candle::model::Model;
-use crate::backend::candle::standin::{derive_rng, SeededRng};
+use crate::data::Split;
 use crate::ir::{
     Activation, BoundaryKind, Domain, Encoding, JoinMode, LayerKind, Network, Op, PoolKind, Reset,
     SlotId,
 };
+use crate::train::agd::batch_tensors;
 use crate::train::checkpoint::{self, Meta};
 use crate::train::report::ActivityRecord;
 
@@ -63,13 +66,29 @@ pub trait Images {
     fn images(&self, idx: &[usize], dev: &Device) -> Result<(Tensor, Tensor)>;
 }
 
-impl Images for crate::train::standin::Dataset {
+/// A data split with its image shape `[C, H, W]`.
+#[derive(Debug, Clone, Copy)]
+pub struct SplitImages<'a> {
+    pub split: &'a Split,
+    pub shape: [usize; 3],
+}
+
+impl<'a> SplitImages<'a> {
+    pub fn new(split: &'a Split, shape: [usize; 3]) -> Self {
+        SplitImages { split, shape }
+    }
+}
+
+impl Images for SplitImages<'_> {
     fn count(&self) -> usize {
-        self.len()
+        self.split.len()
     }
 
     fn images(&self, idx: &[usize], dev: &Device) -> Result<(Tensor, Tensor)> {
-        self.batch(idx, dev)
+        if let Some(&bad) = idx.iter().find(|&&i| i >= self.split.len()) {
+            return Err(err(format!("image {bad} is beyond the split")));
+        }
+        batch_tensors(self.split, self.shape, idx, dev)
     }
 }
 
@@ -667,7 +686,7 @@ impl Simulator {
                     if let Some(p) = spec.collect {
                         let keep = &mut st.activations[slot.0];
                         for &c in &a {
-                            if c > 0.0 && (p >= 1.0 || rng.random::<f64>() < p) {
+                            if c > 0.0 && (p >= 1.0 || rng.0.random::<f64>() < p) {
                                 keep.push(c);
                             }
                         }
@@ -741,7 +760,7 @@ fn poisson_step(x: &Tensor, rng: &mut SeededRng) -> Result<Tensor> {
     let v = x.flatten_all()?.to_vec1::<f32>()?;
     let s: Vec<f32> = v
         .iter()
-        .map(|&p| if rng.random::<f32>() < p { 1.0 } else { 0.0 })
+        .map(|&p| if rng.uniform_open() < p { 1.0 } else { 0.0 })
         .collect();
     Tensor::from_vec(s, x.shape(), x.device())
 }
