@@ -417,8 +417,10 @@ fn event_and_dense_paths_agree() -> R {
     assert!(d < 1e-5, "fc: {d}");
     assert!(ev.forward(&xv[..5]).is_err());
     assert_eq!(density(&[0.0, 1.0, 0.0, 0.5]), 0.5);
-    assert!(PathPolicy::Auto(0.1).use_event(0.05));
-    assert!(!PathPolicy::Auto(0.1).use_event(0.2));
+    let auto = PathPolicy::Auto { conv: 0.3, fc: 0.1 };
+    assert!(auto.use_event(0.05, false) && auto.use_event(0.2, true));
+    assert!(!auto.use_event(0.2, false) && !auto.use_event(0.4, true));
+    assert!(PathPolicy::Event.use_event(1.0, true) && !PathPolicy::Dense.use_event(0.0, true));
     Ok(())
 }
 

@@ -721,7 +721,9 @@ impl Simulator {
         } else {
             nz as f32 / flat.len() as f32
         };
-        let event = self.policy.use_event(density);
+        let event = self
+            .policy
+            .use_event(density, matches!(kind, LayerKind::Conv { .. }));
         match (kind, &self.events[n.index()]) {
             (LayerKind::Conv { .. }, Prepared::Conv(ev)) if event => {
                 st.event_calls += 1;

@@ -23,28 +23,34 @@ pub enum PathPolicy {
     Dense,
     /// Always event-driven.
     Event,
-    /// Event-driven when the input's fraction of non-zero entries is at most this.
-    Auto(f32),
+    /// Event-driven when the input's fraction of non-zero entries is at most `conv` (conv
+    /// layers) or `fc` (FC layers).
+    Auto { conv: f32, fc: f32 },
 }
 
 impl PathPolicy {
-    /// The crossover measured on this project's CPU (see `docs/performance.md`): below this
-    /// input density the event path is faster than the dense one.
-    pub const DEFAULT_CROSSOVER: f32 = 0.12;
+    /// The crossovers measured on this project's CPU (`examples/conversion_bench.rs`, see
+    /// `docs/performance.md`): below these input densities the event path is faster.
+    pub const CONV_CROSSOVER: f32 = 0.35;
+    pub const FC_CROSSOVER: f32 = 0.08;
 
-    /// Whether an input of `density` (non-zero fraction) takes the event path.
-    pub fn use_event(self, density: f32) -> bool {
+    /// Whether an input of `density` (non-zero fraction) to a conv (`conv`) or FC layer
+    /// takes the event path.
+    pub fn use_event(self, density: f32, conv: bool) -> bool {
         match self {
             PathPolicy::Dense => false,
             PathPolicy::Event => true,
-            PathPolicy::Auto(max) => density <= max,
+            PathPolicy::Auto { conv: c, fc } => density <= if conv { c } else { fc },
         }
     }
 }
 
 impl Default for PathPolicy {
     fn default() -> Self {
-        PathPolicy::Auto(Self::DEFAULT_CROSSOVER)
+        PathPolicy::Auto {
+            conv: Self::CONV_CROSSOVER,
+            fc: Self::FC_CROSSOVER,
+        }
     }
 }
 
