@@ -84,6 +84,13 @@ impl Diagnostics {
         self.items.extend(other.items);
     }
 
+    /// Orders the diagnostics by the position of their first label (stable; unlabelled
+    /// ones first).
+    pub fn sort_by_position(&mut self) {
+        self.items
+            .sort_by_cached_key(|d| d.labels().first().map(|l| l.offset()).unwrap_or(0));
+    }
+
     pub fn has_errors(&self) -> bool {
         self.items.iter().any(Diagnostic::is_error)
     }

@@ -38,6 +38,7 @@ pub fn compile_with_diagnostics(
     diags.extend(d);
     let (program, d) = passes::run_with_diagnostics(program, stop_after);
     diags.extend(d);
+    diags.sort_by_position();
     if diags.has_errors() {
         (None, diags)
     } else {

@@ -27,6 +27,16 @@ pub enum SyntaxError {
         help: Option<String>,
     },
 
+    #[error("the file holds no network")]
+    #[diagnostic(
+        code(snnc::syntax::empty),
+        help("write a network: `network NAME {{ input 3x32x32 ... }}`")
+    )]
+    Empty {
+        #[label("end of file")]
+        span: Span,
+    },
+
     #[error("blocks nested more than {max} deep")]
     #[diagnostic(
         code(snnc::syntax::too_deep),

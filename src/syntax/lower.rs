@@ -255,6 +255,7 @@ impl Cx<'_, '_> {
         // The last token was a chain element (or its repeat/activation), with no separator since.
         let mut attached = false;
         let mut item_start = true;
+        let last_real = toks.iter().rposition(|t| !matches!(t, Tok::Sep { .. }));
         let mut i = 0;
         while i < toks.len() {
             let tok = &toks[i];
@@ -298,8 +299,7 @@ impl Cx<'_, '_> {
                     } else {
                         Classifier::Stochmax
                     };
-                    let rest_empty =
-                        !in_block && toks[i + 1..].iter().all(|t| matches!(t, Tok::Sep { .. }));
+                    let rest_empty = !in_block && last_real == Some(i);
                     if in_block || !rest_empty {
                         self.diags.push(misplaced(
                             format!("the classifier `{name}` must be the last item of the network"),
@@ -428,9 +428,14 @@ impl Cx<'_, '_> {
                     args,
                     span,
                 } => {
-                    if let Some(kind) =
-                        self.layer(name, *name_span, args.as_ref(), toks, i, item_start)
-                    {
+                    if let Some(kind) = self.layer(
+                        name,
+                        *name_span,
+                        args.as_ref(),
+                        toks,
+                        i,
+                        (item_start, last_real == Some(i)),
+                    ) {
                         items.push(ChainItem {
                             kind,
                             activation: pending.take(),
@@ -532,7 +537,7 @@ impl Cx<'_, '_> {
         args: Option<&(Vec<Arg<'_>>, Span)>,
         toks: &[Tok<'_>],
         i: usize,
-        item_start: bool,
+        at: (bool, bool),
     ) -> Option<ChainKind> {
         let span = toks[i].span();
         match name {
@@ -595,7 +600,7 @@ impl Cx<'_, '_> {
                 })
             }
             _ => {
-                self.unknown_word(name, name_span, args.is_some(), toks, i, item_start);
+                self.unknown_word(name, name_span, args.is_some(), toks, i, at);
                 None
             }
         }
@@ -608,7 +613,7 @@ impl Cx<'_, '_> {
         has_args: bool,
         toks: &[Tok<'_>],
         i: usize,
-        item_start: bool,
+        (item_start, is_last): (bool, bool),
     ) {
         let lower = name.to_ascii_lowercase();
         let near = |list: &[&str]| {
@@ -655,7 +660,6 @@ impl Cx<'_, '_> {
             });
             return;
         }
-        let rest_is_last = toks[i + 1..].iter().all(|t| matches!(t, Tok::Sep { .. }));
         let lowercase = name.starts_with(|c: char| c.is_ascii_lowercase());
         let more_on_item = toks
             .get(i + 1)
@@ -666,7 +670,7 @@ impl Cx<'_, '_> {
                 span,
                 help: Some("the settings are `input`, `timesteps`, `encode`, `neuron`, `surrogate` and `method`".into()),
             });
-        } else if lowercase && item_start && rest_is_last && !has_args {
+        } else if lowercase && item_start && !has_args && is_last {
             self.diags.push(SyntaxError::UnknownClassifier {
                 name: name.into(),
                 span,

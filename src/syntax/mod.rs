@@ -31,7 +31,7 @@ pub fn decode(bytes: &[u8]) -> Result<&str, Diagnostics> {
         let mut d = Diagnostics::new();
         d.push(SyntaxError::NotUtf8 {
             offset: at,
-            span: Span::new(0, 0),
+            span: Span::new(at, at),
         });
         d
     })
@@ -59,8 +59,13 @@ pub fn parse(source: &str) -> (ast::SourceFile, Diagnostics) {
                 let Some(net) = top.into_inner().find(|p| p.as_rule() == Rule::network) else {
                     break; // end of file
                 };
+                // A network with syntax errors is not built: its other errors would only be
+                // consequences of the parts that could not be read.
+                let before = diags.error_count();
                 if let Some(n) = lower::network(net, offset, &mut diags) {
-                    file.networks.push(n);
+                    if diags.error_count() == before {
+                        file.networks.push(n);
+                    }
                 }
                 if end == offset {
                     break;
@@ -76,6 +81,12 @@ pub fn parse(source: &str) -> (ast::SourceFile, Diagnostics) {
                 }
             }
         }
+    }
+    if diags.is_empty() && file.networks.is_empty() {
+        let end = source.len();
+        diags.push(SyntaxError::Empty {
+            span: Span::new(end, end),
+        });
     }
     (file, diags)
 }
