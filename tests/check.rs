@@ -224,3 +224,218 @@ fn cli_exit_codes() {
     let usage = run(&["check".as_ref()]);
     assert_eq!(usage.status.code(), Some(2));
 }
+
+fn ir_text(src: &str) -> String {
+    snnc::cli::show::to_text(&net(src))
+}
+
+#[test]
+fn all_separators_mean_the_same() {
+    let base =
+        ir_text("network N {\n input 3x8x8\n Conv1(3,4,3x3/1)\n Pool(2x2/2)\n FC1(64,10)\n}");
+    for sep in ["–", "—", "-", "->", "→", ";", "\n", " – \n –"] {
+        let src = format!("network N {{\n input 3x8x8\n Input{sep}Conv1(3,4,3x3/1){sep}Pool(2x2/2){sep}FC1(64,10)\n}}");
+        assert_eq!(ir_text(&src), base, "separator {sep:?}");
+    }
+}
+
+#[test]
+fn paper_rows_wrap_onto_dash_lines_with_comments() {
+    let src = "// Table III\nnetwork VGG5 { # five layers\n input 3x32x32\n Input–Conv1(3,64,3x3/1)–Conv2(64,64,3x3/1)–Pool(2x2/2)–Conv3(64,64,3x3/1)–Conv4(64,64,3x3/1)–\n –Pool(2x2/2)–FC1(4096,512)–FC2(512,10)\n}";
+    let n = net(src);
+    assert_eq!(shape_of(&n, "FC1", 1), Shape::new(512, 1, 1));
+    assert_eq!(n.weights.len(), 6);
+}
+
+#[test]
+fn block_repeat_equals_unrolled_row_equals_bare_names() {
+    let head = "network N {\n input 64x8x8\n";
+    let block = ir_text(&format!(
+        "{head} [Conv2(64,64,3x3/1) Conv3(64,64,3x3/1)] x2\n FC1(4096,10)\n}}"
+    ));
+    let row = ir_text(&format!(
+        "{head} Conv2(64,64,3x3/1)–Conv3(64,64,3x3/1)–Conv2(64,64,3x3/1)–Conv3(64,64,3x3/1)\n FC1(4096,10)\n}}"
+    ));
+    let bare = ir_text(&format!(
+        "{head} Conv2(64,64,3x3/1) Conv3(64,64,3x3/1) Conv2 Conv3\n FC1(4096,10)\n}}"
+    ));
+    assert_eq!(block, row);
+    assert_eq!(block, bare);
+    let n = net(&format!(
+        "{head} [Conv2(64,64,3x3/1) Conv3(64,64,3x3/1)] x2\n FC1(4096,10)\n}}"
+    ));
+    let steps: Vec<(String, u32)> = n
+        .topo_order()
+        .into_iter()
+        .filter(|&i| n.graph[i].op.weights().is_some())
+        .map(|i| (n.graph[i].name.clone(), n.graph[i].step))
+        .collect();
+    let expect = [
+        ("Conv2", 1),
+        ("Conv3", 1),
+        ("Conv2", 2),
+        ("Conv3", 2),
+        ("FC1", 1),
+    ];
+    assert_eq!(steps, expect.map(|(a, b)| (a.to_string(), b)).to_vec());
+}
+
+#[test]
+fn repeat_and_activation_in_any_order() {
+    let head = "network N {\n input 64x8x8\n neuron LIF(leak=0.9)\n";
+    let a = ir_text(&format!(
+        "{head} Conv3(64,64,3x3/1) x4 ReLU\n FC1(4096,10)\n}}"
+    ));
+    let b = ir_text(&format!(
+        "{head} Conv3(64,64,3x3/1) ReLU x4\n FC1(4096,10)\n}}"
+    ));
+    let c = ir_text(&format!(
+        "{head} ReLU Conv3(64,64,3x3/1) x4\n FC1(4096,10)\n}}"
+    ));
+    let d = ir_text(&format!(
+        "{head} Conv3(64,64,3x3/1)-ReLU x4\n FC1(4096,10)\n}}"
+    ));
+    let e = ir_text(&format!(
+        "{head} Conv3(64,64,3x3/1) ReLU\n Conv3 x3 ReLU\n FC1(4096,10)\n}}"
+    ));
+    assert_eq!(a, b);
+    assert_eq!(a, c);
+    assert_eq!(a, d);
+    assert_eq!(a, e);
+    let n = net(&format!(
+        "{head} Conv3(64,64,3x3/1) x4 ReLU\n FC1(4096,10)\n}}"
+    ));
+    assert_eq!(
+        n.graph
+            .node_weights()
+            .filter(|x| x.activation == Activation::Relu)
+            .count(),
+        4
+    );
+    assert_eq!(n.applications(snnc::ir::WeightId(0)), 4);
+}
+
+#[test]
+fn suffix_activation_belongs_to_the_layer_before_and_prefix_to_the_layer_after() {
+    let n = net("network N {\n input 3x8x8\n Input–Conv1(3,8,3x3/1)-ReLU–Conv2(8,8,3x3/1)-LIF(leak=0.5, threshold=2)–\n –LIF Conv3(8,8,3x3/1)\n FC1(512,10)\n}");
+    let act = |name: &str| {
+        n.graph
+            .node_weights()
+            .find(|x| x.name == name)
+            .unwrap()
+            .activation
+    };
+    assert_eq!(act("Conv1"), Activation::Relu);
+    let Activation::Spiking(s) = act("Conv2") else {
+        panic!()
+    };
+    assert_eq!((s.leak, s.threshold), (0.5, 2.0));
+    assert!(matches!(act("Conv3"), Activation::Spiking(_)));
+    assert_eq!(act("FC1"), Activation::None);
+    // ReLU feeds LIF: a boundary, no encoder (the first layer is not spiking).
+    assert!(!n
+        .graph
+        .node_weights()
+        .any(|x| matches!(x.op, Op::Encode { .. })));
+    assert!(n.graph.node_weights().any(|x| matches!(
+        x.op,
+        Op::Boundary {
+            kind: snnc::ir::BoundaryKind::AnnToSnn
+        }
+    )));
+}
+
+#[test]
+fn settings_and_defaults() {
+    let n = net("network N { input 1x28x28\n timesteps 50\n encode direct\n method conversion\n neuron IF(threshold=0.5, reset=zero)\n surrogate linear(gamma=0.5)\n Conv1(1,4,3x3/2, pad=0)\n FC1(676,10)\n stochmax }");
+    let s = &n.settings;
+    assert_eq!(s.timesteps, Some(50));
+    assert_eq!(s.encode, snnc::ir::Encoding::Direct);
+    assert_eq!(s.method, snnc::ir::Method::Conversion);
+    assert_eq!(s.classifier, snnc::ir::Classifier::Stochmax);
+    assert_eq!(s.surrogate_gamma, 0.5);
+    assert_eq!(s.neuron.leak, 1.0);
+    assert_eq!(s.neuron.reset, snnc::ir::Reset::Zero);
+    // (28 - 3) / 2 + 1 = 13 with no padding.
+    assert_eq!(shape_of(&n, "Conv1", 1), Shape::new(4, 13, 13));
+    let d = net("network N { input 1x4x4\n FC1(16,2) }").settings;
+    assert_eq!(
+        (d.timesteps, d.encode, d.method),
+        (None, snnc::ir::Encoding::Poisson, snnc::ir::Method::Agd)
+    );
+    assert_eq!(
+        (d.neuron.leak, d.neuron.threshold, d.surrogate_gamma),
+        (0.99, 1.0, 0.3)
+    );
+    assert_eq!(snnc::passes::default_timesteps(snnc::ir::Method::Agd), 25);
+    assert_eq!(
+        snnc::passes::default_timesteps(snnc::ir::Method::Conversion),
+        100
+    );
+}
+
+#[test]
+fn resnet2_skip_applies_pools_on_the_skip_path() {
+    let n = net("network ResNet2 {\n input 3x32x32\n Input–Conv1(3,36,3x3/1)–Conv2(36,36,3x3/1)–Pool(2x2/2)–FC1(18432,1024)–FC2(1024,10)\n skip Conv1 -> FC1 concat\n}");
+    let join = n
+        .graph
+        .node_weights()
+        .find(|x| matches!(x.op, Op::Join { .. }))
+        .unwrap();
+    assert_eq!(join.out_shape, Some(Shape::new(18432, 1, 1)));
+    let pools = n
+        .graph
+        .node_weights()
+        .filter(|x| matches!(x.op, Op::Pool { .. }))
+        .count();
+    assert_eq!(pools, 2);
+    let skips = n
+        .graph
+        .edge_weights()
+        .filter(|e| e.kind == snnc::ir::EdgeKind::Skip)
+        .count();
+    assert_eq!(skips, 2); // Conv1 → pool copy → join
+}
+
+#[test]
+fn skip_add_of_equal_maps_and_input_concat() {
+    let n = net("network N { input 3x8x8\n Conv1(3,8,3x3/1)\n Conv2(11,8,3x3/1)\n Conv3(8,8,3x3/1)\n FC1(512,10)\n skip Input -> Conv2 concat\n skip Conv1 -> Conv3 add }");
+    let joins: Vec<_> = n
+        .graph
+        .node_weights()
+        .filter(|x| matches!(x.op, Op::Join { .. }))
+        .map(|x| x.out_shape)
+        .collect();
+    assert!(joins.contains(&Some(Shape::new(11, 8, 8))));
+    assert!(joins.contains(&Some(Shape::new(8, 8, 8))));
+}
+
+#[test]
+fn several_networks_and_pass_prefix() {
+    let src = "network A { input 1x4x4; FC1(16,2) }\nnetwork B { input 1x4x4; Conv1(1,1,3x3/1) x3; FC1(16,2) }";
+    let p = snnc::compile(src).unwrap();
+    assert_eq!(p.networks.len(), 2);
+    let p = snnc::passes::run(
+        snnc::ir::builder::build(&snnc::syntax::parse(src).0).0,
+        Some("resolve"),
+    )
+    .unwrap();
+    assert_eq!(p.networks[1].repeats.len(), 1);
+    assert!(p.networks[1]
+        .graph
+        .node_weights()
+        .all(|n| n.out_shape.is_none()));
+    assert_eq!(
+        snnc::passes::PIPELINE,
+        [
+            "resolve",
+            "unroll",
+            "shapes",
+            "hybrid",
+            "threshold-slots",
+            "validate"
+        ]
+    );
+    let e = snnc::passes::run(snnc::ir::Program::default(), Some("nope")).unwrap_err();
+    assert_eq!(e.codes(), vec!["snnc::passes::unknown"]);
+}
