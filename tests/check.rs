@@ -439,3 +439,45 @@ fn several_networks_and_pass_prefix() {
     let e = snnc::passes::run(snnc::ir::Program::default(), Some("nope")).unwrap_err();
     assert_eq!(e.codes(), vec!["snnc::passes::unknown"]);
 }
+
+#[test]
+fn skip_inside_a_repeated_block_with_a_pool_is_unrolled_per_application() {
+    let n = net("network N {\n input 4x4x4\n [Conv1(4,4,3x3/1) Pool(1x1/1) Conv2(4,4,3x3/1)] x2\n FC1(64,10)\n skip Conv1 -> Conv2 add\n}");
+    // Two joins, each fed by its own application of Conv1 through its own pool copy.
+    assert_eq!(
+        n.graph
+            .node_weights()
+            .filter(|x| matches!(x.op, Op::Join { .. }))
+            .count(),
+        2
+    );
+    assert_eq!(
+        n.graph
+            .node_weights()
+            .filter(|x| matches!(x.op, Op::Pool { .. }))
+            .count(),
+        4
+    );
+    assert!(petgraph::algo::toposort(&n.graph, None).is_ok());
+}
+
+#[test]
+fn warnings_do_not_fail_compilation() {
+    let src = "network N {\n input 1x4x4\n timesteps 10\n FC1(16,8) ReLU\n FC2(8,2)\n}";
+    let (p, d) = snnc::compile_with_diagnostics(src, None);
+    assert!(p.is_some());
+    assert_eq!(d.codes(), vec!["snnc::hybrid::unused_timesteps"]);
+    assert!(!d.has_errors());
+    let text = d.render_text("w.snn", src, 100, false);
+    assert!(text.contains("⚠"), "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("w.snn");
+    std::fs::write(&f, src).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_snnc"))
+        .arg("check")
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 warning"));
+}

@@ -10,10 +10,35 @@ use std::collections::HashMap;
 use petgraph::graph::NodeIndex;
 use petgraph::visit::EdgeRef;
 
+use miette::Diagnostic;
+use thiserror::Error;
+
 use crate::diagnostics::Diagnostics;
 use crate::ir::{Activation, BoundaryKind, Domain, Edge, EdgeKind, Network, Node, Op};
+use crate::syntax::span::Span;
 
-pub fn run(net: &mut Network, _diags: &mut Diagnostics) {
+#[derive(Debug, Error, Diagnostic)]
+pub enum HybridWarning {
+    #[error("`timesteps` is set but network `{network}` has no spiking layer")]
+    #[diagnostic(
+        code(snnc::hybrid::unused_timesteps),
+        severity(Warning),
+        help("every layer is ReLU, so the network runs once (T = 1); remove `timesteps` or make layers spiking")
+    )]
+    UnusedTimesteps {
+        network: String,
+        #[label("network without spiking layers")]
+        span: Span,
+    },
+}
+
+pub fn run(net: &mut Network, diags: &mut Diagnostics) {
+    if net.settings.timesteps.is_some() && !net.graph.node_weights().any(|n| n.is_spiking()) {
+        diags.push(HybridWarning::UnusedTimesteps {
+            network: net.name.clone(),
+            span: net.span,
+        });
+    }
     let order = net.topo_order();
     // `raw`: the value is the input image, unchanged by any weighted layer.
     let mut raw: HashMap<NodeIndex, bool> = HashMap::new();

@@ -6,7 +6,7 @@
 //! application; skip edges leaving it start from the last application. The total number
 //! of nodes is capped at [`super::MAX_APPLICATIONS`] before anything is copied.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use miette::Diagnostic;
 use petgraph::graph::NodeIndex;
@@ -146,47 +146,68 @@ pub fn run(net: &mut Network, diags: &mut Diagnostics) {
     number_steps(net);
 }
 
+/// Nodes off the main path that lie wholly inside the region: skip paths (pool copies)
+/// that leave a chain node and come back into the chain.
+fn satellites(net: &Network, chain: &[NodeIndex]) -> Vec<NodeIndex> {
+    let in_chain: HashSet<NodeIndex> = chain.iter().copied().collect();
+    let mut out = Vec::new();
+    for &n in chain {
+        for e in net.graph.edges_directed(n, Direction::Outgoing) {
+            let mut path = Vec::new();
+            let mut t = e.target();
+            while !in_chain.contains(&t) {
+                let ins = net.graph.edges_directed(t, Direction::Incoming).count();
+                let mut outs = net.graph.edges_directed(t, Direction::Outgoing);
+                let (Some(next), None) = (outs.next(), outs.next()) else {
+                    path.clear();
+                    break;
+                };
+                if ins != 1 || path.len() > chain.len() + net.graph.node_count() {
+                    path.clear();
+                    break;
+                }
+                path.push(t);
+                t = next.target();
+            }
+            if in_chain.contains(&t) {
+                out.extend(path);
+            }
+        }
+    }
+    out
+}
+
 /// Appends `count - 1` copies of `chain` after it; returns the last node of the last copy.
 fn copy_region(net: &mut Network, chain: &[NodeIndex], count: u32) -> NodeIndex {
     let first = chain[0];
-    let last = chain[chain.len() - 1];
-    let in_chain: HashMap<NodeIndex, usize> =
-        chain.iter().enumerate().map(|(k, &n)| (n, k)).collect();
-    // What leaves the region: the main successor of `last` and skip edges to outside.
+    let last_k = chain.len() - 1;
+    let mut members: Vec<NodeIndex> = chain.to_vec();
+    members.extend(satellites(net, chain));
+    let index: HashMap<NodeIndex, usize> =
+        members.iter().enumerate().map(|(k, &n)| (n, k)).collect();
+    // What leaves the region: the main successor of the last node and skip edges to outside.
     let mut outgoing = Vec::new();
-    for &n in chain {
-        for e in net.graph.edges_directed(n, Direction::Outgoing) {
-            let t = e.target();
-            let internal = in_chain.contains_key(&t)
-                && !(n == last && e.weight().kind == EdgeKind::Main && t == first);
-            if !internal {
-                outgoing.push((e.id(), in_chain[&n], t, *e.weight()));
-            }
-        }
-    }
     // Incoming edges from outside other than the main input of `first` (skips into the region).
     let mut incoming_skips = Vec::new();
-    for &n in chain {
-        for e in net.graph.edges_directed(n, Direction::Incoming) {
-            if !(in_chain.contains_key(&e.source())
-                || n == first && e.weight().kind == EdgeKind::Main)
-            {
-                incoming_skips.push((e.source(), in_chain[&n], *e.weight()));
-            }
-        }
-    }
-    // Edges inside the region (not the main edges of the chain itself, re-made below).
+    // Edges inside the region, the chain's own main edges included.
     let mut internal = Vec::new();
-    for &n in chain {
+    for (k, &n) in members.iter().enumerate() {
         for e in net.graph.edges_directed(n, Direction::Outgoing) {
-            if let Some(&k) = in_chain.get(&e.target()) {
-                internal.push((in_chain[&n], k, *e.weight()));
+            match index.get(&e.target()) {
+                Some(&j) => internal.push((k, j, *e.weight())),
+                None => outgoing.push((e.id(), k, e.target(), *e.weight())),
+            }
+        }
+        for e in net.graph.edges_directed(n, Direction::Incoming) {
+            let from_outside = !index.contains_key(&e.source());
+            if from_outside && !(n == first && e.weight().kind == EdgeKind::Main) {
+                incoming_skips.push((e.source(), k, *e.weight()));
             }
         }
     }
-    let mut prev_copy: Vec<NodeIndex> = chain.to_vec();
+    let mut prev_copy: Vec<NodeIndex> = members.clone();
     for _ in 1..count {
-        let copy: Vec<NodeIndex> = chain
+        let copy: Vec<NodeIndex> = members
             .iter()
             .map(|&n| net.graph.add_node(net.graph[n].clone()))
             .collect();
@@ -197,7 +218,7 @@ fn copy_region(net: &mut Network, chain: &[NodeIndex], count: u32) -> NodeIndex 
             net.graph.add_edge(src, copy[k], w);
         }
         net.graph.add_edge(
-            prev_copy[chain.len() - 1],
+            prev_copy[last_k],
             copy[0],
             Edge {
                 port: 0,
@@ -215,7 +236,7 @@ fn copy_region(net: &mut Network, chain: &[NodeIndex], count: u32) -> NodeIndex 
     for (_, k, t, w) in outgoing {
         net.graph.add_edge(prev_copy[k], t, w);
     }
-    prev_copy[chain.len() - 1]
+    prev_copy[last_k]
 }
 
 /// Step n for the n-th application of each weight set, in topological order.
