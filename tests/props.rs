@@ -93,6 +93,16 @@ proptest! {
     }
 
     #[test]
+    fn token_soup_never_panics(toks in prop::collection::vec(prop::sample::select(TOKENS.to_vec()), 0..60)) {
+        let text = format!("network S {{\n input 4x8x8\n{}\n}}", toks.join(" "));
+        let (program, diags) = snnc::compile_with_diagnostics(&text, None);
+        prop_assert!(program.is_some() != diags.has_errors());
+        // Internal errors are compiler bugs: never reported for any input.
+        prop_assert!(!diags.codes().iter().any(|c| c.contains("invariant") || c.contains("internal")), "{}", diags);
+        let _ = diags.render_text("s.snn", &text, 100, false);
+    }
+
+    #[test]
     fn mutations_of_valid_files_never_panic(
         edits in prop::collection::vec((0usize..10_000, 0u8..3, prop::sample::select(vec!['[', ']', '(', ')', '{', '}', '-', '–', 'x', '0', '9', ',', '/', ';', '\n', ' ', 'L', '#', '→', '\u{0}'])), 1..8)
     ) {
@@ -109,10 +119,54 @@ proptest! {
         let text: String = chars.into_iter().collect();
         let (program, diags) = snnc::compile_with_diagnostics(&text, None);
         prop_assert!(program.is_some() != diags.has_errors());
+        prop_assert!(!diags.codes().iter().any(|c| c.contains("invariant") || c.contains("internal")), "{}", diags);
         let _ = diags.render_text("m.snn", &text, 100, false);
         let _ = diags.to_json("m.snn", &text);
     }
 }
+
+/// Pieces of the language, shuffled by `token_soup_never_panics`.
+const TOKENS: &[&str] = &[
+    "Conv1(4,4,3x3/1)",
+    "Conv2(4,8,3x3/2)",
+    "Conv1",
+    "Conv2",
+    "Conv3(8,4,1x1/1, pad=0)",
+    "FC1(256,10)",
+    "FC2(10,10)",
+    "FC1",
+    "Pool(2x2/2)",
+    "MaxPool(2x2/2)",
+    "Dropout(0.5)",
+    "ReLU",
+    "LIF",
+    "IF",
+    "LIF(leak=0.5)",
+    "-ReLU",
+    "-LIF",
+    "x2",
+    "x3",
+    "x1",
+    "[",
+    "]",
+    "–",
+    "-",
+    "->",
+    "→",
+    ";",
+    "\n",
+    "Input",
+    "softmax",
+    "stochmax",
+    "skip Conv1 -> FC1 concat\n",
+    "skip Input -> Conv2 add\n",
+    "skip Conv2 -> Conv1 add\n",
+    "timesteps 5\n",
+    "encode direct\n",
+    "neuron IF(threshold=2)\n",
+    "# comment\n",
+    "input 4x8x8\n",
+];
 
 const VALID: &str = "network VGG3x2 {
     input 3x32x32

@@ -43,6 +43,19 @@ pub enum NetworkError {
         span: Span,
     },
 
+    #[error("a second network named `{name}`")]
+    #[diagnostic(
+        code(snnc::network::duplicate_name),
+        help("give every network of a file its own name")
+    )]
+    DuplicateName {
+        name: String,
+        #[label("already used")]
+        span: Span,
+        #[label("first network `{name}`")]
+        first: Span,
+    },
+
     #[error("`{name}` takes no activation")]
     #[diagnostic(
         code(snnc::network::activation_on_pool),
@@ -95,7 +108,17 @@ pub enum NetworkError {
 pub fn build(file: &ast::SourceFile) -> (Program, Diagnostics) {
     let mut diags = Diagnostics::new();
     let mut program = Program::default();
+    let mut seen: std::collections::HashMap<&str, Span> = std::collections::HashMap::new();
     for decl in &file.networks {
+        if let Some(first) = seen.get(decl.name.as_str()) {
+            diags.push(NetworkError::DuplicateName {
+                name: decl.name.clone(),
+                span: decl.name_span,
+                first: *first,
+            });
+            continue;
+        }
+        seen.insert(&decl.name, decl.name_span);
         let mut d = Diagnostics::new();
         let net = build_network(decl, &mut d);
         let ok = !d.has_errors();
