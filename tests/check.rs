@@ -487,3 +487,57 @@ fn warnings_do_not_fail_compilation() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 warning"));
 }
+
+#[test]
+fn output_sizes_match_hand_computation() {
+    // (32 + 2·2 − 5)/2 + 1 = 16; (16 − 5)/2 + 1 = 6 without padding; pool (6 − 3)/2 + 1 = 2;
+    // MaxPool(1x1) with default stride 1 keeps 2; FC flattens 8·2·2 = 32.
+    let n = net("network N { input 3x32x32\n Conv1(3,8,5x5/2)\n Conv2(8,8,5x5/2, pad=0)\n Pool(3x3/2)\n MaxPool(1x1)\n FC1(32,10) }");
+    assert_eq!(shape_of(&n, "Conv1", 1), Shape::new(8, 16, 16));
+    assert_eq!(shape_of(&n, "Conv2", 1), Shape::new(8, 6, 6));
+    assert_eq!(shape_of(&n, "Pool1", 1), Shape::new(8, 2, 2));
+    assert_eq!(shape_of(&n, "MaxPool2", 1), Shape::new(8, 2, 2));
+    assert_eq!(shape_of(&n, "FC1", 1), Shape::new(10, 1, 1));
+}
+
+#[test]
+fn spiking_features_into_an_ann_classifier_pass_through_a_boundary() {
+    // Table XIII style: spiking convolutions, then a ReLU FC classifier.
+    let n = net("network N { input 1x4x4\n Conv1(1,2,3x3/1) LIF\n FC1(32,8) ReLU\n FC2(8,2) }");
+    let by = |name: &str| {
+        n.graph
+            .node_weights()
+            .find(|x| x.name == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by("Conv1").domain, Some(Domain::Snn));
+    assert_eq!(by("FC1").domain, Some(Domain::Ann));
+    assert_eq!(by("FC2").domain, Some(Domain::Ann));
+    let b = n
+        .graph
+        .node_weights()
+        .find(|x| {
+            matches!(
+                x.op,
+                Op::Boundary {
+                    kind: snnc::ir::BoundaryKind::SnnToAnn
+                }
+            )
+        })
+        .expect("a spikes-to-rates boundary");
+    assert_eq!(b.out_shape, Some(Shape::new(2, 4, 4)));
+    assert_eq!(n.thresholds.len(), 1);
+    // Encode sits right after the input (the first layer is spiking).
+    let succ: Vec<_> = n
+        .graph
+        .neighbors(n.input)
+        .map(|i| n.graph[i].op.clone())
+        .collect();
+    assert_eq!(
+        succ,
+        vec![Op::Encode {
+            encoding: snnc::ir::Encoding::Poisson
+        }]
+    );
+}
