@@ -145,6 +145,20 @@ impl Diagnostics {
         out
     }
 
+    /// Renders for stderr: colour unless `NO_COLOR` is set or stderr is not a terminal; the
+    /// width from `COLUMNS` (default 100).
+    pub fn render_stderr(&self, file_name: &str, source: &str) -> String {
+        use std::io::IsTerminal;
+        let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            && std::io::stderr().is_terminal();
+        let width = std::env::var("COLUMNS")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .filter(|&w: &usize| w >= 40)
+            .unwrap_or(100);
+        self.render_text(file_name, source, width, color)
+    }
+
     /// Machine-readable diagnostics: one object per diagnostic with severity, code, message,
     /// help and labels (byte offsets plus 1-based line and column).
     pub fn to_json(&self, file_name: &str, source: &str) -> Value {

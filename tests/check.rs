@@ -541,3 +541,22 @@ fn spiking_features_into_an_ann_classifier_pass_through_a_boundary() {
         }]
     );
 }
+
+#[test]
+fn compile_file_or_report_for_other_subcommands() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("g.snn");
+    std::fs::write(&good, VGG3X2).unwrap();
+    let p = snnc::cli::check::compile_file_or_report(&good).unwrap();
+    assert_eq!(p.networks[0].name, "VGG3x2");
+    let bad = dir.path().join("b.snn");
+    std::fs::write(&bad, "network N { FC1(1,1) }").unwrap();
+    assert_eq!(
+        snnc::cli::check::compile_file_or_report(&bad).unwrap_err(),
+        std::process::ExitCode::from(1)
+    );
+    assert_eq!(
+        snnc::cli::check::compile_file_or_report(&dir.path().join("none.snn")).unwrap_err(),
+        std::process::ExitCode::from(2)
+    );
+}

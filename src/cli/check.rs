@@ -24,6 +24,32 @@ pub struct CheckArgs {
     pub format: Format,
 }
 
+/// For subcommands that need a compiled file (`estimate`, `train`, ...): reads and compiles
+/// `path`, prints any diagnostics (warnings too) to stderr, and returns the program, or the
+/// exit code to return (1 for errors in the file, 2 when it cannot be read).
+pub fn compile_file_or_report(path: &std::path::Path) -> Result<crate::ir::Program, ExitCode> {
+    let name = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| {
+        eprintln!("error: cannot read {name}: {e}");
+        ExitCode::from(2)
+    })?;
+    let text = match crate::syntax::decode(&bytes) {
+        Ok(t) => t,
+        Err(d) => {
+            eprint!(
+                "{}",
+                d.render_stderr(&name, &String::from_utf8_lossy(&bytes))
+            );
+            return Err(ExitCode::from(1));
+        }
+    };
+    let (program, diags) = crate::compile_with_diagnostics(text, None);
+    if !diags.is_empty() {
+        eprint!("{}", diags.render_stderr(&name, text));
+    }
+    program.ok_or(ExitCode::from(1))
+}
+
 /// Whether diagnostics on stderr should be coloured: a terminal and no `NO_COLOR`.
 pub fn use_color() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
