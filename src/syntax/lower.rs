@@ -254,16 +254,26 @@ impl Cx<'_, '_> {
         let mut pending: Option<(ActivationDecl, Span)> = None;
         // The last token was a chain element (or its repeat/activation), with no separator since.
         let mut attached = false;
+        // The last element could not be read: its activation and repeat are skipped silently.
+        let mut dead = false;
         let mut item_start = true;
         let last_real = toks.iter().rposition(|t| !matches!(t, Tok::Sep { .. }));
         let mut i = 0;
         while i < toks.len() {
             let tok = &toks[i];
             match tok {
-                Tok::Sep { arrow, .. } => {
+                Tok::Sep { .. } => {
                     attached = false;
+                    dead = false;
                     item_start = true;
-                    let _ = arrow;
+                    i += 1;
+                    continue;
+                }
+                Tok::Suffix { .. } | Tok::Repeat { .. } if dead => {
+                    i += 1;
+                    continue;
+                }
+                Tok::Word { name, .. } if dead && ACTIVATIONS.contains(name) => {
                     i += 1;
                     continue;
                 }
@@ -443,10 +453,13 @@ impl Cx<'_, '_> {
                             span: *span,
                         });
                         attached = true;
+                        dead = false;
                         item_start = false;
                         i += 1;
                         continue;
                     }
+                    dead = true;
+                    pending = None;
                     // A lowercase word starting an item swallows the rest of the item (it was
                     // probably a setting).
                     if item_start && name.starts_with(|c: char| c.is_ascii_lowercase()) {
