@@ -10,7 +10,7 @@ use std::fmt;
 
 use miette::{
     Diagnostic as MietteDiagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan,
-    NamedSource, Severity, SourceCode,
+    MietteError, MietteSpanContents, Severity, SourceCode, SpanContents,
 };
 use serde_json::{json, Value};
 
@@ -131,7 +131,7 @@ impl Diagnostics {
         let handler = GraphicalReportHandler::new_themed(theme)
             .with_width(width)
             .with_links(false);
-        let named = NamedSource::new(file_name, source.to_string());
+        let named = IndexedSource::new(file_name, source);
         let mut out = String::new();
         for d in &self.items {
             let with = WithSource {
@@ -162,6 +162,7 @@ impl Diagnostics {
     /// Machine-readable diagnostics: one object per diagnostic with severity, code, message,
     /// help and labels (byte offsets plus 1-based line and column).
     pub fn to_json(&self, file_name: &str, source: &str) -> Value {
+        let index = IndexedSource::new(file_name, source);
         let items: Vec<Value> = self
             .items
             .iter()
@@ -170,7 +171,7 @@ impl Diagnostics {
                     .labels()
                     .iter()
                     .map(|l| {
-                        let (line, column) = line_col(source, l.offset());
+                        let (line, column) = index.line_col(l.offset());
                         json!({
                             "label": l.label(),
                             "offset": l.offset(),
@@ -237,10 +238,77 @@ pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// A source file with an index of its line starts, so that rendering many diagnostics of a
+/// large file stays linear (miette's own `str` source scans from the start for every span).
+struct IndexedSource<'s> {
+    name: String,
+    text: &'s str,
+    line_starts: Vec<usize>,
+}
+
+impl<'s> IndexedSource<'s> {
+    fn new(name: &str, text: &'s str) -> Self {
+        let mut line_starts = vec![0];
+        line_starts.extend(
+            text.bytes()
+                .enumerate()
+                .filter(|&(_, b)| b == b'\n')
+                .map(|(i, _)| i + 1),
+        );
+        IndexedSource {
+            name: name.to_string(),
+            text,
+            line_starts,
+        }
+    }
+
+    /// 0-based line of a byte offset.
+    fn line_of(&self, offset: usize) -> usize {
+        self.line_starts
+            .partition_point(|&s| s <= offset)
+            .saturating_sub(1)
+    }
+
+    /// 1-based line and column (in characters).
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.line_of(offset);
+        let start = self.line_starts[line].min(offset);
+        (line + 1, self.text[start..offset].chars().count() + 1)
+    }
+}
+
+impl SourceCode for IndexedSource<'_> {
+    fn read_span<'a>(
+        &'a self,
+        span: &miette::SourceSpan,
+        context_lines_before: usize,
+        context_lines_after: usize,
+    ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
+        let offset = span.offset().min(self.text.len());
+        let first = self.line_of(offset).saturating_sub(context_lines_before);
+        let base = self.line_starts[first];
+        let local = miette::SourceSpan::new((offset - base).into(), span.len());
+        let window = &self.text.as_bytes()[base..];
+        let c = window.read_span(&local, context_lines_before, context_lines_after)?;
+        Ok(Box::new(MietteSpanContents::new_named(
+            self.name.clone(),
+            c.data(),
+            (c.span().offset() + base, c.span().len()).into(),
+            c.line() + first,
+            c.column(),
+            c.line_count() + first,
+        )))
+    }
+}
+
 /// A diagnostic seen together with the file it points into.
 struct WithSource<'a> {
     diag: &'a (dyn MietteDiagnostic + Send + Sync + 'static),
-    source: &'a NamedSource<String>,
+    source: &'a IndexedSource<'a>,
 }
 
 impl fmt::Debug for WithSource<'_> {

@@ -560,3 +560,19 @@ fn compile_file_or_report_for_other_subcommands() {
         std::process::ExitCode::from(2)
     );
 }
+
+#[test]
+fn many_errors_in_a_large_file_are_all_rendered_with_their_lines() {
+    let mut src = String::from("network Big {\n input 16x8x8\n");
+    for i in 0..3000 {
+        src.push_str(&format!(" Conv{i}(15,16,3x3/1) LIF\n"));
+    }
+    src.push_str(" FC1(1024,10)\n}\n");
+    let d = snnc::compile(&src).unwrap_err();
+    assert_eq!(d.error_count(), 3000);
+    let text = d.render_text("big.snn", &src, 100, false);
+    assert_eq!(text.matches("× Conv").count(), 3000);
+    assert!(text.contains("[big.snn:3002:2]"), "last error on line 3002");
+    let json = d.to_json("big.snn", &src);
+    assert_eq!(json[2999]["labels"][0]["line"], 3002);
+}
