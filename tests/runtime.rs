@@ -575,3 +575,127 @@ fn pooled_input_is_encoded() -> R {
     assert!(max_abs_diff(&out.logits, &logits) < 1e-5);
     Ok(())
 }
+
+const CLI_NET: &str = "network Tiny {
+    input 1x28x28
+    timesteps 3
+    Pool(4x4/4)
+    FC1(49,32) LIF
+    FC2(32,32) x2 LIF
+    FC3(32,10)
+}
+network Wrong {
+    input 3x32x32
+    FC1(3072,10)
+}
+";
+
+fn snnc(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_snnc"))
+        .args(args)
+        .output()
+        .expect("snnc runs")
+}
+
+/// `snnc train` writes weights, report and plots; `--resume` continues; `snnc eval` reads
+/// the weights back; input errors exit 1, usage errors 2.
+#[test]
+fn cli_train_resume_and_eval() -> R {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("net.snn");
+    std::fs::write(&file, CLI_NET)?;
+    let f = file.to_str().unwrap();
+    let out = dir.path().join("run");
+    let o = out.to_str().unwrap();
+    let common = [
+        "--data",
+        "embedded",
+        "--train-limit",
+        "128",
+        "--test-limit",
+        "64",
+        "--out",
+        o,
+    ];
+    let r = snnc(&[&["train", f, "--epochs", "1"][..], &common].concat());
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    for name in [
+        "weights.safetensors",
+        "report.json",
+        "training.svg",
+        "activity.svg",
+    ] {
+        assert!(out.join(name).is_file(), "{name} missing");
+    }
+    let r = snnc(&[&["train", f, "--epochs", "2", "--resume"][..], &common].concat());
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let report = snnc::train::report::Report::read_json(&out.join("report.json"))?;
+    assert_eq!(report.epochs.len(), 2);
+    assert_eq!(report.activity.len(), 3, "FC1, FC2@1, FC2@2");
+    let w = out.join("weights.safetensors");
+    let r = snnc(&[
+        "eval",
+        f,
+        "--weights",
+        w.to_str().unwrap(),
+        "--data",
+        "embedded",
+        "--test-limit",
+        "64",
+    ]);
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        r.status.success() && stdout.contains("accuracy"),
+        "{stdout}"
+    );
+    // The wrong network for the data: an input error.
+    let r = snnc(&[
+        "train",
+        f,
+        "--network",
+        "Wrong",
+        "--data",
+        "embedded",
+        "--out",
+        o,
+    ]);
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("3×32×32"));
+    // Usage errors.
+    assert_eq!(
+        snnc(&["train", f, "--network", "Nope"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        snnc(&["train", f, "--data", "bogus"]).status.code(),
+        Some(2)
+    );
+    Ok(())
+}
+
+/// The `[train]` table of `--config` supplies defaults; flags override it.
+#[test]
+fn cli_config_file_supplies_defaults() -> R {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("net.snn");
+    std::fs::write(&file, CLI_NET)?;
+    let out = dir.path().join("cfg-run");
+    let cfg = dir.path().join("train.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[train]\nepochs = 2\ntimesteps = 2\ndata = \"embedded\"\ntrain-limit = 64\ntest_limit = 32\nout = {:?}\n",
+            out.to_str().unwrap()
+        ),
+    )?;
+    let f = file.to_str().unwrap();
+    let c = cfg.to_str().unwrap();
+    let r = snnc(&["train", f, "--config", c, "--epochs", "1"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let report = snnc::train::report::Report::read_json(&out.join("report.json"))?;
+    assert_eq!(report.epochs.len(), 1, "the flag overrides the file");
+    assert_eq!(report.timesteps, 2, "the file overrides the network");
+    std::fs::write(&cfg, "[train]\nepoch = 2\n")?;
+    assert_eq!(snnc(&["train", f, "--config", c]).status.code(), Some(2));
+    Ok(())
+}

@@ -117,44 +117,34 @@ impl Fail {
         Fail(msg.into(), 1)
     }
 
+    /// Prints the message (none when it was already reported) and gives the exit status.
     pub(crate) fn report(self) -> ExitCode {
-        eprintln!("error: {}", self.0);
+        if !self.0.is_empty() {
+            eprintln!("error: {}", self.0);
+        }
         ExitCode::from(self.1)
     }
 }
 
-/// Reads FILE and compiles the network `name` (or the first one) to its final IR.
+/// Reads and compiles FILE (printing its diagnostics) and picks the network `name`, or the
+/// first one.
 pub(crate) fn load_network(file: &Path, name: Option<&str>) -> Result<Network, Fail> {
-    let bytes = std::fs::read(file)
-        .map_err(|e| Fail::usage(format!("cannot read {}: {e}", file.display())))?;
-    let source = String::from_utf8(bytes)
-        .map_err(|_| Fail::input(format!("{} is not UTF-8 text", file.display())))?;
-    let program = compile(&source, file)?;
+    let program = crate::cli::check::compile_file_or_report(file)
+        .map_err(|code| Fail(String::new(), if code == ExitCode::from(1) { 1 } else { 2 }))?;
+    let names: Vec<String> = program.networks.iter().map(|x| x.name.clone()).collect();
     let mut nets = program.networks.into_iter();
     match name {
         None => nets
             .next()
             .ok_or_else(|| Fail::input(format!("{} holds no network", file.display()))),
-        Some(n) => {
-            let all: Vec<Network> = nets.collect();
-            let names: Vec<String> = all.iter().map(|x| x.name.clone()).collect();
-            all.into_iter().find(|x| x.name == n).ok_or_else(|| {
-                Fail::usage(format!(
-                    "{} has no network `{n}` (it has: {})",
-                    file.display(),
-                    names.join(", ")
-                ))
-            })
-        }
+        Some(n) => nets.find(|x| x.name == n).ok_or_else(|| {
+            Fail::usage(format!(
+                "{} has no network `{n}` (it has: {})",
+                file.display(),
+                names.join(", ")
+            ))
+        }),
     }
-}
-
-/// The front end's entry point (`snnc::compile`) has not landed on this branch yet.
-fn compile(_source: &str, file: &Path) -> Result<crate::ir::Program, Fail> {
-    Err(Fail::usage(format!(
-        "cannot compile {}: this build has no front end yet",
-        file.display()
-    )))
 }
 
 /// Loads the data set `spec` (default: `data::default_spec()`), keeping the first

@@ -284,7 +284,7 @@ fn progress_bar(len: usize, show: bool, epoch: usize, epochs: usize) -> indicati
     }
     let pb = indicatif::ProgressBar::new(len as u64);
     let style = indicatif::ProgressStyle::with_template(
-        "{prefix} [{bar:30}] {pos}/{len} {msg} {per_sec} ETA {eta}",
+        "{prefix} [{bar:30}] {pos}/{len} images, {msg}, {per_sec:.0} ETA {eta}",
     )
     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     pb.set_style(style.progress_chars("=> "));
@@ -370,8 +370,7 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
     for epoch in start_epoch..cfg.epochs {
         opt.set_lr(cfg.schedule.lr_at(cfg.lr, epoch))?;
         let mut rng = rng_for(cfg.seed, EPOCH_STREAM + epoch as u64);
-        let batches = train.len().div_ceil(batch);
-        let pb = progress_bar(batches, cfg.progress, epoch, cfg.epochs);
+        let pb = progress_bar(train.len(), cfg.progress, epoch, cfg.epochs);
         let start = Instant::now();
         let (mut loss_sum, mut right, mut seen) = (0f64, 0usize, 0usize);
         for (bi, chunk) in crate::data::batches(train, batch, Some(cfg.seed), epoch).enumerate() {
@@ -396,7 +395,7 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
             loss_sum += l as f64 * chunk.len() as f64;
             right += correct_count(&model.eval_logits(&out)?, &y)?;
             seen += chunk.len();
-            pb.inc(1);
+            pb.inc(chunk.len() as u64);
             pb.set_message(format!(
                 "loss {:.4} acc {:.1}%",
                 loss_sum / seen as f64,
