@@ -89,6 +89,16 @@ pub enum NetworkError {
         span: Span,
     },
 
+    #[error("the skip paths need more than {max} pool copies", max = crate::passes::MAX_APPLICATIONS)]
+    #[diagnostic(
+        code(snnc::skip::too_large),
+        help("pools between a skip's ends are copied onto its path; use fewer skips across many pools")
+    )]
+    SkipPathsTooLarge {
+        #[label("this skip goes over the limit")]
+        span: Span,
+    },
+
     #[error("skips into `{to}` mix `concat` and `add`")]
     #[diagnostic(
         code(snnc::skip::mode_conflict),
@@ -477,6 +487,12 @@ impl Builder<'_> {
             );
             entry.0 = join;
         }
+        // Pool positions on the main path, and the skip-path pool copies already made per
+        // source (skips from one source share them): work and nodes stay linear.
+        let pool_pos: Vec<usize> = (0..self.chain.len())
+            .filter(|&p| matches!(self.g[self.chain[p]].op, Op::Pool { .. }))
+            .collect();
+        let mut paths: HashMap<usize, Vec<NodeIndex>> = HashMap::new();
         for (from_pos, to_pos, span) in plans {
             let Some(entry) = joins.get_mut(&to_pos) else {
                 continue;
@@ -484,37 +500,51 @@ impl Builder<'_> {
             entry.3 += 1;
             let port = entry.3;
             let join = entry.0;
-            let mut src = self.chain[from_pos];
-            for pos in from_pos + 1..to_pos {
-                let n = self.chain[pos];
-                if let Op::Pool {
+            let lo = pool_pos.partition_point(|&p| p <= from_pos);
+            let hi = pool_pos.partition_point(|&p| p < to_pos);
+            let needed = hi.saturating_sub(lo);
+            let path = paths.entry(from_pos).or_default();
+            while path.len() < needed {
+                if self.g.node_count() as u64 >= crate::passes::MAX_APPLICATIONS {
+                    self.diags.push(NetworkError::SkipPathsTooLarge { span });
+                    return;
+                }
+                let n = self.chain[pool_pos[lo + path.len()]];
+                let Op::Pool {
                     kind,
                     window,
                     stride,
                 } = self.g[n].op
-                {
-                    let name = format!("{} (skip)", self.g[n].name);
-                    let copy = self.g.add_node(Node::new(
-                        name,
-                        Op::Pool {
-                            kind,
-                            window,
-                            stride,
-                        },
-                        Activation::None,
-                        span,
-                    ));
-                    self.g.add_edge(
-                        src,
-                        copy,
-                        Edge {
-                            port: 0,
-                            kind: EdgeKind::Skip,
-                        },
-                    );
-                    src = copy;
-                }
+                else {
+                    break;
+                };
+                let name = format!("{} (skip)", self.g[n].name);
+                let copy = self.g.add_node(Node::new(
+                    name,
+                    Op::Pool {
+                        kind,
+                        window,
+                        stride,
+                    },
+                    Activation::None,
+                    span,
+                ));
+                let prev = path.last().copied().unwrap_or(self.chain[from_pos]);
+                self.g.add_edge(
+                    prev,
+                    copy,
+                    Edge {
+                        port: 0,
+                        kind: EdgeKind::Skip,
+                    },
+                );
+                path.push(copy);
             }
+            let src = if needed == 0 {
+                self.chain[from_pos]
+            } else {
+                path[needed - 1]
+            };
             self.g.add_edge(
                 src,
                 join,
