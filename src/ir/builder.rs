@@ -395,7 +395,10 @@ impl Builder<'_> {
                     .push(pos);
             }
         }
-        let names: Vec<String> = positions.keys().map(|s| s.to_string()).collect();
+        let mut names: Vec<String> = positions.keys().map(|s| s.to_string()).collect();
+        names.sort();
+        // Suggestions compare against every name: a budget keeps many bad skips linear.
+        let mut budget: usize = 200_000;
         let mut joins: HashMap<usize, (NodeIndex, JoinMode, Span, u32)> = HashMap::new();
         let mut plans = Vec::new();
         for s in skips {
@@ -403,7 +406,7 @@ impl Builder<'_> {
                 self.diags.push(NetworkError::UnknownSkipEndpoint {
                     name: s.to.clone(),
                     span: s.to_span,
-                    help: suggest(&s.to, &names),
+                    help: suggest(&s.to, &names, &mut budget),
                 });
                 continue;
             };
@@ -414,7 +417,7 @@ impl Builder<'_> {
                         self.diags.push(NetworkError::UnknownSkipEndpoint {
                             name: f.clone(),
                             span: s.from_span,
-                            help: suggest(f, &names),
+                            help: suggest(f, &names, &mut budget),
                         });
                         continue;
                     }
@@ -558,7 +561,11 @@ impl Builder<'_> {
 }
 
 /// "did you mean `X`?" for a name close to one that exists.
-pub(crate) fn suggest(name: &str, names: &[String]) -> Option<String> {
+pub(crate) fn suggest(name: &str, names: &[String], budget: &mut usize) -> Option<String> {
+    if names.len() > *budget {
+        return None;
+    }
+    *budget -= names.len();
     let lower = name.to_ascii_lowercase();
     let best = names
         .iter()
