@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! cargo run --release --example conversion_fmnist -- backres OUT_DIR [EPOCHS] [TEST_IMAGES]
-//!     [BALANCE_IMAGES] [BALANCE_STEPS] [BALANCE] [TIME_IMAGES]
+//!     [BALANCE_IMAGES] [BALANCE_STEPS] [BALANCE] [TIME_IMAGES] [TRAIN_IMAGES]
 //! ```
 //! A finished ANN checkpoint in OUT_DIR (`ann.safetensors`) is reused.
 
@@ -71,10 +71,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let balance_steps: usize = arg(&args, 6, 100);
     let balance: Balance = arg(&args, 7, Balance::MaxInput);
     let time_images: usize = arg(&args, 8, 200);
+    let train_images: usize = arg(&args, 9, 60_000);
     std::fs::create_dir_all(&out)?;
 
     let net = vgg(backres);
-    let data = data::load(&DataSpec::FashionMnist(None), None, Some(test_images))?;
+    let data = data::load(
+        &DataSpec::FashionMnist(None),
+        Some(train_images),
+        Some(test_images),
+    )?;
     let dev = Device::Cpu;
     let mut model = Model::new(&net, &dev, 0)?;
     let ann_path = out.join("ann.safetensors");
@@ -95,8 +100,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let r = agd::train(&mut model, &data, &cfg)?;
         eprintln!(
-            "ANN: {} epochs in {:.0} s, test accuracy {:.4} ({} test images)",
+            "ANN: {} epochs on {} images in {:.0} s, test accuracy {:.4} ({} test images)",
             epochs,
+            data.train.len(),
             t0.elapsed().as_secs_f64(),
             r.test_accuracy,
             data.test.len()

@@ -111,6 +111,19 @@ fn max_balancing_matches_hand_computed_thresholds() -> R {
     assert_eq!(out.snn.results[1].test_accuracy, 0.0);
     // FC1's neuron 0 fires every step, neuron 1 never: rate 1/2.
     assert!((out.snn.results[1].activity[0].spike_rate - 0.5).abs() < 1e-9);
+    // The report carries the SNN at the largest T and the conversion keys.
+    let mut report = snnc::train::report::Report::new("ann", "tiny", 1);
+    conversion::apply_to_report(&mut report, &out);
+    assert_eq!(
+        (report.method.as_str(), report.timesteps),
+        ("conversion", 10)
+    );
+    let json = serde_json::to_value(&report)?;
+    assert_eq!(json["thresholds"][1]["threshold"], 4.0);
+    assert_eq!(json["thresholds"][1]["layer"], "FC2");
+    assert_eq!(json["conversion"][0]["timesteps"], 5);
+    assert_eq!(json["ann_test_accuracy"], 0.0);
+    assert!(json["conversion"][1]["e_snn_pj"].as_f64().ok_or("e_snn")? > 0.0);
     Ok(())
 }
 

@@ -42,7 +42,7 @@ use crate::ir::{
 };
 use crate::train::agd::batch_tensors;
 use crate::train::checkpoint::{self, Meta};
-use crate::train::report::ActivityRecord;
+use crate::train::report::{ActivityRecord, EnergyRecord, Report};
 
 /// Table I: energy of one multiply-accumulate and one accumulate (pJ, 45 nm).
 pub const E_MAC_PJ: f64 = 3.2;
@@ -1205,6 +1205,28 @@ impl Conversion {
         m.insert("balance_seconds".into(), self.balance_seconds.into());
         m
     }
+}
+
+/// Puts a conversion's results into a training report: `method` becomes `conversion`; the
+/// headline numbers (T, test accuracy, activity, energy) are the SNN's at the largest T;
+/// everything else goes to `extra` ([`Conversion::to_extra`]).
+pub fn apply_to_report(report: &mut Report, conv: &Conversion) {
+    report.method = "conversion".into();
+    if let Some(r) = conv.snn.results.last() {
+        report.timesteps = r.timesteps;
+        report.test_accuracy = r.test_accuracy;
+        report.activity = r.activity.clone();
+        report.energy = EnergyRecord {
+            e_ann_pj: r.e_ann_pj,
+            e_snn_pj: r.e_snn_pj,
+            ee: r.ee,
+        };
+        let per_image = conv.snn.seconds / conv.snn.images.max(1) as f64;
+        if per_image > 0.0 {
+            report.infer_images_per_s = 1.0 / per_image;
+        }
+    }
+    report.extra.extend(conv.to_extra());
 }
 
 /// Balances the trained `model` on `balance_data`, writes the thresholds into it, and
