@@ -100,10 +100,13 @@ fn timesteps_origin(net: &crate::ir::Network, opts: &Options) -> &'static str {
     }
 }
 
-/// Engineering-friendly number: integers below 10^7 as they are, else 3 significant digits.
+/// A readable number: integers below 10^7 as they are, other values in [0.1, 10^6) with one
+/// decimal, the rest with 4 significant digits in scientific notation.
 fn num(x: f64) -> String {
     if x.is_finite() && x.fract() == 0.0 && x.abs() < 1e7 {
         format!("{x:.0}")
+    } else if (0.1..1e6).contains(&x.abs()) {
+        format!("{x:.1}")
     } else {
         format!("{x:.3e}")
     }
@@ -226,4 +229,161 @@ pub fn run(args: EstimateArgs) -> ExitCode {
     }
     eprintln!("snnc estimate: the front end is not available yet");
     ExitCode::from(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{
+        Activation, Edge, EdgeKind, LayerKind, Network, Node, Op, Settings, Shape, WeightId,
+        WeightSet,
+    };
+    use crate::syntax::span::Span;
+    use petgraph::graph::DiGraph;
+
+    /// Input 1×4×4 → Conv1(1,2,3x3/1) ReLU → FC1(32,3) logits.
+    fn tiny() -> Network {
+        let mut g = DiGraph::new();
+        let sp = Span::default();
+        let mut input = Node::new("Input", Op::Input, Activation::None, sp);
+        input.out_shape = Some(Shape::new(1, 4, 4));
+        let mut conv = Node::new(
+            "Conv1",
+            Op::Conv {
+                weights: WeightId(0),
+            },
+            Activation::Relu,
+            sp,
+        );
+        conv.out_shape = Some(Shape::new(2, 4, 4));
+        let mut fc = Node::new(
+            "FC1",
+            Op::Fc {
+                weights: WeightId(1),
+            },
+            Activation::None,
+            sp,
+        );
+        fc.out_shape = Some(Shape::new(3, 1, 1));
+        let (a, b, c) = (g.add_node(input), g.add_node(conv), g.add_node(fc));
+        let main = Edge {
+            port: 0,
+            kind: EdgeKind::Main,
+        };
+        g.add_edge(a, b, main);
+        g.add_edge(b, c, main);
+        let w = |name: &str, kind| WeightSet {
+            name: name.into(),
+            kind,
+            span: sp,
+        };
+        Network {
+            name: "Tiny".into(),
+            span: sp,
+            settings: Settings::default(),
+            weights: vec![
+                w(
+                    "Conv1",
+                    LayerKind::Conv {
+                        in_ch: 1,
+                        out_ch: 2,
+                        kernel: 3,
+                        stride: 1,
+                        pad: 1,
+                    },
+                ),
+                w(
+                    "FC1",
+                    LayerKind::Fc {
+                        inputs: 32,
+                        outputs: 3,
+                    },
+                ),
+            ],
+            graph: g,
+            input: a,
+            output: c,
+            repeats: vec![],
+            thresholds: vec![],
+        }
+    }
+
+    #[test]
+    fn text_table_is_aligned_with_totals() {
+        let net = tiny();
+        let opts = Options::default();
+        let est = analysis::estimate(&net, &opts);
+        let text = render_text(&net, &est, &opts);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("network Tiny: T = 25 (default"),
+            "{text}"
+        );
+        // Header and rows: right-aligned numeric columns end at the same character.
+        let col_end = |l: &str, word: &str, nth: usize| {
+            let i = l.match_indices(word).nth(nth).unwrap().0;
+            l[..i + word.len()].chars().count()
+        };
+        let params = col_end(lines[1], "params", 0);
+        let ops = col_end(lines[1], "ops/step", 0);
+        assert_eq!(params, col_end(lines[2], "18", 0), "{text}");
+        assert_eq!(ops, col_end(lines[2], "288", 0), "{text}");
+        // FC1: 96 parameters and 96 ops.
+        assert_eq!(params, col_end(lines[3], "96", 0), "{text}");
+        assert_eq!(ops, col_end(lines[3], "96", 1), "{text}");
+        assert!(text.contains("unique params  114\n"), "{text}");
+        assert!(text.contains("logical depth  2\n"));
+        // Both layers MAC (ReLU, then logits after ReLU): EE = 1.
+        assert!(text.contains("EE             1.000x"), "{text}");
+    }
+
+    #[test]
+    fn json_has_the_promised_fields() {
+        let net = tiny();
+        let est = analysis::estimate(&net, &Options::default());
+        let v: serde_json::Value = serde_json::from_str(&render_json(&[est])).unwrap();
+        let n = &v["networks"][0];
+        for key in [
+            "name",
+            "params",
+            "logical_depth",
+            "timesteps",
+            "spike_rate",
+            "flops_ann",
+            "flops_snn",
+            "e_ann_pj",
+            "e_snn_pj",
+            "ee",
+        ] {
+            assert!(!n[key].is_null(), "{key}");
+        }
+        let l = &n["layers"][0];
+        assert_eq!(l["name"], "Conv1");
+        assert_eq!(l["ops"], 288);
+        assert_eq!(l["op"], "MAC");
+        assert_eq!(l["out_shape"]["c"], 2);
+        assert_eq!(n["e_ann_pj"].as_f64().unwrap(), (288.0 + 96.0) * 3.2);
+    }
+
+    #[test]
+    fn bad_options_are_usage_errors() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: EstimateArgs,
+        }
+        let parse = |a: &[&str]| Cli::try_parse_from(a).map(|c| c.args);
+        let ok = parse(&["x", "f.snn", "--energy", "fp32"]).unwrap();
+        assert_eq!(options(&ok).unwrap().energy, EnergyModel::FP32);
+        let a = parse(&["x", "f.snn", "--spike-rate", "2"]).unwrap();
+        assert_eq!(options(&a).unwrap_err().1, 2);
+        let a = parse(&["x", "f.snn", "--timesteps", "0"]).unwrap();
+        assert_eq!(options(&a).unwrap_err().1, 2);
+        let a = parse(&["x", "f.snn", "--emac=-1", "--eac", "0.1"]).unwrap();
+        assert_eq!(options(&a).unwrap_err().1, 2);
+        assert!(parse(&["x", "f.snn", "--emac", "1"]).is_err());
+        let a = parse(&["x", "f.snn", "--emac", "2", "--eac", "0.5"]).unwrap();
+        assert_eq!(options(&a).unwrap().energy.e_mac, 2.0);
+    }
 }
