@@ -5,7 +5,9 @@
 //! anything the report does not name. A report is JSON with an array
 //! `"activity": [{"layer": "Conv3", "step": 2, "spike_rate": 0.07}, ...]`.
 //! The Poisson-coded input's rate may be given under the layer name `Input` (or `Encode`),
-//! step 1; otherwise the fallback rate is used for it too.
+//! step 1; otherwise the fallback rate is used for it too. An entry whose rate is `null` (how
+//! `train::report` writes an unmeasured NaN) is skipped. This is the form
+//! `crate::train::report::Report` writes.
 //!
 //! Invariant: every rate held is finite and within [0, 1] (the loader rejects others).
 
@@ -82,6 +84,10 @@ impl Activity {
                 .and_then(|s| u32::try_from(s).ok())
                 .filter(|s| *s >= 1)
                 .ok_or_else(|| bad("an integer \"step\" ≥ 1"))?;
+            // A report writes an unmeasured (NaN) rate as null: the fallback covers it.
+            if entry.get("spike_rate").is_some_and(|v| v.is_null()) {
+                continue;
+            }
             let rate = entry
                 .get("spike_rate")
                 .and_then(|v| v.as_f64())
@@ -175,13 +181,15 @@ mod tests {
             r#"{"accuracy": 0.5, "activity": [
                 {"layer": "Conv1", "step": 1, "spike_rate": 0.25},
                 {"layer": "Conv3", "step": 2, "spike_rate": 0.05},
-                {"layer": "Input", "step": 1, "spike_rate": 0.4}]}"#,
+                {"layer": "Input", "step": 1, "spike_rate": 0.4},
+                {"layer": "FC1", "step": 1, "spike_rate": null}]}"#,
             0.1,
         )
         .unwrap();
         assert_eq!(a.rate("Conv1", 1), 0.25);
         assert_eq!(a.rate("Conv3", 2), 0.05);
         assert_eq!(a.rate("Conv3", 1), 0.1);
+        assert_eq!(a.rate("FC1", 1), 0.1, "null: unmeasured");
         assert_eq!(a.input_rate(), 0.4);
         assert_eq!(a.uniform_rate(), 0.1);
     }
