@@ -221,14 +221,48 @@ pub fn render_json(estimates: &[Estimate]) -> String {
     .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }
 
-/// Runs `snnc estimate` (compiling waits for the front end).
+/// Runs `snnc estimate`: compile (errors rendered as `snnc check` does), estimate every (or
+/// the named) network, print the tables or the JSON.
 pub fn run(args: EstimateArgs) -> ExitCode {
-    if let Err((msg, code)) = options(&args) {
-        eprintln!("error: {msg}");
-        return ExitCode::from(code);
+    let opts = match options(&args) {
+        Ok(o) => o,
+        Err((msg, code)) => {
+            eprintln!("error: {msg}");
+            return ExitCode::from(code);
+        }
+    };
+    let program = match super::check::compile_file_or_report(&args.file) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let nets: Vec<_> = program
+        .networks
+        .iter()
+        .filter(|n| args.network.as_ref().is_none_or(|want| &n.name == want))
+        .collect();
+    if nets.is_empty() {
+        let names: Vec<_> = program.networks.iter().map(|n| n.name.as_str()).collect();
+        eprintln!(
+            "error: no network named `{}` in {} (it has: {})",
+            args.network.as_deref().unwrap_or_default(),
+            args.file.display(),
+            names.join(", ")
+        );
+        return ExitCode::from(2);
     }
-    eprintln!("snnc estimate: the front end is not available yet");
-    ExitCode::from(2)
+    let estimates: Vec<Estimate> = nets.iter().map(|n| analysis::estimate(n, &opts)).collect();
+    match args.format {
+        Format::Json => println!("{}", render_json(&estimates)),
+        Format::Text => {
+            let texts: Vec<String> = nets
+                .iter()
+                .zip(&estimates)
+                .map(|(n, e)| render_text(n, e, &opts))
+                .collect();
+            print!("{}", texts.join("\n"));
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 #[cfg(test)]
