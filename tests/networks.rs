@@ -334,6 +334,34 @@ fn estimate_exit_codes_and_options() {
         2,
         "--emac needs --eac"
     );
+    // Two networks in one file: both by default, one with --network.
+    let dir = tempfile::tempdir().unwrap();
+    let two = dir.path().join("two.snn");
+    std::fs::write(
+        &two,
+        "network A { input 1x4x4; FC1(16,2) }\nnetwork B { input 1x4x4; FC1(16,3) LIF; FC2(3,2) }\n",
+    )
+    .unwrap();
+    let two = two.to_string_lossy().into_owned();
+    let names = |args: &[&str]| {
+        let mut a = vec!["estimate", two.as_str(), "--format", "json"];
+        a.extend_from_slice(args);
+        let (code, out, err) = snnc(&a);
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["networks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["name"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(&[]), ["A", "B"]);
+    assert_eq!(names(&["--network", "B"]), ["B"]);
+    let (code, text, _) = snnc(&["estimate", &two, "--timesteps", "4"]);
+    assert_eq!(code, 0);
+    assert!(text.contains("network A: T = 4 (--timesteps)"), "{text}");
+    assert!(text.contains("\nnetwork B: T = 4 (--timesteps)"), "{text}");
     // fp32 and explicit energies scale E_ANN by E_MAC.
     let e_ann = |args: &[&str]| {
         let mut a = vec!["estimate", vgg5, "--format", "json"];
