@@ -576,3 +576,12 @@ fn many_errors_in_a_large_file_are_all_rendered_with_their_lines() {
     let json = d.to_json("big.snn", &src);
     assert_eq!(json[2999]["labels"][0]["line"], 3002);
 }
+
+#[test]
+fn any_name_starting_with_conv_or_fc_is_a_weighted_layer() {
+    let n = net(
+        "network N { input 1x4x4\n Conv(1,2,3x3/1)\n Conv_a(2,2,3x3/1)\n FC(32,4)\n FCout(4,2) }",
+    );
+    let names: Vec<&str> = n.weights.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["Conv", "Conv_a", "FC", "FCout"]);
+}

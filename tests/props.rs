@@ -256,3 +256,31 @@ fn empty_and_binary_inputs_give_diagnostics() {
     let d = snnc::syntax::decode(&[0xff, 0xfe, 0x00, 0x80]).unwrap_err();
     assert_eq!(d.codes(), vec!["snnc::syntax::not_utf8"]);
 }
+
+#[test]
+fn skip_paths_are_shared_and_bounded() {
+    // 3000 skips from one source across 3000 pools share one copied path.
+    let mut src = String::from("network N {\n input 1x1x1\n Conv0(1,1,1x1/1)\n");
+    src.push_str(&" Pool(1x1/1)\n".repeat(3000));
+    src.push_str(" FC1(1,1)\n");
+    src.push_str(&" skip Conv0 -> FC1 add\n".repeat(3000));
+    src.push_str("}\n");
+    let n = snnc::compile(&src).unwrap().networks.remove(0);
+    let pools = n
+        .graph
+        .node_weights()
+        .filter(|x| matches!(x.op, snnc::ir::Op::Pool { .. }))
+        .count();
+    assert_eq!(pools, 6000);
+    // 1500 sources, each followed by a pool, all skipping to the end: ~1.1M copies needed.
+    let mut src = String::from("network N {\n input 1x1x1\n");
+    for i in 0..1500 {
+        src.push_str(&format!(" Conv{i}(1,1,1x1/1)\n Pool(1x1/1)\n"));
+    }
+    src.push_str(" FC1(1,1)\n");
+    for i in 0..1500 {
+        src.push_str(&format!(" skip Conv{i} -> FC1 add\n"));
+    }
+    src.push_str("}\n");
+    assert_eq!(codes(&src), vec!["snnc::skip::too_large"]);
+}

@@ -89,6 +89,16 @@ pub enum NetworkError {
         span: Span,
     },
 
+    #[error("the skip paths need more than {max} pool copies", max = crate::passes::MAX_APPLICATIONS)]
+    #[diagnostic(
+        code(snnc::skip::too_large),
+        help("pools between a skip's ends are copied onto its path; use fewer skips across many pools")
+    )]
+    SkipPathsTooLarge {
+        #[label("this skip goes over the limit")]
+        span: Span,
+    },
+
     #[error("skips into `{to}` mix `concat` and `add`")]
     #[diagnostic(
         code(snnc::skip::mode_conflict),
@@ -385,7 +395,10 @@ impl Builder<'_> {
                     .push(pos);
             }
         }
-        let names: Vec<String> = positions.keys().map(|s| s.to_string()).collect();
+        let mut names: Vec<String> = positions.keys().map(|s| s.to_string()).collect();
+        names.sort();
+        // Suggestions compare against every name: a budget keeps many bad skips linear.
+        let mut budget: usize = 200_000;
         let mut joins: HashMap<usize, (NodeIndex, JoinMode, Span, u32)> = HashMap::new();
         let mut plans = Vec::new();
         for s in skips {
@@ -393,7 +406,7 @@ impl Builder<'_> {
                 self.diags.push(NetworkError::UnknownSkipEndpoint {
                     name: s.to.clone(),
                     span: s.to_span,
-                    help: suggest(&s.to, &names),
+                    help: suggest(&s.to, &names, &mut budget),
                 });
                 continue;
             };
@@ -404,7 +417,7 @@ impl Builder<'_> {
                         self.diags.push(NetworkError::UnknownSkipEndpoint {
                             name: f.clone(),
                             span: s.from_span,
-                            help: suggest(f, &names),
+                            help: suggest(f, &names, &mut budget),
                         });
                         continue;
                     }
@@ -477,6 +490,12 @@ impl Builder<'_> {
             );
             entry.0 = join;
         }
+        // Pool positions on the main path, and the skip-path pool copies already made per
+        // source (skips from one source share them): work and nodes stay linear.
+        let pool_pos: Vec<usize> = (0..self.chain.len())
+            .filter(|&p| matches!(self.g[self.chain[p]].op, Op::Pool { .. }))
+            .collect();
+        let mut paths: HashMap<usize, Vec<NodeIndex>> = HashMap::new();
         for (from_pos, to_pos, span) in plans {
             let Some(entry) = joins.get_mut(&to_pos) else {
                 continue;
@@ -484,37 +503,51 @@ impl Builder<'_> {
             entry.3 += 1;
             let port = entry.3;
             let join = entry.0;
-            let mut src = self.chain[from_pos];
-            for pos in from_pos + 1..to_pos {
-                let n = self.chain[pos];
-                if let Op::Pool {
+            let lo = pool_pos.partition_point(|&p| p <= from_pos);
+            let hi = pool_pos.partition_point(|&p| p < to_pos);
+            let needed = hi.saturating_sub(lo);
+            let path = paths.entry(from_pos).or_default();
+            while path.len() < needed {
+                if self.g.node_count() as u64 >= crate::passes::MAX_APPLICATIONS {
+                    self.diags.push(NetworkError::SkipPathsTooLarge { span });
+                    return;
+                }
+                let n = self.chain[pool_pos[lo + path.len()]];
+                let Op::Pool {
                     kind,
                     window,
                     stride,
                 } = self.g[n].op
-                {
-                    let name = format!("{} (skip)", self.g[n].name);
-                    let copy = self.g.add_node(Node::new(
-                        name,
-                        Op::Pool {
-                            kind,
-                            window,
-                            stride,
-                        },
-                        Activation::None,
-                        span,
-                    ));
-                    self.g.add_edge(
-                        src,
-                        copy,
-                        Edge {
-                            port: 0,
-                            kind: EdgeKind::Skip,
-                        },
-                    );
-                    src = copy;
-                }
+                else {
+                    break;
+                };
+                let name = format!("{} (skip)", self.g[n].name);
+                let copy = self.g.add_node(Node::new(
+                    name,
+                    Op::Pool {
+                        kind,
+                        window,
+                        stride,
+                    },
+                    Activation::None,
+                    span,
+                ));
+                let prev = path.last().copied().unwrap_or(self.chain[from_pos]);
+                self.g.add_edge(
+                    prev,
+                    copy,
+                    Edge {
+                        port: 0,
+                        kind: EdgeKind::Skip,
+                    },
+                );
+                path.push(copy);
             }
+            let src = if needed == 0 {
+                self.chain[from_pos]
+            } else {
+                path[needed - 1]
+            };
             self.g.add_edge(
                 src,
                 join,
@@ -528,7 +561,11 @@ impl Builder<'_> {
 }
 
 /// "did you mean `X`?" for a name close to one that exists.
-pub(crate) fn suggest(name: &str, names: &[String]) -> Option<String> {
+pub(crate) fn suggest(name: &str, names: &[String], budget: &mut usize) -> Option<String> {
+    if names.len() > *budget {
+        return None;
+    }
+    *budget -= names.len();
     let lower = name.to_ascii_lowercase();
     let best = names
         .iter()

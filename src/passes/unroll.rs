@@ -83,6 +83,12 @@ fn channels(kind: &LayerKind) -> (u64, u64) {
 
 pub fn run(net: &mut Network, diags: &mut Diagnostics) {
     let mut regions = std::mem::take(&mut net.repeats);
+    // Regions by their last node: only nested regions share one, and those must follow the
+    // last node to its final copy when an inner region is unrolled.
+    let mut by_last: HashMap<NodeIndex, Vec<usize>> = HashMap::new();
+    for (k, r) in regions.iter().enumerate() {
+        by_last.entry(r.last).or_default().push(k);
+    }
     let mut i = 0;
     while i < regions.len() {
         let r = regions[i].clone();
@@ -134,10 +140,13 @@ pub fn run(net: &mut Network, diags: &mut Diagnostics) {
             return;
         }
         let new_last = copy_region(net, &chain, r.count);
-        for later in regions.iter_mut().skip(i) {
-            if later.last == r.last {
-                later.last = new_last;
+        if let Some(ks) = by_last.remove(&r.last) {
+            for &k in &ks {
+                if k >= i {
+                    regions[k].last = new_last;
+                }
             }
+            by_last.insert(new_last, ks);
         }
         if net.output == r.last {
             net.output = new_last;
@@ -152,7 +161,11 @@ fn satellites(net: &Network, chain: &[NodeIndex]) -> Vec<NodeIndex> {
     let in_chain: HashSet<NodeIndex> = chain.iter().copied().collect();
     let mut out = Vec::new();
     for &n in chain {
+        // Skip paths are made of skip edges only; the main path never counts.
         for e in net.graph.edges_directed(n, Direction::Outgoing) {
+            if e.weight().kind != EdgeKind::Skip {
+                continue;
+            }
             let mut path = Vec::new();
             let mut t = e.target();
             while !in_chain.contains(&t) {
@@ -162,7 +175,7 @@ fn satellites(net: &Network, chain: &[NodeIndex]) -> Vec<NodeIndex> {
                     path.clear();
                     break;
                 };
-                if ins != 1 || path.len() > chain.len() + net.graph.node_count() {
+                if ins != 1 || next.weight().kind != EdgeKind::Skip {
                     path.clear();
                     break;
                 }

@@ -196,7 +196,8 @@ const ACTIVATIONS: [&str; 3] = ["ReLU", "LIF", "IF"];
 const CLASSIFIERS: [&str; 2] = ["softmax", "stochmax"];
 
 fn is_weighted_name(name: &str) -> bool {
-    (name.starts_with("Conv") && name.len() > 4 || name.starts_with("FC") && name.len() > 2)
+    // "Any name starting with `Conv`" (or `FC`), `Conv` and `FC` themselves included.
+    (name.starts_with("Conv") || name.starts_with("FC"))
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
@@ -656,6 +657,21 @@ impl Cx<'_, '_> {
                 span,
             });
             return;
+        }
+        for (prefix, proper) in [("conv", "Conv"), ("fc", "FC")] {
+            if let Some(rest) = lower.strip_prefix(prefix) {
+                if !rest.is_empty() && !name.starts_with(proper) {
+                    self.diags.push(SyntaxError::UnknownLayer {
+                        name: name.into(),
+                        span,
+                        help: Some(format!(
+                            "weighted layer names start with `{proper}` (case matters): `{proper}{}`",
+                            &name[prefix.len()..]
+                        )),
+                    });
+                    return;
+                }
+            }
         }
         let pool_like = ["pool", "avgpool", "maxpool", "dropout", "input"];
         if let Some(k) = pool_like.iter().find(|k| **k == lower) {
