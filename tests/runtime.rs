@@ -438,25 +438,23 @@ fn thresholds_are_settable_per_slot() -> R {
 }
 
 /// E_ANN and E_SNN by hand: Conv1(1,2,3x3/1) on 4×4 → 2×4×4 (9·1·2·16 = 288 ops),
-/// FC1(32,3) (96 ops). E_ANN = 384·3.2; E_SNN with input activity 0.5 (Conv1) and 0.25
-/// (FC1) at T = 4: (288·0.5 + 96·0.25)·4·0.1.
+/// FC1(32,3) (96 ops). E_ANN = 384·3.2; with the Poisson input at rate 0.5 (SA of Conv1)
+/// and Conv1 spiking at 0.25 (SA of FC1), at T = 4: E_SNN = (288·0.5 + 96·0.25)·4·0.1.
 #[test]
 fn energy_from_measured_activity_by_hand() {
-    use snnc::backend::candle::model::LayerInput;
-    use snnc::ir::Domain;
+    use snnc::train::report::ActivityRecord;
     let b = NetBuilder::new("e", Shape::new(1, 4, 4), 4);
     let lif = b.lif();
     let net = b
         .conv("Conv1", 1, 2, 3, 1, lif)
         .fc("FC1", 32, 3, Activation::None)
         .build();
-    let inputs = [("Conv1", 0.5), ("FC1", 0.25)].map(|(l, r)| LayerInput {
+    let activity = [("Input", 0.5), ("Conv1", 0.25)].map(|(l, r)| ActivityRecord {
         layer: l.into(),
         step: 1,
-        domain: Domain::Snn,
-        rate: r,
+        spike_rate: r,
     });
-    let e = agd::energy(&net, &inputs, 4);
+    let e = agd::energy(&net, &activity, 4, TrainMethod::Agd);
     assert!((e.e_ann_pj - 384.0 * 3.2).abs() < 1e-9);
     let want = (288.0 * 0.5 + 96.0 * 0.25) * 4.0 * 0.1;
     assert!((e.e_snn_pj - want).abs() < 1e-9, "{e:?}");
@@ -631,7 +629,13 @@ fn cli_train_resume_and_eval() -> R {
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let report = snnc::train::report::Report::read_json(&out.join("report.json"))?;
     assert_eq!(report.epochs.len(), 2);
-    assert_eq!(report.activity.len(), 3, "FC1, FC2@1, FC2@2");
+    let names: Vec<_> = report
+        .activity
+        .iter()
+        .map(|a| format!("{}@{}", a.layer, a.step))
+        .collect();
+    assert_eq!(names, ["Input@1", "FC1@1", "FC2@1", "FC2@2"]);
+    assert!(report.energy.ee > 1.0, "{:?}", report.energy);
     let w = out.join("weights.safetensors");
     let r = snnc(&[
         "eval",

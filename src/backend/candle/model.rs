@@ -101,16 +101,6 @@ pub struct SlotActivity {
     pub spike_rate: f32,
 }
 
-/// The activity reaching one weighted layer application (SA of Eq. 11): the fraction of
-/// its inputs that are non-zero, per time step.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LayerInput {
-    pub layer: String,
-    pub step: u32,
-    pub domain: Domain,
-    pub rate: f32,
-}
-
 /// What a forward pass returns.
 #[derive(Debug, Clone)]
 pub struct ForwardOutput {
@@ -123,8 +113,9 @@ pub struct ForwardOutput {
     pub activity: Vec<SlotActivity>,
     /// Per slot, the largest input current seen (only with `record`; 0 otherwise).
     pub max_input: Vec<f32>,
-    /// Per weighted application (only with `record`).
-    pub inputs: Vec<LayerInput>,
+    /// The spike rate of the encoded input (only with `record`, Poisson coding, not
+    /// `as_ann`): spikes per pixel per step.
+    pub input_rate: Option<f32>,
 }
 
 /// The executable network.
@@ -410,7 +401,7 @@ impl Model {
         let gamma = self.net.settings.surrogate_gamma;
         let mut values: Vec<Option<Tensor>> = vec![None; self.net.graph.node_count()];
         let mut activity = Vec::new();
-        let mut inputs_rec = Vec::new();
+        let mut input_rate = None;
         let mut max_input = vec![0f32; self.thresholds.len()];
         let mut penultimate = None;
         let out_node = self.net.output;
@@ -443,19 +434,17 @@ impl Model {
             let mut v = match &node.op {
                 Op::Input => x.clone(),
                 Op::Encode { encoding } => match (opts.as_ann, encoding) {
-                    (false, Encoding::Poisson) => fold_t(encode::poisson(first()?, t, rng)?)?,
+                    (false, Encoding::Poisson) => {
+                        let s = fold_t(encode::poisson(first()?, t, rng)?)?;
+                        if opts.record {
+                            input_rate = Some(s.mean_all()?.to_scalar::<f32>()?);
+                        }
+                        s
+                    }
                     _ => repeat_t(first()?, t)?,
                 },
                 Op::Conv { weights } | Op::Fc { weights } => {
                     let inp = first()?;
-                    if opts.record {
-                        inputs_rec.push(LayerInput {
-                            layer: node.name.clone(),
-                            step: node.step,
-                            domain: node.domain.unwrap_or(Domain::Ann),
-                            rate: nonzero_rate(inp)?,
-                        });
-                    }
                     let wt = self.weights[weights.0].as_tensor();
                     match self.net.weights[weights.0].kind {
                         LayerKind::Conv { stride, pad, .. } => {
@@ -591,7 +580,7 @@ impl Model {
             penultimate,
             activity,
             max_input,
-            inputs: inputs_rec,
+            input_rate,
         })
     }
 }
@@ -637,10 +626,4 @@ fn dropout(x: &Tensor, p: f32, t: usize, rng: &mut SeededRng) -> Result<Tensor> 
     x.reshape(tb)?
         .broadcast_mul(&mask.unsqueeze(0)?)?
         .reshape(dims)
-}
-
-/// The fraction of non-zero entries of `x`.
-fn nonzero_rate(x: &Tensor) -> Result<f32> {
-    let nz = x.ne(0f32)?.to_dtype(DType::F32)?;
-    nz.mean_all()?.to_scalar::<f32>()
 }
