@@ -88,42 +88,60 @@ impl Geom {
         self.ho * self.wo * self.patch()
     }
 
-    /// Visits every (row-element j of the patch of output pixel (oy, ox), input index or
-    /// None for padding) of one image, in patch-matrix order.
+    /// Visits the in-bounds taps of one image as contiguous runs: `f(j, i, len)` means
+    /// patch-matrix elements `j..j+len` read input elements `i..i+len` (one kernel row of
+    /// one channel under one output pixel). Padding taps are skipped, so they stay zero.
+    /// Common kernel widths get a copy of the loop in which the run length is a constant.
     #[inline(always)]
-    fn for_each_tap(&self, mut f: impl FnMut(usize, Option<usize>)) {
-        let (h, w, kh, kw) = (self.h as isize, self.w as isize, self.kh, self.kw);
+    fn for_each_run(&self, f: impl FnMut(usize, usize, usize)) {
+        match self.kw {
+            1 => self.runs::<1>(f),
+            2 => self.runs::<2>(f),
+            3 => self.runs::<3>(f),
+            5 => self.runs::<5>(f),
+            _ => self.runs::<0>(f),
+        }
+    }
+
+    /// `for_each_run` for kernel width `KW` (0: any width, read from `self`).
+    #[inline(always)]
+    fn runs<const KW: usize>(&self, mut f: impl FnMut(usize, usize, usize)) {
+        let kw = if KW > 0 { KW } else { self.kw };
+        let (h, w, kh) = (self.h as isize, self.w as isize, self.kh);
         let patch = self.patch();
         for oy in 0..self.ho {
             let iy0 = (oy * self.stride) as isize - self.pad as isize;
+            // Kernel rows ky in ky_lo..ky_hi fall inside the image.
+            let ky_lo = (-iy0).clamp(0, kh as isize) as usize;
+            let ky_hi = (h - iy0).clamp(0, kh as isize) as usize;
             for ox in 0..self.wo {
                 let ix0 = (ox * self.stride) as isize - self.pad as isize;
-                let mut j = (oy * self.wo + ox) * patch;
-                let inside_x = ix0 >= 0 && ix0 + kw as isize <= w;
-                for c in 0..self.c {
-                    let plane = c * self.h * self.w;
-                    for ky in 0..kh {
-                        let iy = iy0 + ky as isize;
-                        if iy < 0 || iy >= h {
-                            for _ in 0..kw {
-                                f(j, None);
-                                j += 1;
-                            }
-                            continue;
+                // Taps kx in lo..hi fall inside the row.
+                let lo = (-ix0).clamp(0, kw as isize) as usize;
+                let hi = (w - ix0).clamp(0, kw as isize) as usize;
+                if lo >= hi {
+                    continue;
+                }
+                let j_pixel = (oy * self.wo + ox) * patch;
+                let i_pixel = (ix0 + lo as isize) as usize;
+                if lo == 0 && hi == kw {
+                    for c in 0..self.c {
+                        let plane = c * self.h * self.w + i_pixel;
+                        for ky in ky_lo..ky_hi {
+                            let iy = (iy0 + ky as isize) as usize;
+                            f(j_pixel + (c * kh + ky) * kw, plane + iy * self.w, kw);
                         }
-                        let rowbase = plane + iy as usize * self.w;
-                        if inside_x {
-                            let base = rowbase + ix0 as usize;
-                            for kx in 0..kw {
-                                f(j, Some(base + kx));
-                                j += 1;
-                            }
-                        } else {
-                            for kx in 0..kw {
-                                let ix = ix0 + kx as isize;
-                                f(j, (ix >= 0 && ix < w).then(|| rowbase + ix as usize));
-                                j += 1;
-                            }
+                    }
+                } else {
+                    for c in 0..self.c {
+                        let plane = c * self.h * self.w + i_pixel;
+                        for ky in ky_lo..ky_hi {
+                            let iy = (iy0 + ky as isize) as usize;
+                            f(
+                                j_pixel + (c * kh + ky) * kw + lo,
+                                plane + iy * self.w,
+                                hi - lo,
+                            );
                         }
                     }
                 }
@@ -152,7 +170,13 @@ impl CustomOp1 for Im2Col {
         if per > 0 && g.image() > 0 {
             out.par_chunks_mut(per)
                 .zip(x.par_chunks(g.image()))
-                .for_each(|(o, x)| g.for_each_tap(|j, i| o[j] = i.map_or(0.0, |i| x[i])));
+                .for_each(|(o, x)| {
+                    g.for_each_run(|j, i, len| {
+                        for (d, s) in o[j..j + len].iter_mut().zip(&x[i..i + len]) {
+                            *d = *s;
+                        }
+                    })
+                });
         }
         Ok((
             CpuStorage::F32(out),
@@ -186,9 +210,9 @@ impl CustomOp1 for Col2Im {
             out.par_chunks_mut(g.image())
                 .zip(cols.par_chunks(per))
                 .for_each(|(o, cols)| {
-                    g.for_each_tap(|j, i| {
-                        if let Some(i) = i {
-                            o[i] += cols[j]
+                    g.for_each_run(|j, i, len| {
+                        for (d, s) in o[i..i + len].iter_mut().zip(&cols[j..j + len]) {
+                            *d += *s;
                         }
                     })
                 });
@@ -214,6 +238,14 @@ fn check_shapes(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<Geo
         bail!("conv2d: zero output channels")
     }
     Geom::new(dims, (kh, kw), stride, pad)
+}
+
+/// The patch matrix of `x` `[N, C, H, W]` for a `kh`×`kw` kernel: `[N·HO·WO, C·KH·KW]`, one
+/// row per output pixel (row-major over n, oy, ox), columns in weight order (c, ky, kx),
+/// padding taps zero. Differentiable (its backward is col2im).
+pub fn im2col(x: &Tensor, (kh, kw): (usize, usize), stride: usize, pad: usize) -> Result<Tensor> {
+    let g = Geom::new(x.dims4()?, (kh, kw), stride, pad)?;
+    x.contiguous()?.apply_op1(Im2Col(g))
 }
 
 /// Convolution by im2col and one matmul over the whole batch (see the module docs).
