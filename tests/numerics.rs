@@ -5,7 +5,7 @@
 use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use snnc::backend::candle::conv::{conv2d, conv2d_im2col};
+use snnc::backend::candle::conv::{conv2d, conv2d_im2col, im2col};
 use snnc::backend::candle::neuron::{lif_scan, lif_scan_reference, spike, NeuronParams};
 use snnc::backend::candle::pool::{avg_pool2d, max_pool2d};
 use snnc::ir::Reset;
@@ -407,6 +407,72 @@ fn conv_by_hand_and_input_without_gradient() {
         vec![12.0, 16.0, 24.0, 28.0]
     );
     assert!(grads.get(&x).is_none());
+}
+
+#[test]
+fn im2col_by_hand_and_its_col2im_backward() {
+    // 3×3 image 1..9, 2×2 kernel, stride 1: four patches, row-major.
+    let x = Var::from_tensor(
+        &Tensor::arange(1f32, 10., &CPU)
+            .unwrap()
+            .reshape((1, 1, 3, 3))
+            .unwrap(),
+    )
+    .unwrap();
+    let cols = im2col(x.as_tensor(), (2, 2), 1, 0).unwrap();
+    assert_eq!(
+        cols.to_vec2::<f32>().unwrap(),
+        vec![
+            vec![1.0, 2.0, 4.0, 5.0],
+            vec![2.0, 3.0, 5.0, 6.0],
+            vec![4.0, 5.0, 7.0, 8.0],
+            vec![5.0, 6.0, 8.0, 9.0],
+        ]
+    );
+    // col2im of ones counts the patches each pixel belongs to.
+    let grads = cols.sum_all().unwrap().backward().unwrap();
+    assert_eq!(
+        flat(grads.get(x.as_tensor()).unwrap()),
+        vec![1.0, 2.0, 1.0, 2.0, 4.0, 2.0, 1.0, 2.0, 1.0]
+    );
+    // Padding 1, stride 2: patches at (−1,−1), (−1,1), (1,−1), (1,1); padding reads 0.
+    let cols = im2col(x.as_tensor(), (2, 2), 2, 1).unwrap();
+    assert_eq!(
+        cols.to_vec2::<f32>().unwrap(),
+        vec![
+            vec![0.0, 0.0, 0.0, 1.0],
+            vec![0.0, 0.0, 2.0, 3.0],
+            vec![0.0, 4.0, 0.0, 7.0],
+            vec![5.0, 6.0, 8.0, 9.0],
+        ]
+    );
+}
+
+#[test]
+fn conv_gradient_only_where_tracked_and_twice() {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let x = Var::from_tensor(&rand_tensor(&mut rng, &[2, 2, 5, 5], -1.0, 1.0)).unwrap();
+    let w = rand_tensor(&mut rng, &[3, 2, 3, 3], -1.0, 1.0);
+    let y = conv2d(x.as_tensor(), &w, 1, 1).unwrap();
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(&w).is_none());
+    let want = x
+        .as_tensor()
+        .conv2d(&w, 1, 1, 1, 1)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let want = flat(want.get(x.as_tensor()).unwrap());
+    assert_close(&flat(grads.get(x.as_tensor()).unwrap()), &want, 1e-4, "dx");
+    // A second backward over the same graph recomputes what the first one consumed.
+    let wv = Var::from_tensor(&w).unwrap();
+    let y = conv2d(x.as_tensor(), wv.as_tensor(), 1, 1).unwrap();
+    let loss = y.sum_all().unwrap();
+    let first = flat(loss.backward().unwrap().get(wv.as_tensor()).unwrap());
+    let second = flat(loss.backward().unwrap().get(wv.as_tensor()).unwrap());
+    assert_eq!(first, second);
 }
 
 #[test]

@@ -11,7 +11,11 @@
 //! Invariants: inputs `[N, C, H, W]`, weights `[O, C, KH, KW]`, f32, CPU; stride ≥ 1;
 //! the padded input is at least one kernel wide. Shape errors are `Err`, never panics.
 
-use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use std::sync::Mutex;
+
+use candle_core::{
+    bail, CpuStorage, CustomOp1, CustomOp2, Device, Layout, Result, Shape, Storage, Tensor,
+};
 use rayon::prelude::*;
 
 use super::neuron::f32_slice;
@@ -150,6 +154,24 @@ impl Geom {
     }
 }
 
+/// The patch matrix of the images `x` (`[N, C, H, W]`, contiguous), row-major.
+fn im2col_vec(g: &Geom, x: &[f32]) -> Vec<f32> {
+    let per = g.cols_per_image();
+    let mut out = vec![0f32; per * g.n];
+    if per > 0 && g.image() > 0 {
+        out.par_chunks_mut(per)
+            .zip(x.par_chunks(g.image()))
+            .for_each(|(o, x)| {
+                g.for_each_run(|j, i, len| {
+                    for (d, s) in o[j..j + len].iter_mut().zip(&x[i..i + len]) {
+                        *d = *s;
+                    }
+                })
+            });
+    }
+    out
+}
+
 /// `[N, C, H, W]` → `[N·HO·WO, C·KH·KW]`, each row the (zero-padded) patch under one output
 /// pixel, columns in the weight order (c, ky, kx).
 struct Im2Col(Geom);
@@ -165,19 +187,7 @@ impl CustomOp1 for Im2Col {
         if layout.shape().dims() != [g.n, g.c, g.h, g.w] {
             bail!("{}: unexpected input shape", self.name())
         }
-        let per = g.cols_per_image();
-        let mut out = vec![0f32; per * g.n];
-        if per > 0 && g.image() > 0 {
-            out.par_chunks_mut(per)
-                .zip(x.par_chunks(g.image()))
-                .for_each(|(o, x)| {
-                    g.for_each_run(|j, i, len| {
-                        for (d, s) in o[j..j + len].iter_mut().zip(&x[i..i + len]) {
-                            *d = *s;
-                        }
-                    })
-                });
-        }
+        let out = im2col_vec(&g, x);
         Ok((
             CpuStorage::F32(out),
             Shape::from((g.n * g.ho * g.wo, g.patch())),
@@ -248,17 +258,123 @@ pub fn im2col(x: &Tensor, (kh, kw): (usize, usize), stride: usize, pad: usize) -
     x.contiguous()?.apply_op1(Im2Col(g))
 }
 
+/// The convolution as one custom op of (x, w): forward im2col, one gemm over the whole
+/// batch, and a transpose into NCHW; backward `dW = Gᵀ·cols` (the patch matrix kept from
+/// forward) and, only when `x` tracks gradients, `dX = col2im(G·W)`, with `G` the output
+/// gradient as `[N·HO·WO, O]`. One graph node: candle adds every node's gradient into a
+/// fresh zero tensor, which costs a full pass per intermediate on these sizes.
+struct ConvOp {
+    g: Geom,
+    o: usize,
+    /// The patch matrix of the last forward, taken by the backward.
+    cols: Mutex<Option<Tensor>>,
+}
+
+impl ConvOp {
+    fn weights(&self, w: &Tensor) -> Result<Tensor> {
+        w.reshape((self.o, self.g.patch()))
+    }
+
+    fn rows(&self) -> usize {
+        self.g.n * self.g.ho * self.g.wo
+    }
+}
+
+/// `[N, P, O]` (pixel-major) → `[N, O, P]`, in parallel over images.
+fn pixels_to_channels(y: &[f32], n: usize, p: usize, o: usize) -> Vec<f32> {
+    let mut out = vec![0f32; n * p * o];
+    if n * p * o > 0 {
+        out.par_chunks_mut(p * o)
+            .zip(y.par_chunks(p * o))
+            .for_each(|(dst, src)| {
+                for (pi, row) in src.chunks_exact(o).enumerate() {
+                    for (oc, &v) in row.iter().enumerate() {
+                        dst[oc * p + pi] = v;
+                    }
+                }
+            });
+    }
+    out
+}
+
+impl CustomOp2 for ConvOp {
+    fn name(&self) -> &'static str {
+        "snnc-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.g;
+        let x = f32_slice(s1, l1, self.name())?;
+        let w = f32_slice(s2, l2, self.name())?;
+        if l1.shape().dims() != [g.n, g.c, g.h, g.w] || w.len() != self.o * g.patch() {
+            bail!("{}: unexpected input shapes", self.name())
+        }
+        let cpu = Device::Cpu;
+        let cols = Tensor::from_vec(im2col_vec(&g, x), (self.rows(), g.patch()), &cpu)?;
+        let wt = Tensor::from_slice(w, (self.o, g.patch()), &cpu)?;
+        let y = cols.matmul(&wt.t()?)?; // [N·HO·WO, O]
+        let out = {
+            let (storage, layout) = y.storage_and_layout();
+            let data = match &*storage {
+                Storage::Cpu(cs) => f32_slice(cs, layout, self.name())?,
+                _ => bail!("{}: expected a CPU tensor", self.name()),
+            };
+            pixels_to_channels(data, g.n, g.ho * g.wo, self.o)
+        };
+        if let Ok(mut cache) = self.cols.lock() {
+            *cache = Some(cols);
+        }
+        Ok((CpuStorage::F32(out), Shape::from((g.n, self.o, g.ho, g.wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = self.g;
+        let gy = grad
+            .permute((0, 2, 3, 1))?
+            .contiguous()?
+            .reshape((self.rows(), self.o))?;
+        let dw = if w.track_op() {
+            let cached = self.cols.lock().ok().and_then(|mut c| c.take());
+            let cols = match cached {
+                Some(c) => c,
+                None => x.apply_op1_no_bwd(&Im2Col(g))?,
+            };
+            Some(gy.t()?.matmul(&cols)?.reshape(w.shape())?)
+        } else {
+            None
+        };
+        let dx = if x.track_op() {
+            let dcols = gy.matmul(&self.weights(w)?)?;
+            Some(dcols.apply_op1_no_bwd(&Col2Im(g))?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    }
+}
+
 /// Convolution by im2col and one matmul over the whole batch (see the module docs).
 /// `x`: `[N, C, H, W]`, `w`: `[O, C, KH, KW]`; returns `[N, O, HO, WO]`.
 pub fn conv2d_im2col(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
     let g = check_shapes(x, w, stride, pad)?;
-    let o = w.dim(0)?;
-    let cols = x.contiguous()?.apply_op1(Im2Col(g))?;
-    let w2 = w.reshape((o, g.patch()))?;
-    let out = cols.matmul(&w2.t()?)?; // [N·HO·WO, O]
-    out.reshape((g.n, g.ho, g.wo, o))?
-        .permute((0, 3, 1, 2))?
-        .contiguous()
+    let op = ConvOp {
+        g,
+        o: w.dim(0)?,
+        cols: Mutex::new(None),
+    };
+    x.contiguous()?.apply_op2(&w.contiguous()?, op)
 }
 
 /// 2-D convolution, no bias: `x` `[N, C, H, W]`, `w` `[O, C, K, K]` → `[N, O, HO, WO]` with
