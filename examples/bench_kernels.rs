@@ -6,11 +6,13 @@
 //! 2. im2col convolution against candle's `conv2d`, forward and forward + backward, on
 //!    1→32 28×28 and 32→64 14×14 at N = T·B = 320, and 64→64 32×32 at N = 32.
 //!
+//! The allocator is tuned with `alloc::tune_malloc` unless `--system-malloc` is given.
 //! Each timing is the median of `reps` runs (default 3) after one warm-up run.
 
 use std::time::Instant;
 
 use candle_core::{Device, Result, Tensor, Var};
+use snnc::backend::candle::alloc::tune_malloc;
 use snnc::backend::candle::conv::conv2d_im2col;
 use snnc::backend::candle::neuron::{lif_scan, lif_scan_reference, NeuronParams};
 use snnc::backend::candle::pool::avg_pool2d;
@@ -135,12 +137,11 @@ fn pool_case(reps: usize) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    let reps = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3usize);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let reps = args.iter().find_map(|s| s.parse().ok()).unwrap_or(3usize);
+    let tuned = !args.iter().any(|a| a == "--system-malloc") && tune_malloc();
     println!(
-        "threads: {}, reps: {reps} (median)",
+        "threads: {}, reps: {reps} (median), malloc tuned: {tuned}",
         rayon::current_num_threads()
     );
     let (t, b) = (10, 32);
