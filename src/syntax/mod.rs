@@ -1,3 +1,136 @@
-//! The front end: the pest grammar's glue, the typed AST, spans.
+//! The front end: the pest grammar's glue, the typed AST, spans, syntax diagnostics.
+//!
+//! [`parse`] turns source text into a [`ast::SourceFile`] and the diagnostics found on the
+//! way. It parses network by network: a syntax error costs the rest of its network, never
+//! the networks after it. Nesting of `[ ... ]` is limited to [`MAX_DEPTH`], checked before
+//! the (recursive) parser runs, so no input can overflow the stack.
 
+pub mod ast;
+pub mod error;
+mod lower;
 pub mod span;
+
+use pest::Parser;
+
+pub use error::SyntaxError;
+
+use crate::diagnostics::Diagnostics;
+use span::Span;
+
+/// The deepest nesting of `[ ... ]` blocks accepted.
+pub const MAX_DEPTH: usize = 64;
+
+#[derive(pest_derive::Parser)]
+#[grammar = "../grammar/snn.pest"]
+pub(crate) struct SnnParser;
+
+/// Checks that `bytes` are UTF-8 text; the diagnostic points at the first bad byte.
+pub fn decode(bytes: &[u8]) -> Result<&str, Diagnostics> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let at = e.valid_up_to();
+        let mut d = Diagnostics::new();
+        d.push(SyntaxError::NotUtf8 {
+            offset: at,
+            span: Span::new(at, at),
+        });
+        d
+    })
+}
+
+/// Parses a whole file. The AST holds every network that parsed; the diagnostics every
+/// error found (an AST network may still carry errors of its own, reported here).
+pub fn parse(source: &str) -> (ast::SourceFile, Diagnostics) {
+    let mut diags = Diagnostics::new();
+    let mut file = ast::SourceFile::default();
+    if let Some(span) = too_deep(source) {
+        diags.push(SyntaxError::TooDeep {
+            span,
+            max: MAX_DEPTH,
+        });
+        return (file, diags);
+    }
+    let mut offset = 0;
+    while offset <= source.len() {
+        let rest = &source[offset..];
+        match SnnParser::parse(Rule::next_network, rest) {
+            Ok(mut pairs) => {
+                let Some(top) = pairs.next() else { break };
+                let end = offset + top.as_span().end();
+                let Some(net) = top.into_inner().find(|p| p.as_rule() == Rule::network) else {
+                    break; // end of file
+                };
+                // A network with syntax errors is not built: its other errors would only be
+                // consequences of the parts that could not be read.
+                let before = diags.error_count();
+                if let Some(n) = lower::network(net, offset, &mut diags) {
+                    if diags.error_count() == before {
+                        file.networks.push(n);
+                    }
+                }
+                if end == offset {
+                    break;
+                }
+                offset = end;
+            }
+            Err(e) => {
+                let (err, at) = error::from_pest(&e, rest, offset);
+                diags.push(err);
+                match resync(source, at) {
+                    Some(next) => offset = next,
+                    None => break,
+                }
+            }
+        }
+    }
+    if diags.is_empty() && file.networks.is_empty() {
+        let end = source.len();
+        diags.push(SyntaxError::Empty {
+            span: Span::new(end, end),
+        });
+    }
+    (file, diags)
+}
+
+/// The start of the next line after `at` that begins with the keyword `network`.
+fn resync(source: &str, at: usize) -> Option<usize> {
+    let mut pos = at;
+    loop {
+        let nl = source.get(pos..)?.find('\n')? + pos + 1;
+        let line = &source[nl..];
+        let trimmed = line.trim_start_matches([' ', '\t']);
+        if trimmed.starts_with("network")
+            && !trimmed[7..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Some(nl);
+        }
+        pos = nl;
+    }
+}
+
+/// The first `[` nested deeper than [`MAX_DEPTH`] (comments skipped), if any.
+fn too_deep(source: &str) -> Option<Span> {
+    let mut depth = 0usize;
+    let mut in_comment = false;
+    let bytes = source.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_comment {
+            if b == b'\n' {
+                in_comment = false;
+            }
+            continue;
+        }
+        match b {
+            b'#' => in_comment = true,
+            b'/' if bytes.get(i + 1) == Some(&b'/') => in_comment = true,
+            b'[' | b'(' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some(Span::new(i, i + 1));
+                }
+            }
+            b']' | b')' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}

@@ -1,1 +1,130 @@
-//! (owned by the classifiers/encoders engineer; placeholder)
+//! Input encoders (image → input over T time steps) and the seeded randomness they use.
+//!
+//! Owns: [`SeededRng`], the one source of training noise (candle's CPU RNG cannot be
+//! seeded), Poisson rate coding, direct coding and dropout masks.
+//!
+//! Invariants:
+//! - every output is laid out `[T, B, ...]`: time first, then the batch shape of the input;
+//! - the same seed and the same calls give bit-identical results on every device, since all
+//!   noise is drawn on the host from a ChaCha8 stream and only then moved to the device;
+//! - pixels are probabilities: values below 0 (and NaN) never spike, values above 1 always do.
+
+use candle_core::{bail, DType, Device, Result, Tensor};
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// A seeded, reproducible random stream (ChaCha8).
+#[derive(Debug, Clone)]
+pub struct SeededRng(pub ChaCha8Rng);
+
+impl SeededRng {
+    /// The stream for `seed`: equal seeds give equal streams.
+    pub fn new(seed: u64) -> Self {
+        SeededRng(ChaCha8Rng::seed_from_u64(seed))
+    }
+
+    /// A uniform draw from the open interval (0, 1) (never exactly 0 or 1, so that
+    /// `log u` and `log(1 − u)` are finite).
+    pub fn uniform_open(&mut self) -> f32 {
+        // 23 random bits, centred in their cell: (2k + 1) / 2^24 ∈ [2^-24, 1 − 2^-24],
+        // every value exact in f32.
+        let k = self.0.next_u32() >> 9;
+        (2 * k + 1) as f32 * (1.0 / 16_777_216.0)
+    }
+
+    /// `n` uniform draws from (0, 1), see [`SeededRng::uniform_open`].
+    pub fn uniform_open_vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.uniform_open()).collect()
+    }
+}
+
+fn check_timesteps(timesteps: usize, what: &str) -> Result<()> {
+    if timesteps == 0 {
+        bail!("{what} coding needs at least one time step (got timesteps = 0)");
+    }
+    Ok(())
+}
+
+/// `[T, B, ...]` from the shape `[B, ...]` of `images`.
+fn time_major_dims(images: &Tensor, timesteps: usize, what: &str) -> Result<Vec<usize>> {
+    check_timesteps(timesteps, what)?;
+    if images.rank() == 0 {
+        bail!("{what} coding needs a batch of images [B, ...], got a scalar");
+    }
+    let mut dims = Vec::with_capacity(images.rank() + 1);
+    dims.push(timesteps);
+    dims.extend_from_slice(images.dims());
+    Ok(dims)
+}
+
+/// The spike threshold of a pixel on the 32-bit scale: a draw `u` spikes iff `u < threshold`,
+/// so `P(spike) = threshold / 2^32 = clamp(pixel, 0, 1)` (to within 2^-32).
+fn spike_threshold(pixel: f32) -> u64 {
+    // `as u64` saturates and maps NaN to 0: NaN and negative pixels never spike.
+    (f64::from(pixel.clamp(0.0, 1.0)) * 4_294_967_296.0) as u64
+}
+
+/// Poisson rate coding: images `[B, ...]` in `[0, 1]` → spikes `[T, B, ...]` (values 0 or 1, in
+/// the dtype and on the device of `images`) where every pixel spikes at every step
+/// independently with probability equal to its value (a Bernoulli draw per step).
+pub fn poisson(images: &Tensor, timesteps: usize, rng: &mut SeededRng) -> Result<Tensor> {
+    let dims = time_major_dims(images, timesteps, "Poisson")?;
+    let pixels = images
+        .flatten_all()?
+        .to_dtype(DType::F32)?
+        .to_vec1::<f32>()?;
+    let thresholds: Vec<u64> = pixels.iter().map(|&p| spike_threshold(p)).collect();
+    let n = thresholds.len();
+    let total = n
+        .checked_mul(timesteps)
+        .ok_or_else(|| candle_core::Error::Msg("Poisson coding: output too large".into()))?;
+    let mut spikes = vec![0f32; total];
+    for step in spikes.chunks_exact_mut(n.max(1)) {
+        for (s, &t) in step.iter_mut().zip(&thresholds) {
+            *s = if u64::from(rng.0.next_u32()) < t {
+                1.0
+            } else {
+                0.0
+            };
+        }
+    }
+    Tensor::from_vec(spikes, dims, images.device())?.to_dtype(images.dtype())
+}
+
+/// Direct coding: the real-valued image at every step, `[T, B, ...]`. The result is a
+/// broadcast view of `images` (stride 0 over time): no copy is made until one is needed.
+pub fn direct(images: &Tensor, timesteps: usize) -> Result<Tensor> {
+    let dims = time_major_dims(images, timesteps, "direct")?;
+    images.unsqueeze(0)?.broadcast_as(dims)
+}
+
+/// An inverted-dropout mask of the shape of one time step: each element is 0 with
+/// probability `p` and `1 / (1 − p)` otherwise, so the mask has mean 1. It is drawn once
+/// and held over all T steps by the caller. `p` must lie in `[0, 1)`.
+pub fn dropout_mask(
+    shape: &[usize],
+    p: f32,
+    rng: &mut SeededRng,
+    device: &Device,
+) -> Result<Tensor> {
+    if !(0.0..1.0).contains(&p) {
+        bail!("dropout probability must lie in [0, 1), got {p}");
+    }
+    let n = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| candle_core::Error::Msg("dropout mask: shape too large".into()))?;
+    let scale = 1.0 / (1.0 - p);
+    // Drop iff u < p · 2^32, i.e. with probability p.
+    let drop_below = spike_threshold(p);
+    let mask: Vec<f32> = (0..n)
+        .map(|_| {
+            if u64::from(rng.0.next_u32()) < drop_below {
+                0.0
+            } else {
+                scale
+            }
+        })
+        .collect();
+    Tensor::from_vec(mask, shape, device)
+}

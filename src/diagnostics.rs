@@ -1,0 +1,344 @@
+//! Diagnostics: the list of errors and warnings one compilation produced.
+//!
+//! Every stage has its own error enum (`syntax::SyntaxError`, `ir::builder::NetworkError`,
+//! `passes::resolve::ResolveError`, ...) deriving `thiserror::Error` and
+//! `miette::Diagnostic`, with a code `snnc::<stage>::<what>`, labels on spans and help where a
+//! fix is evident. Invariant: a diagnostic never holds source text; [`Diagnostics::render_text`]
+//! and [`Diagnostics::to_json`] attach the file when rendering.
+
+use std::fmt;
+
+use miette::{
+    Diagnostic as MietteDiagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan,
+    MietteError, MietteSpanContents, Severity, SourceCode, SpanContents,
+};
+use serde_json::{json, Value};
+
+/// One boxed diagnostic of any stage.
+pub struct Diagnostic(Box<dyn MietteDiagnostic + Send + Sync + 'static>);
+
+impl Diagnostic {
+    pub fn new(d: impl MietteDiagnostic + Send + Sync + 'static) -> Self {
+        Diagnostic(Box::new(d))
+    }
+
+    /// `Error` unless the diagnostic says otherwise.
+    pub fn severity(&self) -> Severity {
+        self.0.severity().unwrap_or(Severity::Error)
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity() == Severity::Error
+    }
+
+    /// The code, e.g. `snnc::shape::mismatch`.
+    pub fn code(&self) -> String {
+        self.0.code().map(|c| c.to_string()).unwrap_or_default()
+    }
+
+    pub fn message(&self) -> String {
+        self.0.to_string()
+    }
+
+    pub fn help(&self) -> Option<String> {
+        self.0.help().map(|h| h.to_string())
+    }
+
+    pub fn labels(&self) -> Vec<LabeledSpan> {
+        self.0.labels().map(|l| l.collect()).unwrap_or_default()
+    }
+
+    pub fn inner(&self) -> &(dyn MietteDiagnostic + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl fmt::Debug for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}] {}", self.code(), self.message())
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// All diagnostics of one compilation, in the order they were found.
+#[derive(Debug, Default)]
+pub struct Diagnostics {
+    items: Vec<Diagnostic>,
+}
+
+impl Diagnostics {
+    pub fn new() -> Self {
+        Diagnostics::default()
+    }
+
+    pub fn push(&mut self, d: impl MietteDiagnostic + Send + Sync + 'static) {
+        self.items.push(Diagnostic::new(d));
+    }
+
+    pub fn extend(&mut self, other: Diagnostics) {
+        self.items.extend(other.items);
+    }
+
+    /// Orders the diagnostics by the position of their first label (stable; unlabelled
+    /// ones first).
+    pub fn sort_by_position(&mut self) {
+        self.items
+            .sort_by_cached_key(|d| d.labels().first().map(|l| l.offset()).unwrap_or(0));
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.items.iter().any(Diagnostic::is_error)
+    }
+
+    pub fn error_count(&self) -> usize {
+        self.items.iter().filter(|d| d.is_error()).count()
+    }
+
+    pub fn warning_count(&self) -> usize {
+        self.items.len() - self.error_count()
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.items.iter()
+    }
+
+    /// The codes of all diagnostics, in order (handy in tests).
+    pub fn codes(&self) -> Vec<String> {
+        self.items.iter().map(Diagnostic::code).collect()
+    }
+
+    /// Renders every diagnostic with miette's graphical handler: `file:line:col`, the labelled
+    /// source, the help line. `width` is the terminal width; `color` false gives plain text.
+    pub fn render_text(&self, file_name: &str, source: &str, width: usize, color: bool) -> String {
+        let theme = if color {
+            GraphicalTheme::unicode()
+        } else {
+            GraphicalTheme::unicode_nocolor()
+        };
+        let handler = GraphicalReportHandler::new_themed(theme)
+            .with_width(width)
+            .with_links(false);
+        let named = IndexedSource::new(file_name, source);
+        let mut out = String::new();
+        for d in &self.items {
+            let with = WithSource {
+                diag: d.inner(),
+                source: &named,
+            };
+            if handler.render_report(&mut out, &with).is_err() {
+                out.push_str(&format!("{}: {}\n", d.code(), d.message()));
+            }
+        }
+        out
+    }
+
+    /// Renders for stderr: colour unless `NO_COLOR` is set or stderr is not a terminal; the
+    /// width from `COLUMNS` (default 100).
+    pub fn render_stderr(&self, file_name: &str, source: &str) -> String {
+        use std::io::IsTerminal;
+        let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            && std::io::stderr().is_terminal();
+        let width = std::env::var("COLUMNS")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .filter(|&w: &usize| w >= 40)
+            .unwrap_or(100);
+        self.render_text(file_name, source, width, color)
+    }
+
+    /// Machine-readable diagnostics: one object per diagnostic with severity, code, message,
+    /// help and labels (byte offsets plus 1-based line and column).
+    pub fn to_json(&self, file_name: &str, source: &str) -> Value {
+        let index = IndexedSource::new(file_name, source);
+        let items: Vec<Value> = self
+            .items
+            .iter()
+            .map(|d| {
+                let labels: Vec<Value> = d
+                    .labels()
+                    .iter()
+                    .map(|l| {
+                        let (line, column) = index.line_col(l.offset());
+                        json!({
+                            "label": l.label(),
+                            "offset": l.offset(),
+                            "length": l.len(),
+                            "line": line,
+                            "column": column,
+                        })
+                    })
+                    .collect();
+                json!({
+                    "file": file_name,
+                    "severity": match d.severity() {
+                        Severity::Error => "error",
+                        Severity::Warning => "warning",
+                        Severity::Advice => "advice",
+                    },
+                    "code": d.code(),
+                    "message": d.message(),
+                    "help": d.help(),
+                    "labels": labels,
+                })
+            })
+            .collect();
+        Value::Array(items)
+    }
+}
+
+impl From<Diagnostic> for Diagnostics {
+    fn from(d: Diagnostic) -> Self {
+        Diagnostics { items: vec![d] }
+    }
+}
+
+impl IntoIterator for Diagnostics {
+    type Item = Diagnostic;
+    type IntoIter = std::vec::IntoIter<Diagnostic>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.items.into_iter()
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for d in &self.items {
+            writeln!(f, "{}: {}", d.code(), d.message())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Diagnostics {}
+
+/// 1-based line and column (in characters) of a byte offset; offsets past the end or inside a
+/// character are clamped.
+pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(source.len());
+    while !source.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &source[..offset];
+    let line = before.bytes().filter(|&b| b == b'\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let column = source[line_start..offset].chars().count() + 1;
+    (line, column)
+}
+
+/// A source file with an index of its line starts, so that rendering many diagnostics of a
+/// large file stays linear (miette's own `str` source scans from the start for every span).
+struct IndexedSource<'s> {
+    name: String,
+    text: &'s str,
+    line_starts: Vec<usize>,
+}
+
+impl<'s> IndexedSource<'s> {
+    fn new(name: &str, text: &'s str) -> Self {
+        let mut line_starts = vec![0];
+        line_starts.extend(
+            text.bytes()
+                .enumerate()
+                .filter(|&(_, b)| b == b'\n')
+                .map(|(i, _)| i + 1),
+        );
+        IndexedSource {
+            name: name.to_string(),
+            text,
+            line_starts,
+        }
+    }
+
+    /// 0-based line of a byte offset.
+    fn line_of(&self, offset: usize) -> usize {
+        self.line_starts
+            .partition_point(|&s| s <= offset)
+            .saturating_sub(1)
+    }
+
+    /// 1-based line and column (in characters).
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.line_of(offset);
+        let start = self.line_starts[line].min(offset);
+        (line + 1, self.text[start..offset].chars().count() + 1)
+    }
+}
+
+impl SourceCode for IndexedSource<'_> {
+    fn read_span<'a>(
+        &'a self,
+        span: &miette::SourceSpan,
+        context_lines_before: usize,
+        context_lines_after: usize,
+    ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
+        let offset = span.offset().min(self.text.len());
+        let first = self.line_of(offset).saturating_sub(context_lines_before);
+        let base = self.line_starts[first];
+        let local = miette::SourceSpan::new((offset - base).into(), span.len());
+        let window = &self.text.as_bytes()[base..];
+        let c = window.read_span(&local, context_lines_before, context_lines_after)?;
+        Ok(Box::new(MietteSpanContents::new_named(
+            self.name.clone(),
+            c.data(),
+            (c.span().offset() + base, c.span().len()).into(),
+            c.line() + first,
+            c.column(),
+            c.line_count() + first,
+        )))
+    }
+}
+
+/// A diagnostic seen together with the file it points into.
+struct WithSource<'a> {
+    diag: &'a (dyn MietteDiagnostic + Send + Sync + 'static),
+    source: &'a IndexedSource<'a>,
+}
+
+impl fmt::Debug for WithSource<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.diag, f)
+    }
+}
+
+impl fmt::Display for WithSource<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self.diag, f)
+    }
+}
+
+impl std::error::Error for WithSource<'_> {}
+
+impl MietteDiagnostic for WithSource<'_> {
+    fn code<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
+        self.diag.code()
+    }
+    fn severity(&self) -> Option<Severity> {
+        self.diag.severity()
+    }
+    fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
+        self.diag.help()
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        self.diag.labels()
+    }
+    fn source_code(&self) -> Option<&dyn SourceCode> {
+        Some(self.source)
+    }
+}

@@ -1,0 +1,587 @@
+//! Front end: compile results on the paper's networks and every diagnostic class.
+
+use snnc::ir::{Activation, Domain, Network, Op, Shape};
+
+fn net(src: &str) -> Network {
+    match snnc::compile(src) {
+        Ok(mut p) => p.networks.remove(0),
+        Err(d) => panic!(
+            "unexpected errors:\n{}",
+            d.render_text("t.snn", src, 100, false)
+        ),
+    }
+}
+
+fn codes(src: &str) -> Vec<String> {
+    match snnc::compile(src) {
+        Ok(_) => vec![],
+        Err(d) => d.codes(),
+    }
+}
+
+fn shape_of(n: &Network, name: &str, step: u32) -> Shape {
+    n.graph
+        .node_weights()
+        .find(|x| x.name == name && x.step == step)
+        .and_then(|x| x.out_shape)
+        .unwrap_or_else(|| panic!("no shape for {name}@{step}"))
+}
+
+const VGG3X2: &str = "network VGG3x2 {
+    input 3x32x32
+    Conv1(3,64,3x3/1) LIF
+    Conv2(64,64,3x3/1) LIF
+    Pool(2x2/2)
+    Conv3(64,64,3x3/1) x2 LIF
+    Pool(2x2/2)
+    FC1(4096,512) LIF
+    FC2(512,10)
+    stochmax
+}";
+
+#[test]
+fn vgg3x2_shapes_steps_and_slots() {
+    let n = net(VGG3X2);
+    assert_eq!(shape_of(&n, "Conv3", 2), Shape::new(64, 16, 16));
+    assert_eq!(shape_of(&n, "FC1", 1), Shape::new(512, 1, 1));
+    // 5 spiking applications: Conv1, Conv2, Conv3@1, Conv3@2, FC1.
+    assert_eq!(n.thresholds.len(), 5);
+    // Unique params: 3·64·9 + 2·64·64·9 + 4096·512 + 512·10.
+    assert_eq!(n.unique_params(), Some(1728 + 2 * 36864 + 2_097_152 + 5120));
+    let fc2 = n.graph.node_weights().find(|x| x.name == "FC2").unwrap();
+    assert_eq!(fc2.activation, Activation::None);
+    assert_eq!(fc2.domain, Some(Domain::Snn));
+    assert!(n
+        .graph
+        .node_weights()
+        .any(|x| matches!(x.op, Op::Encode { .. })));
+}
+
+#[test]
+fn fc_mismatch_names_shape_source_and_fix() {
+    let src =
+        "network N {\n input 64x16x16\n Pool(2x2/2)\n Pool(2x2/2)\n FC1(2048,512)\n FC2(512,10)\n}";
+    let d = snnc::compile(src).unwrap_err();
+    let text = d.render_text("n.snn", src, 100, false);
+    assert!(
+        text.contains("FC1 declares 2048 inputs but receives 64×4×4 = 1024 from Pool2"),
+        "{text}"
+    );
+    assert!(text.contains("FC1(1024,512)"), "{text}");
+    assert!(text.contains("n.snn:5:2"), "{text}");
+}
+
+#[test]
+fn conv_mismatch_help_names_signature() {
+    let src =
+        "network N {\n input 3x8x8\n Conv1(3,64,3x3/1)\n Conv3(32,64,3x3/1)\n FC1(4096,10)\n}";
+    let d = snnc::compile(src).unwrap_err();
+    let text = d.render_text("n.snn", src, 100, false);
+    assert!(text.contains("help: write `Conv3(64,64,3x3/1)`"), "{text}");
+    assert_eq!(d.codes(), vec!["snnc::shape::mismatch"]);
+}
+
+#[test]
+fn shape_mismatch_diagnostic_code() {
+    assert_eq!(
+        codes("network N { input 3x8x8; Conv1(4,8,3x3/1); FC1(512,10) }"),
+        vec!["snnc::shape::mismatch"]
+    );
+}
+
+/// Compiles a fixture the way `snnc check` does (bytes first, so non-UTF-8 is covered).
+fn check_fixture(path: &std::path::Path) -> (String, snnc::diagnostics::Diagnostics) {
+    let bytes = std::fs::read(path).unwrap();
+    match snnc::syntax::decode(&bytes) {
+        Ok(text) => (
+            text.to_string(),
+            snnc::compile_with_diagnostics(text, None).1,
+        ),
+        Err(d) => (String::from_utf8_lossy(&bytes).into_owned(), d),
+    }
+}
+
+#[test]
+fn every_error_fixture_snapshot() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/errors");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "snn"))
+        .collect();
+    paths.sort();
+    assert!(paths.len() > 40);
+    let mut seen = std::collections::BTreeSet::new();
+    for path in paths {
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let (source, diags) = check_fixture(&path);
+        assert!(
+            diags.has_errors() || stem.starts_with("warning_"),
+            "{stem}: no error"
+        );
+        assert!(!diags.is_empty(), "{stem}: no diagnostic");
+        let rendered = diags.render_text(&format!("{stem}.snn"), &source, 100, false);
+        seen.extend(diags.codes());
+        // Each diagnostic points at a line and column.
+        assert!(
+            rendered.contains(&format!("{stem}.snn:")),
+            "{stem}: {rendered}"
+        );
+        insta::assert_snapshot!(stem, rendered);
+    }
+    for code in [
+        "snnc::syntax::not_utf8",
+        "snnc::syntax::parse",
+        "snnc::syntax::empty",
+        "snnc::syntax::too_deep",
+        "snnc::syntax::unknown_layer",
+        "snnc::syntax::unknown_activation",
+        "snnc::syntax::unknown_setting",
+        "snnc::syntax::unknown_classifier",
+        "snnc::syntax::bad_value",
+        "snnc::syntax::arguments",
+        "snnc::syntax::range",
+        "snnc::syntax::misplaced",
+        "snnc::network::missing_input",
+        "snnc::network::no_layers",
+        "snnc::network::duplicate_name",
+        "snnc::hybrid::unused_timesteps",
+        "snnc::network::activation_on_pool",
+        "snnc::skip::unknown_endpoint",
+        "snnc::skip::backwards",
+        "snnc::skip::mode_conflict",
+        "snnc::resolve::unknown_name",
+        "snnc::resolve::signature_mismatch",
+        "snnc::unroll::not_c_to_c",
+        "snnc::unroll::too_large",
+        "snnc::shape::mismatch",
+        "snnc::shape::window",
+        "snnc::shape::join",
+        "snnc::shape::overflow",
+    ] {
+        assert!(seen.contains(code), "no fixture produces {code}");
+    }
+}
+
+#[test]
+fn several_errors_in_one_file_are_all_reported() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/errors/multiple_errors.snn");
+    let (_, d) = check_fixture(&path);
+    assert_eq!(
+        d.codes(),
+        vec![
+            "snnc::shape::mismatch",
+            "snnc::shape::mismatch",
+            "snnc::syntax::parse",
+            "snnc::network::missing_input"
+        ]
+    );
+}
+
+#[test]
+fn json_diagnostics_have_line_and_column() {
+    let src = "network N {\n input 3x8x8\n Conv1(4,8,3x3/1)\n FC1(512,10)\n}";
+    let d = snnc::compile(src).unwrap_err();
+    let v = d.to_json("n.snn", src);
+    assert_eq!(v[0]["code"], "snnc::shape::mismatch");
+    assert_eq!(v[0]["severity"], "error");
+    assert_eq!(v[0]["labels"][0]["line"], 3);
+    assert_eq!(v[0]["labels"][0]["column"], 2);
+    assert_eq!(v[0]["help"], "write `Conv1(3,8,3x3/1)`");
+}
+
+#[test]
+fn cli_exit_codes() {
+    let exe = env!("CARGO_BIN_EXE_snnc");
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.snn");
+    std::fs::write(&good, VGG3X2).unwrap();
+    let bad = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/errors/shape_fc_mismatch.snn");
+    let run = |args: &[&std::ffi::OsStr]| {
+        std::process::Command::new(exe)
+            .env("NO_COLOR", "1")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ok = run(&["check".as_ref(), good.as_os_str()]);
+    assert_eq!(ok.status.code(), Some(0));
+    let err = run(&["check".as_ref(), bad.as_os_str()]);
+    assert_eq!(err.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&err.stderr);
+    assert!(stderr.contains("FC1 declares 2048 inputs"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "colour despite NO_COLOR: {stderr}"
+    );
+    let missing = run(&["check".as_ref(), dir.path().join("nope.snn").as_os_str()]);
+    assert_eq!(missing.status.code(), Some(2));
+    let json = run(&[
+        "check".as_ref(),
+        "--format".as_ref(),
+        "json".as_ref(),
+        bad.as_os_str(),
+    ]);
+    assert_eq!(json.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v[0]["code"], "snnc::shape::mismatch");
+    let usage = run(&["check".as_ref()]);
+    assert_eq!(usage.status.code(), Some(2));
+}
+
+fn ir_text(src: &str) -> String {
+    snnc::cli::show::to_text(&net(src))
+}
+
+#[test]
+fn all_separators_mean_the_same() {
+    let base =
+        ir_text("network N {\n input 3x8x8\n Conv1(3,4,3x3/1)\n Pool(2x2/2)\n FC1(64,10)\n}");
+    for sep in ["–", "—", "-", "->", "→", ";", "\n", " – \n –"] {
+        let src = format!("network N {{\n input 3x8x8\n Input{sep}Conv1(3,4,3x3/1){sep}Pool(2x2/2){sep}FC1(64,10)\n}}");
+        assert_eq!(ir_text(&src), base, "separator {sep:?}");
+    }
+}
+
+#[test]
+fn paper_rows_wrap_onto_dash_lines_with_comments() {
+    let src = "// Table III\nnetwork VGG5 { # five layers\n input 3x32x32\n Input–Conv1(3,64,3x3/1)–Conv2(64,64,3x3/1)–Pool(2x2/2)–Conv3(64,64,3x3/1)–Conv4(64,64,3x3/1)–\n –Pool(2x2/2)–FC1(4096,512)–FC2(512,10)\n}";
+    let n = net(src);
+    assert_eq!(shape_of(&n, "FC1", 1), Shape::new(512, 1, 1));
+    assert_eq!(n.weights.len(), 6);
+}
+
+#[test]
+fn block_repeat_equals_unrolled_row_equals_bare_names() {
+    let head = "network N {\n input 64x8x8\n";
+    let block = ir_text(&format!(
+        "{head} [Conv2(64,64,3x3/1) Conv3(64,64,3x3/1)] x2\n FC1(4096,10)\n}}"
+    ));
+    let row = ir_text(&format!(
+        "{head} Conv2(64,64,3x3/1)–Conv3(64,64,3x3/1)–Conv2(64,64,3x3/1)–Conv3(64,64,3x3/1)\n FC1(4096,10)\n}}"
+    ));
+    let bare = ir_text(&format!(
+        "{head} Conv2(64,64,3x3/1) Conv3(64,64,3x3/1) Conv2 Conv3\n FC1(4096,10)\n}}"
+    ));
+    assert_eq!(block, row);
+    assert_eq!(block, bare);
+    let n = net(&format!(
+        "{head} [Conv2(64,64,3x3/1) Conv3(64,64,3x3/1)] x2\n FC1(4096,10)\n}}"
+    ));
+    let steps: Vec<(String, u32)> = n
+        .topo_order()
+        .into_iter()
+        .filter(|&i| n.graph[i].op.weights().is_some())
+        .map(|i| (n.graph[i].name.clone(), n.graph[i].step))
+        .collect();
+    let expect = [
+        ("Conv2", 1),
+        ("Conv3", 1),
+        ("Conv2", 2),
+        ("Conv3", 2),
+        ("FC1", 1),
+    ];
+    assert_eq!(steps, expect.map(|(a, b)| (a.to_string(), b)).to_vec());
+}
+
+#[test]
+fn repeat_and_activation_in_any_order() {
+    let head = "network N {\n input 64x8x8\n neuron LIF(leak=0.9)\n";
+    let a = ir_text(&format!(
+        "{head} Conv3(64,64,3x3/1) x4 ReLU\n FC1(4096,10)\n}}"
+    ));
+    let b = ir_text(&format!(
+        "{head} Conv3(64,64,3x3/1) ReLU x4\n FC1(4096,10)\n}}"
+    ));
+    let c = ir_text(&format!(
+        "{head} ReLU Conv3(64,64,3x3/1) x4\n FC1(4096,10)\n}}"
+    ));
+    let d = ir_text(&format!(
+        "{head} Conv3(64,64,3x3/1)-ReLU x4\n FC1(4096,10)\n}}"
+    ));
+    let e = ir_text(&format!(
+        "{head} Conv3(64,64,3x3/1) ReLU\n Conv3 x3 ReLU\n FC1(4096,10)\n}}"
+    ));
+    assert_eq!(a, b);
+    assert_eq!(a, c);
+    assert_eq!(a, d);
+    assert_eq!(a, e);
+    let n = net(&format!(
+        "{head} Conv3(64,64,3x3/1) x4 ReLU\n FC1(4096,10)\n}}"
+    ));
+    assert_eq!(
+        n.graph
+            .node_weights()
+            .filter(|x| x.activation == Activation::Relu)
+            .count(),
+        4
+    );
+    assert_eq!(n.applications(snnc::ir::WeightId(0)), 4);
+}
+
+#[test]
+fn suffix_activation_belongs_to_the_layer_before_and_prefix_to_the_layer_after() {
+    let n = net("network N {\n input 3x8x8\n Input–Conv1(3,8,3x3/1)-ReLU–Conv2(8,8,3x3/1)-LIF(leak=0.5, threshold=2)–\n –LIF Conv3(8,8,3x3/1)\n FC1(512,10)\n}");
+    let act = |name: &str| {
+        n.graph
+            .node_weights()
+            .find(|x| x.name == name)
+            .unwrap()
+            .activation
+    };
+    assert_eq!(act("Conv1"), Activation::Relu);
+    let Activation::Spiking(s) = act("Conv2") else {
+        panic!()
+    };
+    assert_eq!((s.leak, s.threshold), (0.5, 2.0));
+    assert!(matches!(act("Conv3"), Activation::Spiking(_)));
+    assert_eq!(act("FC1"), Activation::None);
+    // ReLU feeds LIF: a boundary, no encoder (the first layer is not spiking).
+    assert!(!n
+        .graph
+        .node_weights()
+        .any(|x| matches!(x.op, Op::Encode { .. })));
+    assert!(n.graph.node_weights().any(|x| matches!(
+        x.op,
+        Op::Boundary {
+            kind: snnc::ir::BoundaryKind::AnnToSnn
+        }
+    )));
+}
+
+#[test]
+fn settings_and_defaults() {
+    let n = net("network N { input 1x28x28\n timesteps 50\n encode direct\n method conversion\n neuron IF(threshold=0.5, reset=zero)\n surrogate linear(gamma=0.5)\n Conv1(1,4,3x3/2, pad=0)\n FC1(676,10)\n stochmax }");
+    let s = &n.settings;
+    assert_eq!(s.timesteps, Some(50));
+    assert_eq!(s.encode, snnc::ir::Encoding::Direct);
+    assert_eq!(s.method, snnc::ir::Method::Conversion);
+    assert_eq!(s.classifier, snnc::ir::Classifier::Stochmax);
+    assert_eq!(s.surrogate_gamma, 0.5);
+    assert_eq!(s.neuron.leak, 1.0);
+    assert_eq!(s.neuron.reset, snnc::ir::Reset::Zero);
+    // (28 - 3) / 2 + 1 = 13 with no padding.
+    assert_eq!(shape_of(&n, "Conv1", 1), Shape::new(4, 13, 13));
+    let d = net("network N { input 1x4x4\n FC1(16,2) }").settings;
+    assert_eq!(
+        (d.timesteps, d.encode, d.method),
+        (None, snnc::ir::Encoding::Poisson, snnc::ir::Method::Agd)
+    );
+    assert_eq!(
+        (d.neuron.leak, d.neuron.threshold, d.surrogate_gamma),
+        (0.99, 1.0, 0.3)
+    );
+    assert_eq!(snnc::passes::default_timesteps(snnc::ir::Method::Agd), 25);
+    assert_eq!(
+        snnc::passes::default_timesteps(snnc::ir::Method::Conversion),
+        100
+    );
+}
+
+#[test]
+fn resnet2_skip_applies_pools_on_the_skip_path() {
+    let n = net("network ResNet2 {\n input 3x32x32\n Input–Conv1(3,36,3x3/1)–Conv2(36,36,3x3/1)–Pool(2x2/2)–FC1(18432,1024)–FC2(1024,10)\n skip Conv1 -> FC1 concat\n}");
+    let join = n
+        .graph
+        .node_weights()
+        .find(|x| matches!(x.op, Op::Join { .. }))
+        .unwrap();
+    assert_eq!(join.out_shape, Some(Shape::new(18432, 1, 1)));
+    let pools = n
+        .graph
+        .node_weights()
+        .filter(|x| matches!(x.op, Op::Pool { .. }))
+        .count();
+    assert_eq!(pools, 2);
+    let skips = n
+        .graph
+        .edge_weights()
+        .filter(|e| e.kind == snnc::ir::EdgeKind::Skip)
+        .count();
+    assert_eq!(skips, 2); // Conv1 → pool copy → join
+}
+
+#[test]
+fn skip_add_of_equal_maps_and_input_concat() {
+    let n = net("network N { input 3x8x8\n Conv1(3,8,3x3/1)\n Conv2(11,8,3x3/1)\n Conv3(8,8,3x3/1)\n FC1(512,10)\n skip Input -> Conv2 concat\n skip Conv1 -> Conv3 add }");
+    let joins: Vec<_> = n
+        .graph
+        .node_weights()
+        .filter(|x| matches!(x.op, Op::Join { .. }))
+        .map(|x| x.out_shape)
+        .collect();
+    assert!(joins.contains(&Some(Shape::new(11, 8, 8))));
+    assert!(joins.contains(&Some(Shape::new(8, 8, 8))));
+}
+
+#[test]
+fn several_networks_and_pass_prefix() {
+    let src = "network A { input 1x4x4; FC1(16,2) }\nnetwork B { input 1x4x4; Conv1(1,1,3x3/1) x3; FC1(16,2) }";
+    let p = snnc::compile(src).unwrap();
+    assert_eq!(p.networks.len(), 2);
+    let p = snnc::passes::run(
+        snnc::ir::builder::build(&snnc::syntax::parse(src).0).0,
+        Some("resolve"),
+    )
+    .unwrap();
+    assert_eq!(p.networks[1].repeats.len(), 1);
+    assert!(p.networks[1]
+        .graph
+        .node_weights()
+        .all(|n| n.out_shape.is_none()));
+    assert_eq!(
+        snnc::passes::PIPELINE,
+        [
+            "resolve",
+            "unroll",
+            "shapes",
+            "hybrid",
+            "threshold-slots",
+            "validate"
+        ]
+    );
+    let e = snnc::passes::run(snnc::ir::Program::default(), Some("nope")).unwrap_err();
+    assert_eq!(e.codes(), vec!["snnc::passes::unknown"]);
+}
+
+#[test]
+fn skip_inside_a_repeated_block_with_a_pool_is_unrolled_per_application() {
+    let n = net("network N {\n input 4x4x4\n [Conv1(4,4,3x3/1) Pool(1x1/1) Conv2(4,4,3x3/1)] x2\n FC1(64,10)\n skip Conv1 -> Conv2 add\n}");
+    // Two joins, each fed by its own application of Conv1 through its own pool copy.
+    assert_eq!(
+        n.graph
+            .node_weights()
+            .filter(|x| matches!(x.op, Op::Join { .. }))
+            .count(),
+        2
+    );
+    assert_eq!(
+        n.graph
+            .node_weights()
+            .filter(|x| matches!(x.op, Op::Pool { .. }))
+            .count(),
+        4
+    );
+    assert!(petgraph::algo::toposort(&n.graph, None).is_ok());
+}
+
+#[test]
+fn warnings_do_not_fail_compilation() {
+    let src = "network N {\n input 1x4x4\n timesteps 10\n FC1(16,8) ReLU\n FC2(8,2)\n}";
+    let (p, d) = snnc::compile_with_diagnostics(src, None);
+    assert!(p.is_some());
+    assert_eq!(d.codes(), vec!["snnc::hybrid::unused_timesteps"]);
+    assert!(!d.has_errors());
+    let text = d.render_text("w.snn", src, 100, false);
+    assert!(text.contains("⚠"), "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("w.snn");
+    std::fs::write(&f, src).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_snnc"))
+        .arg("check")
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 warning"));
+}
+
+#[test]
+fn output_sizes_match_hand_computation() {
+    // (32 + 2·2 − 5)/2 + 1 = 16; (16 − 5)/2 + 1 = 6 without padding; pool (6 − 3)/2 + 1 = 2;
+    // MaxPool(1x1) with default stride 1 keeps 2; FC flattens 8·2·2 = 32.
+    let n = net("network N { input 3x32x32\n Conv1(3,8,5x5/2)\n Conv2(8,8,5x5/2, pad=0)\n Pool(3x3/2)\n MaxPool(1x1)\n FC1(32,10) }");
+    assert_eq!(shape_of(&n, "Conv1", 1), Shape::new(8, 16, 16));
+    assert_eq!(shape_of(&n, "Conv2", 1), Shape::new(8, 6, 6));
+    assert_eq!(shape_of(&n, "Pool1", 1), Shape::new(8, 2, 2));
+    assert_eq!(shape_of(&n, "MaxPool2", 1), Shape::new(8, 2, 2));
+    assert_eq!(shape_of(&n, "FC1", 1), Shape::new(10, 1, 1));
+}
+
+#[test]
+fn spiking_features_into_an_ann_classifier_pass_through_a_boundary() {
+    // Table XIII style: spiking convolutions, then a ReLU FC classifier.
+    let n = net("network N { input 1x4x4\n Conv1(1,2,3x3/1) LIF\n FC1(32,8) ReLU\n FC2(8,2) }");
+    let by = |name: &str| {
+        n.graph
+            .node_weights()
+            .find(|x| x.name == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by("Conv1").domain, Some(Domain::Snn));
+    assert_eq!(by("FC1").domain, Some(Domain::Ann));
+    assert_eq!(by("FC2").domain, Some(Domain::Ann));
+    let b = n
+        .graph
+        .node_weights()
+        .find(|x| {
+            matches!(
+                x.op,
+                Op::Boundary {
+                    kind: snnc::ir::BoundaryKind::SnnToAnn
+                }
+            )
+        })
+        .expect("a spikes-to-rates boundary");
+    assert_eq!(b.out_shape, Some(Shape::new(2, 4, 4)));
+    assert_eq!(n.thresholds.len(), 1);
+    // Encode sits right after the input (the first layer is spiking).
+    let succ: Vec<_> = n
+        .graph
+        .neighbors(n.input)
+        .map(|i| n.graph[i].op.clone())
+        .collect();
+    assert_eq!(
+        succ,
+        vec![Op::Encode {
+            encoding: snnc::ir::Encoding::Poisson
+        }]
+    );
+}
+
+#[test]
+fn compile_file_or_report_for_other_subcommands() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("g.snn");
+    std::fs::write(&good, VGG3X2).unwrap();
+    let p = snnc::cli::check::compile_file_or_report(&good).unwrap();
+    assert_eq!(p.networks[0].name, "VGG3x2");
+    let bad = dir.path().join("b.snn");
+    std::fs::write(&bad, "network N { FC1(1,1) }").unwrap();
+    assert_eq!(
+        snnc::cli::check::compile_file_or_report(&bad).unwrap_err(),
+        std::process::ExitCode::from(1)
+    );
+    assert_eq!(
+        snnc::cli::check::compile_file_or_report(&dir.path().join("none.snn")).unwrap_err(),
+        std::process::ExitCode::from(2)
+    );
+}
+
+#[test]
+fn many_errors_in_a_large_file_are_all_rendered_with_their_lines() {
+    let mut src = String::from("network Big {\n input 16x8x8\n");
+    for i in 0..3000 {
+        src.push_str(&format!(" Conv{i}(15,16,3x3/1) LIF\n"));
+    }
+    src.push_str(" FC1(1024,10)\n}\n");
+    let d = snnc::compile(&src).unwrap_err();
+    assert_eq!(d.error_count(), 3000);
+    let text = d.render_text("big.snn", &src, 100, false);
+    assert_eq!(text.matches("× Conv").count(), 3000);
+    assert!(text.contains("[big.snn:3002:2]"), "last error on line 3002");
+    let json = d.to_json("big.snn", &src);
+    assert_eq!(json[2999]["labels"][0]["line"], 3002);
+}
+
+#[test]
+fn any_name_starting_with_conv_or_fc_is_a_weighted_layer() {
+    let n = net(
+        "network N { input 1x4x4\n Conv(1,2,3x3/1)\n Conv_a(2,2,3x3/1)\n FC(32,4)\n FCout(4,2) }",
+    );
+    let names: Vec<&str> = n.weights.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["Conv", "Conv_a", "FC", "FCout"]);
+}
