@@ -592,3 +592,16 @@ fn max_pool_ties_go_to_first_element() {
         vec![1.0, 0.0, 0.0, 0.0]
     );
 }
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn malloc_tuning_is_accepted_and_idempotent() {
+    assert!(snnc::backend::candle::alloc::tune_malloc());
+    assert!(snnc::backend::candle::alloc::tune_malloc());
+    // Allocation still works after tuning: a large tensor round-trips.
+    let t = Tensor::ones(1 << 24, candle_core::DType::F32, &CPU).unwrap();
+    assert_eq!(
+        t.sum_all().unwrap().to_scalar::<f32>().unwrap(),
+        (1 << 24) as f32
+    );
+}
