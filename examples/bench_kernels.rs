@@ -7,6 +7,7 @@
 //!    1→32 28×28 and 32→64 14×14 at N = T·B = 320, and 64→64 32×32 at N = 32.
 //!
 //! The allocator is tuned with `alloc::tune_malloc` unless `--system-malloc` is given.
+//! `network` as an argument runs only the whole-network step.
 //! Each timing is the median of `reps` runs (default 3) after one warm-up run.
 
 use std::time::Instant;
@@ -136,6 +137,70 @@ fn pool_case(reps: usize) -> Result<()> {
     Ok(())
 }
 
+/// One training step's forward + backward of the benchmark network
+/// `Conv1(1,32,3x3/1) LIF; Pool(2x2/2); Conv2(32,64,3x3/1) LIF; Pool(2x2/2); FC1(3136,256) LIF;
+/// FC2(256,10)` at B = 32, T = 10 (direct input currents, mean logits over T, cross-entropy),
+/// lowered the way the runtime is meant to: every layer on `[T·B, ...]` at once.
+fn network_case(reps: usize, candle_conv: bool) -> Result<()> {
+    let cpu = Device::Cpu;
+    let (t, b) = (10usize, 32usize);
+    let p = NeuronParams {
+        leak: 0.95,
+        threshold: 1.0,
+        reset: Reset::Subtract,
+        gamma: 0.3,
+    };
+    let img = Tensor::rand(0f32, 1., (b, 1, 28, 28), &cpu)?;
+    let x = img
+        .unsqueeze(0)?
+        .repeat((t, 1, 1, 1, 1))?
+        .reshape((t * b, 1, 28, 28))?;
+    let labels = Tensor::from_vec((0..b as u32).map(|i| i % 10).collect(), b, &cpu)?;
+    let w1 = Var::from_tensor(&(Tensor::randn(0f32, 1., (32, 1, 3, 3), &cpu)? / 3.0)?)?;
+    let w2 = Var::from_tensor(&(Tensor::randn(0f32, 1., (64, 32, 3, 3), &cpu)? / 17.0)?)?;
+    let f1 = Var::from_tensor(&(Tensor::randn(0f32, 1., (256, 3136), &cpu)? / 56.0)?)?;
+    let f2 = Var::from_tensor(&(Tensor::randn(0f32, 1., (10, 256), &cpu)? / 16.0)?)?;
+    let lif = |y: &Tensor| -> Result<Tensor> {
+        let dims = y.dims().to_vec();
+        lif_scan(&y.reshape((t, ()))?, &p)?.reshape(dims)
+    };
+    let conv = |x: &Tensor, w: &Var| -> Result<Tensor> {
+        if candle_conv {
+            x.conv2d(w.as_tensor(), 1, 1, 1, 1)
+        } else {
+            conv2d_im2col(x, w.as_tensor(), 1, 1)
+        }
+    };
+    let step = || -> Result<()> {
+        let h = lif(&conv(&x, &w1)?)?;
+        let h = avg_pool2d(&h, 2, 2)?;
+        let h = lif(&conv(&h, &w2)?)?;
+        let h = avg_pool2d(&h, 2, 2)?.reshape((t * b, 3136))?;
+        let h = lif(&h.matmul(&f1.as_tensor().t()?)?)?;
+        let logits = h
+            .matmul(&f2.as_tensor().t()?)?
+            .reshape((t, b, 10))?
+            .mean(0)?;
+        let loss = candle_nn::loss::cross_entropy(&logits, &labels)?;
+        let grads = loss.backward()?;
+        if grads.get(w1.as_tensor()).is_none() {
+            candle_core::bail!("no gradient reached Conv1")
+        }
+        Ok(())
+    };
+    let secs = median_secs(reps, step)?;
+    let which = if candle_conv {
+        "candle conv2d"
+    } else {
+        "im2col conv"
+    };
+    println!(
+        "network step (fwd+bwd, B=32, T=10, {which}): {:.1} ms",
+        secs * 1e3
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let reps = args.iter().find_map(|s| s.parse().ok()).unwrap_or(3usize);
@@ -144,6 +209,10 @@ fn main() -> Result<()> {
         "threads: {}, reps: {reps} (median), malloc tuned: {tuned}",
         rayon::current_num_threads()
     );
+    if args.iter().any(|a| a == "network") {
+        network_case(reps, false)?;
+        return network_case(reps, true);
+    }
     let (t, b) = (10, 32);
     scan_case("conv1", &[t, b * 32 * 28 * 28], reps)?;
     scan_case("conv2", &[t, b * 64 * 14 * 14], reps)?;
@@ -152,5 +221,6 @@ fn main() -> Result<()> {
     conv_case(t * b, 32, 14, 64, true, reps)?;
     conv_case(32, 64, 32, 64, true, reps)?;
     pool_case(reps)?;
-    Ok(())
+    network_case(reps, false)?;
+    network_case(reps, true)
 }
