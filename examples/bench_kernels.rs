@@ -7,7 +7,8 @@
 //!    1→32 28×28 and 32→64 14×14 at N = T·B = 320, and 64→64 32×32 at N = 32.
 //!
 //! The allocator is tuned with `alloc::tune_malloc` unless `--system-malloc` is given.
-//! `network` as an argument runs only the whole-network step.
+//! `network` as an argument runs only the whole-network step (`network-im2col`: without
+//! the candle-conv2d comparison).
 //! Each timing is the median of `reps` runs (default 3) after one warm-up run.
 
 use std::time::Instant;
@@ -209,6 +210,9 @@ fn main() -> Result<()> {
         "threads: {}, reps: {reps} (median), malloc tuned: {tuned}",
         rayon::current_num_threads()
     );
+    if args.iter().any(|a| a == "network-im2col") {
+        return network_case(reps, false);
+    }
     if args.iter().any(|a| a == "network") {
         network_case(reps, false)?;
         return network_case(reps, true);

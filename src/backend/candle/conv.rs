@@ -307,6 +307,32 @@ fn pixels_to_channels(y: &[f32], n: usize, p: usize, o: usize) -> Vec<f32> {
     out
 }
 
+/// `[N, O, P]` → `[N, P, O]`, in parallel over images.
+fn channels_to_pixels(y: &[f32], n: usize, p: usize, o: usize) -> Vec<f32> {
+    let mut out = vec![0f32; n * p * o];
+    if n * p * o > 0 {
+        out.par_chunks_mut(p * o)
+            .zip(y.par_chunks(p * o))
+            .for_each(|(dst, src)| {
+                for (oc, plane) in src.chunks_exact(p).enumerate() {
+                    for (pi, &v) in plane.iter().enumerate() {
+                        dst[pi * o + oc] = v;
+                    }
+                }
+            });
+    }
+    out
+}
+
+/// The data of a contiguous f32 CPU tensor, passed to `f`.
+fn with_cpu_data<R>(t: &Tensor, op: &str, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cs) => Ok(f(f32_slice(cs, layout, op)?)),
+        _ => bail!("{op}: expected a CPU tensor"),
+    }
+}
+
 impl CustomOp2 for ConvOp {
     fn name(&self) -> &'static str {
         "snnc-conv2d"
@@ -329,14 +355,9 @@ impl CustomOp2 for ConvOp {
         let cols = Tensor::from_vec(im2col_vec(&g, x), (self.rows(), g.patch()), &cpu)?;
         let wt = Tensor::from_slice(w, (self.o, g.patch()), &cpu)?;
         let y = cols.matmul(&wt.t()?)?; // [N·HO·WO, O]
-        let out = {
-            let (storage, layout) = y.storage_and_layout();
-            let data = match &*storage {
-                Storage::Cpu(cs) => f32_slice(cs, layout, self.name())?,
-                _ => bail!("{}: expected a CPU tensor", self.name()),
-            };
-            pixels_to_channels(data, g.n, g.ho * g.wo, self.o)
-        };
+        let out = with_cpu_data(&y, self.name(), |d| {
+            pixels_to_channels(d, g.n, g.ho * g.wo, self.o)
+        })?;
         if let Ok(mut cache) = self.cols.lock() {
             *cache = Some(cols);
         }
@@ -351,10 +372,11 @@ impl CustomOp2 for ConvOp {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = self.g;
-        let gy = grad
-            .permute((0, 2, 3, 1))?
-            .contiguous()?
-            .reshape((self.rows(), self.o))?;
+        let grad = grad.contiguous()?;
+        let gy = with_cpu_data(&grad, self.name(), |d| {
+            channels_to_pixels(d, g.n, g.ho * g.wo, self.o)
+        })?;
+        let gy = Tensor::from_vec(gy, (self.rows(), self.o), grad.device())?;
         let dw = if w.track_op() {
             let cached = self.cols.lock().ok().and_then(|mut c| c.take());
             let cols = match cached {
