@@ -16,7 +16,7 @@ use std::time::Instant;
 use candle_core::{Device, Result, Tensor, Var};
 use snnc::backend::candle::alloc::tune_malloc;
 use snnc::backend::candle::conv::conv2d_im2col;
-use snnc::backend::candle::neuron::{lif_scan, lif_scan_reference, NeuronParams};
+use snnc::backend::candle::neuron::{lif_scan, lif_scan_reference, lif_scan_steps, NeuronParams};
 use snnc::backend::candle::pool::avg_pool2d;
 use snnc::ir::Reset;
 
@@ -161,10 +161,7 @@ fn network_case(reps: usize, candle_conv: bool) -> Result<()> {
     let w2 = Var::from_tensor(&(Tensor::randn(0f32, 1., (64, 32, 3, 3), &cpu)? / 17.0)?)?;
     let f1 = Var::from_tensor(&(Tensor::randn(0f32, 1., (256, 3136), &cpu)? / 56.0)?)?;
     let f2 = Var::from_tensor(&(Tensor::randn(0f32, 1., (10, 256), &cpu)? / 16.0)?)?;
-    let lif = |y: &Tensor| -> Result<Tensor> {
-        let dims = y.dims().to_vec();
-        lif_scan(&y.reshape((t, ()))?, &p)?.reshape(dims)
-    };
+    let lif = |y: &Tensor| lif_scan_steps(y, t, &p);
     let conv = |x: &Tensor, w: &Var| -> Result<Tensor> {
         if candle_conv {
             x.conv2d(w.as_tensor(), 1, 1, 1, 1)

@@ -6,7 +6,9 @@ use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use snnc::backend::candle::conv::{conv2d, conv2d_im2col, im2col};
-use snnc::backend::candle::neuron::{lif_scan, lif_scan_reference, spike, NeuronParams};
+use snnc::backend::candle::neuron::{
+    lif_scan, lif_scan_reference, lif_scan_steps, spike, NeuronParams,
+};
 use snnc::backend::candle::pool::{avg_pool2d, max_pool2d};
 use snnc::ir::Reset;
 
@@ -255,6 +257,19 @@ fn fused_scan_parallel_path_and_noncontiguous_input() {
         flat(&lif_scan_reference(&xt, &p).unwrap())
     );
     fused_vs_reference(&base, &p, 23, true);
+}
+
+#[test]
+fn scan_steps_on_time_major_batches() {
+    // [T·B, C] with T = 3, B = 2, C = 1: sample 0 gets 1.5, 0.75, 0.5; sample 1 gets 0.25 ×3.
+    let x = Tensor::new(&[[1.5f32], [0.25], [0.75], [0.25], [0.5], [0.25]], &CPU).unwrap();
+    let p = params(1.0, Reset::Subtract);
+    let s = lif_scan_steps(&x, 3, &p).unwrap();
+    assert_eq!(s.dims(), &[6, 1]);
+    // IF, θ = 1: sample 0: 1.5 s | .5+.75 = 1.25 s | .25+.5 = .75; sample 1: .25, .5, .75.
+    assert_eq!(flat(&s), vec![1.0, 0.0, 1.0, 0.0, 0.0, 0.0]);
+    assert!(lif_scan_steps(&x, 4, &p).is_err());
+    assert!(lif_scan_steps(&x, 0, &p).is_err());
 }
 
 #[test]

@@ -357,6 +357,18 @@ pub fn lif_scan(x: &Tensor, p: &NeuronParams) -> Result<Tensor> {
     x.contiguous()?.apply_op1(LifScan(*p))
 }
 
+/// [`lif_scan`] on a layer output laid out `[T·B, ...]`, time-major (row `t·B + b` is step
+/// `t` of sample `b`), as the lowering runs every layer on all steps at once. Returns the
+/// spikes in the same shape. Errors when the leading dimension is not a multiple of `t`.
+pub fn lif_scan_steps(x: &Tensor, t: usize, p: &NeuronParams) -> Result<Tensor> {
+    let dims = x.dims();
+    match dims.first() {
+        Some(&tb) if t > 0 && tb % t == 0 => {}
+        _ => bail!("lif_scan_steps: leading dimension of {dims:?} is not a multiple of T = {t}"),
+    }
+    lif_scan(&x.reshape((t, ()))?, p)?.reshape(dims)
+}
+
 /// The same dynamics built from plain candle ops and [`spike`] in a loop over T (the reset
 /// uses the detached spike): the reference the fused scan is tested against.
 pub fn lif_scan_reference(x: &Tensor, p: &NeuronParams) -> Result<Tensor> {
