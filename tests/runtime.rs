@@ -3,7 +3,7 @@
 use candle_core::{Device, Tensor};
 use snnc::backend::candle::model::{rng_for as derive_rng, ForwardOptions, Model};
 use snnc::backend::candle::netbuild::NetBuilder;
-use snnc::backend::candle::standin::{self, NeuronParams};
+use snnc::backend::candle::neuron::{lif_scan_reference, NeuronParams};
 use snnc::data::{Dataset, Split};
 use snnc::ir::{Activation, Classifier, Encoding, JoinMode, Network, PoolKind, Shape};
 use snnc::train::agd::{self, TrainConfig, TrainError, TrainMethod};
@@ -131,7 +131,7 @@ fn hybrid_boundaries_follow_the_contract() -> R {
         reset: spec.reset,
         gamma: 0.3,
     };
-    let s = standin::lif_scan(&cur_t, p)?; // [T, n]
+    let s = lif_scan_reference(&cur_t, &p)?; // [T, n]
     let rate = s.mean(0)?.reshape((2, 72))?;
     let h = rate.matmul(&w("FC1").t()?)?.relu()?;
     let logits = h.matmul(&w("FC2").t()?)?;
@@ -507,7 +507,7 @@ fn integrate_and_fire_option_overrides_the_neuron() -> R {
         reset: snnc::ir::Reset::Subtract,
         gamma: 0.3,
     };
-    let rate = standin::lif_scan(&cur_t, p)?.mean(0)?.reshape((3, 5))?;
+    let rate = lif_scan_reference(&cur_t, &p)?.mean(0)?.reshape((3, 5))?;
     let logits = rate.matmul(&w("FC2").t()?)?;
     assert!(max_abs_diff(&out.logits, &logits) < 1e-5);
     // The declared LIF (leak 0.5, reset to zero) gives other numbers here.
@@ -568,7 +568,7 @@ fn pooled_input_is_encoded() -> R {
         reset: snnc::ir::Reset::Subtract,
         gamma: 0.3,
     };
-    let s = standin::lif_scan(&cur.flatten_all()?.unsqueeze(0)?.repeat((3, 1))?, p)?;
+    let s = lif_scan_reference(&cur.flatten_all()?.unsqueeze(0)?.repeat((3, 1))?, &p)?;
     let logits = s.mean(0)?.reshape((2, 3))?.matmul(&w("FC2").t()?)?;
     assert!(max_abs_diff(&out.logits, &logits) < 1e-5);
     Ok(())

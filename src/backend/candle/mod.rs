@@ -10,4 +10,3 @@ pub mod model;
 pub mod netbuild;
 pub mod neuron;
 pub mod pool;
-pub mod standin;

@@ -29,7 +29,8 @@ use rand::{Rng, SeedableRng};
 
 use super::classifier::{self, Classifier as Head, Stochmax};
 use super::encode::{self, SeededRng};
-use super::standin::{self, NeuronParams};
+use super::neuron::{self, NeuronParams};
+use super::{conv, pool};
 use crate::ir::{
     Activation, BoundaryKind, Classifier, Domain, Encoding, JoinMode, LayerKind, Network, Op,
     PoolKind, Reset, Shape, SlotId,
@@ -448,7 +449,7 @@ impl Model {
                     let wt = self.weights[weights.0].as_tensor();
                     match self.net.weights[weights.0].kind {
                         LayerKind::Conv { stride, pad, .. } => {
-                            inp.conv2d(wt, usize_of(pad)?, usize_of(stride)?, 1, 1)?
+                            conv::conv2d(inp, wt, usize_of(stride)?, usize_of(pad)?)?
                         }
                         LayerKind::Fc { .. } => {
                             if n == out_node && snn && node.activation == Activation::None {
@@ -469,8 +470,8 @@ impl Model {
                     let k = usize_of(*window)?;
                     let s = usize_of(*stride)?;
                     match kind {
-                        PoolKind::Avg => first()?.avg_pool2d_with_stride(k, s)?,
-                        PoolKind::Max => first()?.max_pool2d_with_stride(k, s)?,
+                        PoolKind::Avg => pool::avg_pool2d(first()?, k, s)?,
+                        PoolKind::Max => pool::max_pool2d(first()?, k, s)?,
                     }
                 }
                 Op::Dropout { p } => {
@@ -533,8 +534,6 @@ impl Model {
                     if opts.as_ann {
                         v.relu()?
                     } else {
-                        let shape = v.shape().clone();
-                        let n_per_t = shape.elem_count() / t;
                         let (leak, reset) = if opts.integrate_and_fire {
                             (1.0, Reset::Subtract)
                         } else {
@@ -546,7 +545,7 @@ impl Model {
                             reset,
                             gamma,
                         };
-                        let s = standin::lif_scan(&v.reshape((t, n_per_t))?, p)?.reshape(shape)?;
+                        let s = neuron::lif_scan_steps(&v, t, &p)?;
                         if opts.record {
                             activity.push(SlotActivity {
                                 slot,
