@@ -371,6 +371,16 @@ fn checkpoint_round_trip_and_resume() -> R {
     };
     let rb = agd::train(&mut b2, &d, &cb2)?;
     assert_eq!(rb.epochs.len(), 2);
+    // Resuming a finished run trains nothing and returns its report.
+    let again = agd::train(&mut b2, &d, &cb2)?;
+    assert_eq!(again.epochs, rb.epochs);
+    // Another method's checkpoint is refused.
+    let ann = TrainConfig {
+        method: TrainMethod::Ann,
+        ..cb2.clone()
+    };
+    let e = agd::train(&mut b2, &d, &ann).unwrap_err();
+    assert!(e.to_string().contains("cannot resume"), "{e}");
     for (name, v) in a.vars() {
         let w = b2.weight(&name).unwrap();
         assert!(max_abs_diff(v.as_tensor(), w.as_tensor()) < 1e-6, "{name}");

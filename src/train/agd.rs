@@ -336,10 +336,25 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
             .as_ref()
             .ok_or_else(|| TrainError::Data("--resume needs an output folder".into()))?;
         let (map, meta) = checkpoint::load(&checkpoint::weights_path(dir))?;
+        let same = |saved: &str, now: &str| saved.is_empty() || saved == now;
+        if !same(&meta.network, &report.network) || !same(&meta.method, &report.method) {
+            return Err(TrainError::Data(format!(
+                "cannot resume: {} holds `{}` trained by {}, not `{}` by {}",
+                dir.display(),
+                meta.network,
+                meta.method,
+                report.network,
+                report.method
+            )));
+        }
         model.load(&map)?;
         opt.load_state(&map)?;
         start_epoch = meta.epoch;
         if let Ok(old) = Report::read_json(&dir.join("report.json")) {
+            if start_epoch >= cfg.epochs {
+                // Nothing left to train: the run is complete as saved.
+                return Ok(old);
+            }
             report.epochs = old
                 .epochs
                 .into_iter()
