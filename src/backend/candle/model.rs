@@ -13,8 +13,15 @@
 //!   `penultimate` (h of stochmax) is the last layer's input averaged over T, `[B, H]`.
 //! - Thresholds live in the model, one per slot (`Network::thresholds`), and are settable, so
 //!   conversion can balance them. `ForwardOptions::as_ann` runs every spiking layer as ReLU
-//!   with T = 1 (the ANN baseline and conversion's source network); `record` measures the
-//!   per-slot maximum input current and spike rates.
+//!   with T = 1 and the input directly coded (the ANN baseline and conversion's source
+//!   network); `integrate_and_fire` runs every spiking layer as IF (leak 1, subtract) with
+//!   the slot thresholds (conversion's SNN); `record` measures the per-slot maximum input
+//!   current (pre-activation, also in ANN mode), per-application spike rates and the
+//!   Poisson input's rate.
+//! - Classifier: softmax, or stochmax (`classifier::Stochmax`, parameters `stochmax.*`,
+//!   drawn from the same seed); [`Model::loss`] and [`Model::eval_logits`] apply it.
+//! - Kernels: `conv::conv2d`, `pool::{avg,max}_pool2d`, the fused `neuron::lif_scan_steps`.
+//!   Dropout draws one mask per batch (`encode::dropout_mask`), held over all T steps.
 //!
 //! Invariants: `weights[i]` holds weight set `WeightId(i)`; `thresholds.len()` equals the
 //! number of threshold slots; a forward pass never panics on a shape the IR promised (a
