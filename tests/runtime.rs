@@ -713,3 +713,32 @@ fn cli_config_file_supplies_defaults() -> R {
     assert_eq!(snnc(&["train", f, "--config", c]).status.code(), Some(2));
     Ok(())
 }
+
+/// A network too large to allocate is an error, not an abort.
+#[test]
+fn oversized_network_is_refused() {
+    let net = NetBuilder::new("huge", Shape::new(1, 1, 1), 1)
+        .fc("FC1", 1, 1 << 20, Activation::Relu)
+        .fc("FC2", 1 << 20, 1 << 20, Activation::None)
+        .build();
+    let e = Model::new(&net, &dev(), 0).err().expect("refused");
+    assert!(e.to_string().contains("parameters"), "{e}");
+}
+
+/// A batch whose activations would not fit is an error naming the remedy.
+#[test]
+fn oversized_batch_is_refused() -> R {
+    let b = NetBuilder::new("wide", Shape::new(1, 8, 8), 1000);
+    let lif = b.lif();
+    let net = b
+        .conv("Conv1", 1, 4096, 3, 1, lif)
+        .fc("FC1", 4096 * 64, 2, Activation::None)
+        .build();
+    let m = Model::new(&net, &dev(), 0)?;
+    let x = image(16, 1, 8, 8, 0);
+    let e = m
+        .forward(&x, &ForwardOptions::snn(1000, false), &mut derive_rng(0, 0))
+        .expect_err("refused");
+    assert!(e.to_string().contains("--batch"), "{e}");
+    Ok(())
+}

@@ -141,6 +141,13 @@ pub struct Model {
     device: Device,
 }
 
+/// The most parameters a model may hold (4 GiB of f32): larger networks are refused
+/// rather than aborting on allocation.
+pub const MAX_PARAMS: u64 = 1 << 30;
+
+/// The most activation elements one forward pass may hold (8 GiB of f32).
+pub const MAX_ACTIVATIONS: u64 = 1 << 31;
+
 /// Samples of N(0, std²) from `rng` (Box–Muller).
 fn normal(n: usize, std: f32, rng: &mut SeededRng) -> Vec<f32> {
     (0..n)
@@ -163,6 +170,13 @@ fn usize_of(v: u64) -> Result<usize> {
 impl Model {
     /// Lowers `network` (final form) with weights drawn from `seed`.
     pub fn new(network: &Network, device: &Device, seed: u64) -> Result<Model> {
+        let total = network.unique_params().unwrap_or(u64::MAX);
+        if total > MAX_PARAMS {
+            return Err(err(format!(
+                "network `{}` has {total} parameters, more than the {MAX_PARAMS} this runtime allocates",
+                network.name
+            )));
+        }
         let mut rng = rng_for(seed, 1);
         let mut weights = Vec::with_capacity(network.weights.len());
         for ws in &network.weights {
@@ -391,6 +405,28 @@ impl Model {
         self.head.eval_logits(&out.penultimate, &out.logits)
     }
 
+    /// Refuses a forward pass whose node values (all kept for backward) would exceed
+    /// [`MAX_ACTIVATIONS`] elements: an error that names the remedy, not an abort.
+    fn check_footprint(&self, batch: usize, t: usize) -> Result<()> {
+        let total = self
+            .net
+            .graph
+            .node_weights()
+            .map(|n| {
+                let per = n.out_shape.and_then(|s| s.features()).unwrap_or(0);
+                let steps = if n.domain == Some(Domain::Snn) { t } else { 1 };
+                per.saturating_mul((steps * batch) as u64)
+            })
+            .fold(0u64, u64::saturating_add);
+        if total > MAX_ACTIVATIONS {
+            return Err(err(format!(
+                "network `{}` would hold {total} activations for a batch of {batch} over {t} steps, more than {MAX_ACTIVATIONS}: lower --batch or --timesteps",
+                self.net.name
+            )));
+        }
+        Ok(())
+    }
+
     /// Runs the network on images `x` `[B, C, H, W]` (intensities in [0, 1]).
     pub fn forward(
         &self,
@@ -406,6 +442,7 @@ impl Model {
         } else {
             opts.timesteps.max(1)
         };
+        self.check_footprint(b, t)?;
         let gamma = self.net.settings.surrogate_gamma;
         let mut values: Vec<Option<Tensor>> = vec![None; self.net.graph.node_count()];
         let mut activity = Vec::new();
