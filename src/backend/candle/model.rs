@@ -415,7 +415,7 @@ impl Model {
             .map(|n| {
                 let per = n.out_shape.and_then(|s| s.features()).unwrap_or(0);
                 let steps = if n.domain == Some(Domain::Snn) { t } else { 1 };
-                per.saturating_mul((steps * batch) as u64)
+                per.saturating_mul((steps as u64).saturating_mul(batch as u64))
             })
             .fold(0u64, u64::saturating_add);
         if total > MAX_ACTIVATIONS {
