@@ -585,3 +585,24 @@ fn any_name_starting_with_conv_or_fc_is_a_weighted_layer() {
     let names: Vec<&str> = n.weights.iter().map(|w| w.name.as_str()).collect();
     assert_eq!(names, ["Conv", "Conv_a", "FC", "FCout"]);
 }
+
+#[test]
+fn signature_mismatch_help_suggests_the_c_to_c_signature_that_fits() {
+    let help = |src: &str| {
+        let d = snnc::compile(src).unwrap_err();
+        assert_eq!(d.codes()[0], "snnc::resolve::signature_mismatch");
+        d.render_text("n.snn", src, 200, false)
+    };
+    // First written 3→64 (wrong), then 64→64: the help names the C → C one.
+    let t = help("network N { input 3x8x8; Conv1(3,64,3x3/1); Conv3(3,64,3x3/1); Conv3(64,64,3x3/1); FC1(4096,10) }");
+    assert!(t.contains("write `Conv3(64,64,3x3/1)` each time"), "{t}");
+    // Two C → C candidates: the one whose input matches the 32 channels reaching it.
+    let t = help("network N { input 3x8x8; Conv1(3,32,3x3/1); Conv3(64,64,3x3/1); Conv3(32,32,3x3/1); FC1(2048,10) }");
+    assert!(t.contains("write `Conv3(32,32,3x3/1)` each time"), "{t}");
+    // No C → C candidate: the one that takes the channels reaching it (through a pool).
+    let t = help("network N { input 3x8x8; Conv1(3,16,3x3/1); Pool(2x2/2); Conv3(8,16,3x3/1); Conv3(16,8,3x3/1); FC1(128,10) }");
+    assert!(t.contains("write `Conv3(16,8,3x3/1)` each time"), "{t}");
+    // Nothing evident: the first-declared one.
+    let t = help("network N { input 3x8x8; FC0(192,64); FC1(64,32); FC1(32,10) }");
+    assert!(t.contains("write `FC1(64,32)` each time"), "{t}");
+}

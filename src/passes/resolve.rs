@@ -8,7 +8,9 @@ use miette::Diagnostic;
 use thiserror::Error;
 
 use crate::diagnostics::Diagnostics;
-use crate::ir::{LayerKind, Network, Op, WeightId, WeightSet};
+use petgraph::graph::NodeIndex;
+
+use crate::ir::{JoinMode, LayerKind, Network, Op, WeightId, WeightSet};
 use crate::syntax::span::Span;
 
 #[derive(Debug, Error, Diagnostic)]
@@ -26,12 +28,14 @@ pub enum ResolveError {
     #[error("`{name}` is used with two signatures: {first} and {second}")]
     #[diagnostic(
         code(snnc::resolve::signature_mismatch),
-        help("a name names one set of weights; write `{first}` again (or just `{name}`), or give the new layer another name")
+        help("a name names one set of weights; write `{suggest}` each time (or just `{name}` after the first), or give the new layer another name")
     )]
     SignatureMismatch {
         name: String,
         first: String,
         second: String,
+        /// The signature that fits: see [`consistent_signature`].
+        suggest: String,
         #[label("{second}")]
         span: Span,
         #[label("first declared as {first}")]
@@ -70,7 +74,75 @@ pub fn signature_text(name: &str, kind: &LayerKind) -> String {
     }
 }
 
+/// Input and output channels (features for FC) of a signature.
+fn channels(kind: &LayerKind) -> (u64, u64) {
+    match *kind {
+        LayerKind::Conv { in_ch, out_ch, .. } => (in_ch, out_ch),
+        LayerKind::Fc { inputs, outputs } => (inputs, outputs),
+    }
+}
+
+/// The channels that reach a convolution at `node` along the main path, when evident
+/// before shapes are known: the output channels of the nearest layer upstream written
+/// with a signature, or the input image's channels. `None` past a concatenation, an FC
+/// layer or a bare name.
+fn channels_reaching(net: &Network, node: NodeIndex) -> Option<u64> {
+    let mut cur = node;
+    for _ in 0..net.graph.node_count() {
+        cur = *net.inputs_of(cur).first()?;
+        match &net.graph[cur].op {
+            Op::Input => return net.settings.input.map(|s| s.c),
+            Op::Layer {
+                signature: Some(k @ LayerKind::Conv { .. }),
+            } => return Some(channels(k).1),
+            Op::Layer { .. } | Op::Conv { .. } | Op::Fc { .. } => return None,
+            Op::Join {
+                mode: JoinMode::Concat,
+            } => return None,
+            Op::Pool { .. }
+            | Op::Dropout { .. }
+            | Op::Join { .. }
+            | Op::Encode { .. }
+            | Op::Boundary { .. } => {}
+        }
+    }
+    None
+}
+
+/// Among the signatures one name is written with (in source order, first application
+/// first), the one to suggest: a weight set applied more than once maps C → C, so prefer
+/// in == out, and among those the one whose input matches the channels reaching the first
+/// application; failing in == out, the one matching those channels; else the first.
+pub(crate) fn consistent_signature(sigs: &[LayerKind], reaching: Option<u64>) -> Option<LayerKind> {
+    let c_to_c = |k: &LayerKind| channels(k).0 == channels(k).1;
+    let fits =
+        |k: &LayerKind| Some(channels(k).0) == reaching && matches!(k, LayerKind::Conv { .. });
+    sigs.iter()
+        .find(|k| c_to_c(k) && fits(k))
+        .or_else(|| sigs.iter().find(|k| c_to_c(k)))
+        .or_else(|| sigs.iter().find(|k| fits(k)))
+        .or(sigs.first())
+        .copied()
+}
+
 pub fn run(net: &mut Network, diags: &mut Diagnostics) {
+    let order = net.topo_order();
+    // Every signature each name is written with, in order, and the channels reaching its
+    // first application: the material for the mismatch help.
+    let mut written: HashMap<String, (Vec<LayerKind>, Option<u64>)> = HashMap::new();
+    for &idx in &order {
+        if let Op::Layer {
+            signature: Some(sig),
+        } = net.graph[idx].op
+        {
+            let entry = written
+                .entry(net.graph[idx].name.clone())
+                .or_insert_with(|| (Vec::new(), channels_reaching(net, idx)));
+            if !entry.0.contains(&sig) {
+                entry.0.push(sig);
+            }
+        }
+    }
     let mut by_name: HashMap<String, WeightId> = HashMap::new();
     let declared: std::collections::HashSet<String> = net
         .graph
@@ -78,7 +150,7 @@ pub fn run(net: &mut Network, diags: &mut Diagnostics) {
         .filter(|n| matches!(n.op, Op::Layer { signature: Some(_) }))
         .map(|n| n.name.clone())
         .collect();
-    for idx in net.topo_order() {
+    for idx in order {
         let node = &net.graph[idx];
         let Op::Layer { signature } = node.op else {
             continue;
@@ -90,7 +162,12 @@ pub fn run(net: &mut Network, diags: &mut Diagnostics) {
             (Some(&id), Some(sig)) => {
                 let ws = &net.weights[id.0];
                 if ws.kind != sig {
+                    let suggest = written
+                        .get(&name)
+                        .and_then(|(sigs, reaching)| consistent_signature(sigs, *reaching))
+                        .unwrap_or(ws.kind);
                     diags.push(ResolveError::SignatureMismatch {
+                        suggest: signature_text(&name, &suggest),
                         first: signature_text(&name, &ws.kind),
                         second: signature_text(&name, &sig),
                         name,
