@@ -606,3 +606,37 @@ fn signature_mismatch_help_suggests_the_c_to_c_signature_that_fits() {
     let t = help("network N { input 3x8x8; FC0(192,64); FC1(64,32); FC1(32,10) }");
     assert!(t.contains("write `FC1(64,32)` each time"), "{t}");
 }
+
+#[test]
+fn not_c_to_c_help_fits_the_neighbouring_layers() {
+    let help = |src: &str| {
+        let d = snnc::compile(src).unwrap_err();
+        assert_eq!(d.codes(), vec!["snnc::unroll::not_c_to_c"]);
+        d.render_text("n.snn", src, 400, false)
+    };
+    // 64 channels reach Conv2 and Conv3 takes 64: Conv2(64,64), not the in→in Conv2(32,32).
+    let t = help("network N { input 3x8x8; Conv1(3,64,3x3/1); Conv2(32,64,3x3/1) x2; Conv3(64,64,3x3/1); FC1(4096,10) }");
+    assert!(
+        t.contains(
+            "`Conv2(64,64,3x3/1)` maps the 64 channels reaching it to the 64 the next layer takes"
+        ),
+        "{t}"
+    );
+    // Through a pool, with a non-default padding kept.
+    let t = help("network N { input 3x8x8; Conv1(3,16,3x3/1); Pool(2x2/2); Conv2(8,4,3x3/1, pad=0) x2; Conv3(16,16,3x3/1); FC1(16,10) }");
+    assert!(t.contains("`Conv2(16,16,3x3/1, pad=0)` maps the 16"), "{t}");
+    // The input's 3 channels reach it, and it declares 64 out: both ways are named.
+    let t = help("network N { input 3x8x8; Conv1(3,64,3x3/1) x2; FC1(4096,10) }");
+    assert!(t.contains("`Conv1(3,3,3x3/1)` keeps the 3 channels reaching it; for 64 channels, map 3 → 64 with another layer first, then repeat `Conv1(64,64,3x3/1)`"), "{t}");
+    // A block whose first layer disagrees with the channels reaching it and its last output.
+    let t = help("network N { input 3x8x8; Conv1(3,64,3x3/1); [Conv2(32,64,3x3/1) Conv3(64,64,3x3/1)] x2; FC1(4096,10) }");
+    assert!(t.contains("first layer must take the 64 channels its last layer outputs (and that reach the block): `Conv2(64,64,3x3/1)`"), "{t}");
+    // Otherwise the last layer is fixed.
+    let t = help("network N { input 3x8x8; Conv1(3,64,3x3/1); [Conv2(64,64,3x3/1) Conv3(64,128,3x3/1)] x2; FC1(8192,10) }");
+    assert!(
+        t.contains(
+            "last layer must output the 64 channels its first layer takes: `Conv3(64,64,3x3/1)`"
+        ),
+        "{t}"
+    );
+}

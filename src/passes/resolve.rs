@@ -7,10 +7,9 @@ use std::collections::HashMap;
 use miette::Diagnostic;
 use thiserror::Error;
 
+use super::{channels, channels_reaching};
 use crate::diagnostics::Diagnostics;
-use petgraph::graph::NodeIndex;
-
-use crate::ir::{JoinMode, LayerKind, Network, Op, WeightId, WeightSet};
+use crate::ir::{LayerKind, Network, Op, WeightId, WeightSet};
 use crate::syntax::span::Span;
 
 #[derive(Debug, Error, Diagnostic)]
@@ -72,41 +71,6 @@ pub fn signature_text(name: &str, kind: &LayerKind) -> String {
         }
         LayerKind::Fc { inputs, outputs } => format!("{name}({inputs},{outputs})"),
     }
-}
-
-/// Input and output channels (features for FC) of a signature.
-fn channels(kind: &LayerKind) -> (u64, u64) {
-    match *kind {
-        LayerKind::Conv { in_ch, out_ch, .. } => (in_ch, out_ch),
-        LayerKind::Fc { inputs, outputs } => (inputs, outputs),
-    }
-}
-
-/// The channels that reach a convolution at `node` along the main path, when evident
-/// before shapes are known: the output channels of the nearest layer upstream written
-/// with a signature, or the input image's channels. `None` past a concatenation, an FC
-/// layer or a bare name.
-fn channels_reaching(net: &Network, node: NodeIndex) -> Option<u64> {
-    let mut cur = node;
-    for _ in 0..net.graph.node_count() {
-        cur = *net.inputs_of(cur).first()?;
-        match &net.graph[cur].op {
-            Op::Input => return net.settings.input.map(|s| s.c),
-            Op::Layer {
-                signature: Some(k @ LayerKind::Conv { .. }),
-            } => return Some(channels(k).1),
-            Op::Layer { .. } | Op::Conv { .. } | Op::Fc { .. } => return None,
-            Op::Join {
-                mode: JoinMode::Concat,
-            } => return None,
-            Op::Pool { .. }
-            | Op::Dropout { .. }
-            | Op::Join { .. }
-            | Op::Encode { .. }
-            | Op::Boundary { .. } => {}
-        }
-    }
-    None
 }
 
 /// Among the signatures one name is written with (in source order, first application
