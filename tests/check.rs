@@ -640,3 +640,50 @@ fn not_c_to_c_help_fits_the_neighbouring_layers() {
         "{t}"
     );
 }
+
+#[test]
+fn unclosed_paren_or_bracket_does_not_hide_the_rest_of_its_network() {
+    let src = "network A {
+    input 3x8x8
+    Conv1(3,8,3x3/1
+    Conv2(8,8,3x3/1) LIFF
+    [Conv3(8,8,3x3/1) Relu x2
+    FC1(512,10)
+}
+network B { input 3x8x8; Conv1(3,8,3x3/1) LIF(leak=0.5,
+    threshold=1
+    FC1(512,10) LIF(leak=7)
+}
+network C { input 3x8x8; Conv1(3,64 3x3/1); Foo }
+network D { input 3x8x8; Conv1(3,8,3x3/1); FC1(512,10) }";
+    let (file, d) = snnc::syntax::parse(src);
+    let text = d.render_text("n.snn", src, 200, false);
+    let mut lines: Vec<(String, u64)> = d
+        .to_json("n.snn", src)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["code"].as_str().unwrap().to_string(),
+                x["labels"][0]["line"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expect = [
+        ("snnc::syntax::parse", 4),              // the `)` missing on line 3
+        ("snnc::syntax::unknown_layer", 4),      // LIFF
+        ("snnc::syntax::unknown_activation", 5), // Relu
+        ("snnc::syntax::parse", 7),              // the `]` missing
+        ("snnc::syntax::parse", 10),             // B: the `)` missing
+        ("snnc::syntax::range", 10),             // leak=7
+        ("snnc::syntax::parse", 12),             // C: a closed bad list, not recovered
+    ];
+    let mut expect: Vec<(String, u64)> = expect.iter().map(|(c, l)| (c.to_string(), *l)).collect();
+    lines.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+    expect.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+    assert_eq!(lines, expect, "{text}");
+    // Only the network without errors is built.
+    let names: Vec<&str> = file.networks.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["D"]);
+}
