@@ -687,3 +687,25 @@ network D { input 3x8x8; Conv1(3,8,3x3/1); FC1(512,10) }";
     let names: Vec<&str> = file.networks.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, ["D"]);
 }
+
+#[test]
+fn unknown_name_help_names_a_signature_that_fits() {
+    let help = |src: &str| {
+        let d = snnc::compile(src).unwrap_err();
+        assert_eq!(d.codes(), vec!["snnc::resolve::unknown_name"]);
+        d.render_text("n.snn", src, 400, false)
+    };
+    let t =
+        help("network N { input 3x8x8; Conv1(3,16,3x3/1); Pool(2x2/2); Conv2 x2; FC1(256,10) }");
+    assert!(
+        t.contains("e.g. `Conv2(16,16,3x3/1)` for the 16 channels reaching it"),
+        "{t}"
+    );
+    let t = help("network N { input 3x8x8; Conv1(3,16,3x3/1); FC1; FC1(1024,10) }");
+    assert!(
+        t.contains("write `FC1` with its signature the first time: `FC1(1024,10)`"),
+        "{t}"
+    );
+    let t = help("network N { input 3x8x8; Conv1(3,16,3x3/1); FC2; FC1(1024,10) }");
+    assert!(t.contains("`FC2(INPUTS,OUTPUTS)`"), "{t}");
+}

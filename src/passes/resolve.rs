@@ -108,12 +108,6 @@ pub fn run(net: &mut Network, diags: &mut Diagnostics) {
         }
     }
     let mut by_name: HashMap<String, WeightId> = HashMap::new();
-    let declared: std::collections::HashSet<String> = net
-        .graph
-        .node_weights()
-        .filter(|n| matches!(n.op, Op::Layer { signature: Some(_) }))
-        .map(|n| n.name.clone())
-        .collect();
     for idx in order {
         let node = &net.graph[idx];
         let Op::Layer { signature } = node.op else {
@@ -158,14 +152,25 @@ pub fn run(net: &mut Network, diags: &mut Diagnostics) {
                 id
             }
             (None, None) => {
-                let later = declared.contains(&name);
-                let help = if later {
-                    Some(format!("write `{name}` with its signature the first time, e.g. `{name}(64,64,3x3/1)`"))
-                } else {
-                    Some(format!(
-                        "declare it with a signature: `{name}(64,64,3x3/1)` or `{name}(512,10)`"
-                    ))
-                };
+                let help = Some(match written.get(&name) {
+                    Some((sigs, reaching)) => {
+                        let sig = consistent_signature(sigs, *reaching)
+                            .map(|k| signature_text(&name, &k))
+                            .unwrap_or_else(|| name.clone());
+                        format!("write `{name}` with its signature the first time: `{sig}`")
+                    }
+                    None if name.starts_with("FC") => format!(
+                        "declare it with a signature: `{name}(INPUTS,OUTPUTS)`, e.g. `{name}(512,10)`"
+                    ),
+                    None => match channels_reaching(net, idx) {
+                        Some(c) => format!(
+                            "declare it with a signature: `{name}(IN,OUT,KxK/S)`, e.g. `{name}({c},{c},3x3/1)` for the {c} channels reaching it"
+                        ),
+                        None => format!(
+                            "declare it with a signature: `{name}(IN,OUT,KxK/S)`, e.g. `{name}(64,64,3x3/1)`"
+                        ),
+                    },
+                });
                 diags.push(ResolveError::UnknownName { name, span, help });
                 continue;
             }
