@@ -2,6 +2,7 @@
 //! over T with a hand-written backward), input encoders and classifiers, and `model`, the
 //! executable network every training method shares.
 
+pub mod alloc;
 pub mod classifier;
 pub mod conv;
 pub mod encode;
