@@ -683,6 +683,14 @@ network D { input 3x8x8; Conv1(3,8,3x3/1); FC1(512,10) }";
     lines.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
     expect.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
     assert_eq!(lines, expect, "{text}");
+    assert!(
+        text.contains("close the argument list opened on line 3 with `)`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("close the block opened on line 5 with `]`"),
+        "{text}"
+    );
     // Only the network without errors is built.
     let names: Vec<&str> = file.networks.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, ["D"]);

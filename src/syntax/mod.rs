@@ -82,15 +82,27 @@ pub fn parse(source: &str) -> (ast::SourceFile, Diagnostics) {
                 offset = end;
             }
             Err(e) => {
-                let (err, at) = error::from_pest(&e, rest, offset);
+                let (mut err, at) = error::from_pest(&e, rest, offset);
+                let open = (recoveries < MAX_DEPTH)
+                    .then(|| unclosed(&text, offset, at))
+                    .flatten();
+                if let (Some((from, _)), SyntaxError::Parse { help, .. }) = (open, &mut err) {
+                    // Name the opener: the error itself shows where the text ran on to.
+                    let line = text[..from].matches('\n').count() + 1;
+                    let what = if text[from..].starts_with('(') {
+                        "the argument list"
+                    } else {
+                        "the block"
+                    };
+                    let close = if what == "the block" { ']' } else { ')' };
+                    *help = Some(format!("close {what} opened on line {line} with `{close}`"));
+                }
                 diags.push(err);
                 broken = true;
-                if recoveries < MAX_DEPTH {
-                    if let Some((from, to)) = unclosed(&text, offset, at) {
-                        recoveries += 1;
-                        mask(&mut text, from, to);
-                        continue;
-                    }
+                if let Some((from, to)) = open {
+                    recoveries += 1;
+                    mask(&mut text, from, to);
+                    continue;
                 }
                 broken = false;
                 match resync(&text, at) {
