@@ -73,10 +73,10 @@ pub fn signature_text(name: &str, kind: &LayerKind) -> String {
     }
 }
 
-/// Among the signatures one name is written with (in source order, first application
-/// first), the one to suggest: a weight set applied more than once maps C → C, so prefer
-/// in == out, and among those the one whose input matches the channels reaching the first
-/// application; failing in == out, the one matching those channels; else the first.
+/// Among the signatures one name is written with (in source order), the one to suggest: a
+/// weight set applied more than once maps C → C, so prefer in == out, and among those the
+/// one whose input matches the channels `reaching` its first use; failing in == out, the
+/// one matching those channels; else the first.
 pub(crate) fn consistent_signature(sigs: &[LayerKind], reaching: Option<u64>) -> Option<LayerKind> {
     let c_to_c = |k: &LayerKind| channels(k).0 == channels(k).1;
     let fits =
@@ -92,7 +92,7 @@ pub(crate) fn consistent_signature(sigs: &[LayerKind], reaching: Option<u64>) ->
 pub fn run(net: &mut Network, diags: &mut Diagnostics) {
     let order = net.topo_order();
     // Every signature each name is written with, in order, and the channels reaching its
-    // first application: the material for the mismatch help.
+    // first use written with a signature: the material for the helps.
     let mut written: HashMap<String, (Vec<LayerKind>, Option<u64>)> = HashMap::new();
     for &idx in &order {
         if let Op::Layer {
