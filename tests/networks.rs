@@ -254,9 +254,7 @@ fn golden_estimate_and_show() {
 }
 
 /// `# expect: at "TEXT" help "SIG"`: an error on the first line holding TEXT whose help names
-/// SIG, the consistent signature. `# expect: at "TEXT" names "SIG"`: the error's message or
-/// help names SIG (a name written with two signatures is a `resolve` error, reported before
-/// shapes are known; its help does not know which signature is consistent).
+/// SIG, the consistent signature.
 #[test]
 fn paper_verbatim_rows_are_reported_with_the_consistent_signature() {
     let files = snn_files(&Path::new(ROOT).join("tests/fixtures/paper-verbatim"));
@@ -269,26 +267,18 @@ fn paper_verbatim_rows_are_reported_with_the_consistent_signature() {
             Err(d) => d,
         };
         let json = diags.to_json(&name, &source);
-        let expects: Vec<(String, bool, String)> = source
+        let expects: Vec<(String, String)> = source
             .lines()
             .filter_map(|l| l.strip_prefix("# expect: at \""))
             .map(|l| {
-                let (at, help_only, sig) = match l.split_once("\" help \"") {
-                    Some((at, sig)) => (at, true, sig),
-                    None => {
-                        let (at, sig) = l.split_once("\" names \"").unwrap();
-                        (at, false, sig)
-                    }
-                };
-                (
-                    at.to_string(),
-                    help_only,
-                    sig.trim_end_matches('"').to_string(),
-                )
+                let (at, sig) = l
+                    .split_once("\" help \"")
+                    .unwrap_or_else(|| panic!("{name}: bad expectation {l}"));
+                (at.to_string(), sig.trim_end_matches('"').to_string())
             })
             .collect();
         assert!(!expects.is_empty(), "{name} has no expectation");
-        for (at, help_only, sig) in expects {
+        for (at, sig) in expects {
             let line = source
                 .lines()
                 .position(|l| !l.trim_start().starts_with('#') && l.contains(&at))
@@ -296,9 +286,8 @@ fn paper_verbatim_rows_are_reported_with_the_consistent_signature() {
                 + 1;
             let found = json.as_array().unwrap().iter().any(|d| {
                 let help = d["help"].as_str().unwrap_or_default();
-                let message = d["message"].as_str().unwrap_or_default();
                 d["severity"] == "error"
-                    && (help.contains(&sig) || (!help_only && message.contains(&sig)))
+                    && help.contains(&sig)
                     && d["labels"]
                         .as_array()
                         .unwrap()
