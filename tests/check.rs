@@ -585,3 +585,135 @@ fn any_name_starting_with_conv_or_fc_is_a_weighted_layer() {
     let names: Vec<&str> = n.weights.iter().map(|w| w.name.as_str()).collect();
     assert_eq!(names, ["Conv", "Conv_a", "FC", "FCout"]);
 }
+
+#[test]
+fn signature_mismatch_help_suggests_the_c_to_c_signature_that_fits() {
+    let help = |src: &str| {
+        let d = snnc::compile(src).unwrap_err();
+        assert_eq!(d.codes()[0], "snnc::resolve::signature_mismatch");
+        d.render_text("n.snn", src, 200, false)
+    };
+    // First written 3→64 (wrong), then 64→64: the help names the C → C one.
+    let t = help("network N { input 3x8x8; Conv1(3,64,3x3/1); Conv3(3,64,3x3/1); Conv3(64,64,3x3/1); FC1(4096,10) }");
+    assert!(t.contains("write `Conv3(64,64,3x3/1)` each time"), "{t}");
+    // Two C → C candidates: the one whose input matches the 32 channels reaching it.
+    let t = help("network N { input 3x8x8; Conv1(3,32,3x3/1); Conv3(64,64,3x3/1); Conv3(32,32,3x3/1); FC1(2048,10) }");
+    assert!(t.contains("write `Conv3(32,32,3x3/1)` each time"), "{t}");
+    // No C → C candidate: the one that takes the channels reaching it (through a pool).
+    let t = help("network N { input 3x8x8; Conv1(3,16,3x3/1); Pool(2x2/2); Conv3(8,16,3x3/1); Conv3(16,8,3x3/1); FC1(128,10) }");
+    assert!(t.contains("write `Conv3(16,8,3x3/1)` each time"), "{t}");
+    // Nothing evident: the first-declared one.
+    let t = help("network N { input 3x8x8; FC0(192,64); FC1(64,32); FC1(32,10) }");
+    assert!(t.contains("write `FC1(64,32)` each time"), "{t}");
+}
+
+#[test]
+fn not_c_to_c_help_fits_the_neighbouring_layers() {
+    let help = |src: &str| {
+        let d = snnc::compile(src).unwrap_err();
+        assert_eq!(d.codes(), vec!["snnc::unroll::not_c_to_c"]);
+        d.render_text("n.snn", src, 400, false)
+    };
+    // 64 channels reach Conv2 and Conv3 takes 64: Conv2(64,64), not the in→in Conv2(32,32).
+    let t = help("network N { input 3x8x8; Conv1(3,64,3x3/1); Conv2(32,64,3x3/1) x2; Conv3(64,64,3x3/1); FC1(4096,10) }");
+    assert!(
+        t.contains(
+            "`Conv2(64,64,3x3/1)` maps the 64 channels reaching it to the 64 the next layer takes"
+        ),
+        "{t}"
+    );
+    // Through a pool, with a non-default padding kept.
+    let t = help("network N { input 3x8x8; Conv1(3,16,3x3/1); Pool(2x2/2); Conv2(8,4,3x3/1, pad=0) x2; Conv3(16,16,3x3/1); FC1(16,10) }");
+    assert!(t.contains("`Conv2(16,16,3x3/1, pad=0)` maps the 16"), "{t}");
+    // The input's 3 channels reach it, and it declares 64 out: both ways are named.
+    let t = help("network N { input 3x8x8; Conv1(3,64,3x3/1) x2; FC1(4096,10) }");
+    assert!(t.contains("`Conv1(3,3,3x3/1)` keeps the 3 channels reaching it; for 64 channels, map 3 → 64 with another layer first, then repeat `Conv1(64,64,3x3/1)`"), "{t}");
+    // A block whose first layer disagrees with the channels reaching it and its last output.
+    let t = help("network N { input 3x8x8; Conv1(3,64,3x3/1); [Conv2(32,64,3x3/1) Conv3(64,64,3x3/1)] x2; FC1(4096,10) }");
+    assert!(t.contains("first layer must take the 64 channels its last layer outputs (and that reach the block): `Conv2(64,64,3x3/1)`"), "{t}");
+    // Otherwise the last layer is fixed.
+    let t = help("network N { input 3x8x8; Conv1(3,64,3x3/1); [Conv2(64,64,3x3/1) Conv3(64,128,3x3/1)] x2; FC1(8192,10) }");
+    assert!(
+        t.contains(
+            "last layer must output the 64 channels its first layer takes: `Conv3(64,64,3x3/1)`"
+        ),
+        "{t}"
+    );
+}
+
+#[test]
+fn unclosed_paren_or_bracket_does_not_hide_the_rest_of_its_network() {
+    let src = "network A {
+    input 3x8x8
+    Conv1(3,8,3x3/1
+    Conv2(8,8,3x3/1) LIFF
+    [Conv3(8,8,3x3/1) Relu x2
+    FC1(512,10)
+}
+network B { input 3x8x8; Conv1(3,8,3x3/1) LIF(leak=0.5,
+    threshold=1
+    FC1(512,10) LIF(leak=7)
+}
+network C { input 3x8x8; Conv1(3,64 3x3/1); Foo }
+network D { input 3x8x8; Conv1(3,8,3x3/1); FC1(512,10) }";
+    let (file, d) = snnc::syntax::parse(src);
+    let text = d.render_text("n.snn", src, 200, false);
+    let mut lines: Vec<(String, u64)> = d
+        .to_json("n.snn", src)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["code"].as_str().unwrap().to_string(),
+                x["labels"][0]["line"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expect = [
+        ("snnc::syntax::parse", 4),              // the `)` missing on line 3
+        ("snnc::syntax::unknown_layer", 4),      // LIFF
+        ("snnc::syntax::unknown_activation", 5), // Relu
+        ("snnc::syntax::parse", 7),              // the `]` missing
+        ("snnc::syntax::parse", 10),             // B: the `)` missing
+        ("snnc::syntax::range", 10),             // leak=7
+        ("snnc::syntax::parse", 12),             // C: a closed bad list, not recovered
+    ];
+    let mut expect: Vec<(String, u64)> = expect.iter().map(|(c, l)| (c.to_string(), *l)).collect();
+    lines.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+    expect.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+    assert_eq!(lines, expect, "{text}");
+    assert!(
+        text.contains("close the argument list opened on line 3 with `)`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("close the block opened on line 5 with `]`"),
+        "{text}"
+    );
+    // Only the network without errors is built.
+    let names: Vec<&str> = file.networks.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["D"]);
+}
+
+#[test]
+fn unknown_name_help_names_a_signature_that_fits() {
+    let help = |src: &str| {
+        let d = snnc::compile(src).unwrap_err();
+        assert_eq!(d.codes(), vec!["snnc::resolve::unknown_name"]);
+        d.render_text("n.snn", src, 400, false)
+    };
+    let t =
+        help("network N { input 3x8x8; Conv1(3,16,3x3/1); Pool(2x2/2); Conv2 x2; FC1(256,10) }");
+    assert!(
+        t.contains("e.g. `Conv2(16,16,3x3/1)` for the 16 channels reaching it"),
+        "{t}"
+    );
+    let t = help("network N { input 3x8x8; Conv1(3,16,3x3/1); FC1; FC1(1024,10) }");
+    assert!(
+        t.contains("write `FC1` with its signature the first time: `FC1(1024,10)`"),
+        "{t}"
+    );
+    let t = help("network N { input 3x8x8; Conv1(3,16,3x3/1); FC2; FC1(1024,10) }");
+    assert!(t.contains("`FC2(INPUTS,OUTPUTS)`"), "{t}");
+}

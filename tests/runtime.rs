@@ -3,7 +3,7 @@
 use candle_core::{Device, Tensor};
 use snnc::backend::candle::model::{rng_for as derive_rng, ForwardOptions, Model};
 use snnc::backend::candle::netbuild::NetBuilder;
-use snnc::backend::candle::standin::{self, NeuronParams};
+use snnc::backend::candle::neuron::{lif_scan_reference, NeuronParams};
 use snnc::data::{Dataset, Split};
 use snnc::ir::{Activation, Classifier, Encoding, JoinMode, Network, PoolKind, Shape};
 use snnc::train::agd::{self, TrainConfig, TrainError, TrainMethod};
@@ -131,7 +131,7 @@ fn hybrid_boundaries_follow_the_contract() -> R {
         reset: spec.reset,
         gamma: 0.3,
     };
-    let s = standin::lif_scan(&cur_t, p)?; // [T, n]
+    let s = lif_scan_reference(&cur_t, &p)?; // [T, n]
     let rate = s.mean(0)?.reshape((2, 72))?;
     let h = rate.matmul(&w("FC1").t()?)?.relu()?;
     let logits = h.matmul(&w("FC2").t()?)?;
@@ -371,6 +371,16 @@ fn checkpoint_round_trip_and_resume() -> R {
     };
     let rb = agd::train(&mut b2, &d, &cb2)?;
     assert_eq!(rb.epochs.len(), 2);
+    // Resuming a finished run trains nothing and returns its report.
+    let again = agd::train(&mut b2, &d, &cb2)?;
+    assert_eq!(again.epochs, rb.epochs);
+    // Another method's checkpoint is refused.
+    let ann = TrainConfig {
+        method: TrainMethod::Ann,
+        ..cb2.clone()
+    };
+    let e = agd::train(&mut b2, &d, &ann).unwrap_err();
+    assert!(e.to_string().contains("cannot resume"), "{e}");
     for (name, v) in a.vars() {
         let w = b2.weight(&name).unwrap();
         assert!(max_abs_diff(v.as_tensor(), w.as_tensor()) < 1e-6, "{name}");
@@ -438,25 +448,23 @@ fn thresholds_are_settable_per_slot() -> R {
 }
 
 /// E_ANN and E_SNN by hand: Conv1(1,2,3x3/1) on 4×4 → 2×4×4 (9·1·2·16 = 288 ops),
-/// FC1(32,3) (96 ops). E_ANN = 384·3.2; E_SNN with input activity 0.5 (Conv1) and 0.25
-/// (FC1) at T = 4: (288·0.5 + 96·0.25)·4·0.1.
+/// FC1(32,3) (96 ops). E_ANN = 384·3.2; with the Poisson input at rate 0.5 (SA of Conv1)
+/// and Conv1 spiking at 0.25 (SA of FC1), at T = 4: E_SNN = (288·0.5 + 96·0.25)·4·0.1.
 #[test]
 fn energy_from_measured_activity_by_hand() {
-    use snnc::backend::candle::model::LayerInput;
-    use snnc::ir::Domain;
+    use snnc::train::report::ActivityRecord;
     let b = NetBuilder::new("e", Shape::new(1, 4, 4), 4);
     let lif = b.lif();
     let net = b
         .conv("Conv1", 1, 2, 3, 1, lif)
         .fc("FC1", 32, 3, Activation::None)
         .build();
-    let inputs = [("Conv1", 0.5), ("FC1", 0.25)].map(|(l, r)| LayerInput {
+    let activity = [("Input", 0.5), ("Conv1", 0.25)].map(|(l, r)| ActivityRecord {
         layer: l.into(),
         step: 1,
-        domain: Domain::Snn,
-        rate: r,
+        spike_rate: r,
     });
-    let e = agd::energy(&net, &inputs, 4);
+    let e = agd::energy(&net, &activity, 4, TrainMethod::Agd);
     assert!((e.e_ann_pj - 384.0 * 3.2).abs() < 1e-9);
     let want = (288.0 * 0.5 + 96.0 * 0.25) * 4.0 * 0.1;
     assert!((e.e_snn_pj - want).abs() < 1e-9, "{e:?}");
@@ -509,7 +517,7 @@ fn integrate_and_fire_option_overrides_the_neuron() -> R {
         reset: snnc::ir::Reset::Subtract,
         gamma: 0.3,
     };
-    let rate = standin::lif_scan(&cur_t, p)?.mean(0)?.reshape((3, 5))?;
+    let rate = lif_scan_reference(&cur_t, &p)?.mean(0)?.reshape((3, 5))?;
     let logits = rate.matmul(&w("FC2").t()?)?;
     assert!(max_abs_diff(&out.logits, &logits) < 1e-5);
     // The declared LIF (leak 0.5, reset to zero) gives other numbers here.
@@ -570,7 +578,7 @@ fn pooled_input_is_encoded() -> R {
         reset: snnc::ir::Reset::Subtract,
         gamma: 0.3,
     };
-    let s = standin::lif_scan(&cur.flatten_all()?.unsqueeze(0)?.repeat((3, 1))?, p)?;
+    let s = lif_scan_reference(&cur.flatten_all()?.unsqueeze(0)?.repeat((3, 1))?, &p)?;
     let logits = s.mean(0)?.reshape((2, 3))?.matmul(&w("FC2").t()?)?;
     assert!(max_abs_diff(&out.logits, &logits) < 1e-5);
     Ok(())
@@ -631,7 +639,13 @@ fn cli_train_resume_and_eval() -> R {
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let report = snnc::train::report::Report::read_json(&out.join("report.json"))?;
     assert_eq!(report.epochs.len(), 2);
-    assert_eq!(report.activity.len(), 3, "FC1, FC2@1, FC2@2");
+    let names: Vec<_> = report
+        .activity
+        .iter()
+        .map(|a| format!("{}@{}", a.layer, a.step))
+        .collect();
+    assert_eq!(names, ["Input@1", "FC1@1", "FC2@1", "FC2@2"]);
+    assert!(report.energy.ee > 1.0, "{:?}", report.energy);
     let w = out.join("weights.safetensors");
     let r = snnc(&[
         "eval",
@@ -697,5 +711,34 @@ fn cli_config_file_supplies_defaults() -> R {
     assert_eq!(report.timesteps, 2, "the file overrides the network");
     std::fs::write(&cfg, "[train]\nepoch = 2\n")?;
     assert_eq!(snnc(&["train", f, "--config", c]).status.code(), Some(2));
+    Ok(())
+}
+
+/// A network too large to allocate is an error, not an abort.
+#[test]
+fn oversized_network_is_refused() {
+    let net = NetBuilder::new("huge", Shape::new(1, 1, 1), 1)
+        .fc("FC1", 1, 1 << 20, Activation::Relu)
+        .fc("FC2", 1 << 20, 1 << 20, Activation::None)
+        .build();
+    let e = Model::new(&net, &dev(), 0).err().expect("refused");
+    assert!(e.to_string().contains("parameters"), "{e}");
+}
+
+/// A batch whose activations would not fit is an error naming the remedy.
+#[test]
+fn oversized_batch_is_refused() -> R {
+    let b = NetBuilder::new("wide", Shape::new(1, 8, 8), 1000);
+    let lif = b.lif();
+    let net = b
+        .conv("Conv1", 1, 4096, 3, 1, lif)
+        .fc("FC1", 4096 * 64, 2, Activation::None)
+        .build();
+    let m = Model::new(&net, &dev(), 0)?;
+    let x = image(16, 1, 8, 8, 0);
+    let e = m
+        .forward(&x, &ForwardOptions::snn(1000, false), &mut derive_rng(0, 0))
+        .expect_err("refused");
+    assert!(e.to_string().contains("--batch"), "{e}");
     Ok(())
 }

@@ -98,3 +98,40 @@ fn cli_show_after_pass_and_network_filter() {
     assert_eq!(run(&["--after", "nope"]).0, Some(2));
     assert_eq!(run(&["--network", "Missing"]).0, Some(1));
 }
+
+#[test]
+fn text_columns_are_as_wide_as_their_content() {
+    let n = first(
+        "network N {
+            input 3x8x8
+            Conv1(3,4,3x3/1) LIF(leak=0.875, threshold=1.25, reset=zero)
+            Conv2(4,4,3x3/1) IF
+            Conv3(4,4,3x3/1) ReLU
+            FC1(256,10)
+        }",
+    );
+    let text = to_text(&n);
+    let rows: Vec<&str> = text
+        .lines()
+        .skip_while(|l| *l != "  nodes:")
+        .skip(1)
+        .take_while(|l| *l != "  weights:")
+        .collect();
+    assert_eq!(rows.len(), 7, "{text}");
+    // Every column starts at the same character offset on every row: the `<-` column, the
+    // shape column (after the domain) and the activation column all line up.
+    for needle in ["<- ", "  SNN  ", "  ANN  "] {
+        let cols: std::collections::BTreeSet<usize> = rows
+            .iter()
+            .filter_map(|r| r.find(needle).map(|b| r[..b].chars().count()))
+            .collect();
+        assert_eq!(cols.len(), 1, "{needle} misaligned:\n{text}");
+    }
+    let long = "LIF(leak=0.875, threshold=1.25, reset=zero)";
+    let row = rows.iter().find(|r| r.contains(long)).unwrap();
+    // The widest activation is followed by exactly the two-space column gap.
+    assert!(row.contains(&format!("{long}  SNN")), "{text}");
+    assert!(rows
+        .iter()
+        .all(|r| r.starts_with("    ") && !r.ends_with(' ')));
+}

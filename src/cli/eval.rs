@@ -43,6 +43,7 @@ pub fn run(args: EvalArgs) -> ExitCode {
 }
 
 fn run_inner(args: EvalArgs) -> Result<(), Fail> {
+    crate::backend::candle::alloc::tune_malloc();
     let net = load_network(&args.file, args.network.as_deref())?;
     let (map, meta) = checkpoint::load(&args.weights).map_err(|e| Fail(e.to_string(), 2))?;
     let mut model = Model::new(&net, &Device::Cpu, 0).map_err(|e| Fail(e.to_string(), 1))?;

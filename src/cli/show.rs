@@ -182,6 +182,7 @@ pub fn to_text(net: &Network) -> String {
         st.surrogate_gamma,
     );
     let _ = writeln!(s, "  nodes:");
+    let mut rows: Vec<Vec<String>> = Vec::new();
     for idx in net.topo_order() {
         let n = &net.graph[idx];
         let ins: Vec<String> = net
@@ -196,9 +197,7 @@ pub fn to_text(net: &Network) -> String {
                 }
             })
             .collect();
-        let _ = writeln!(
-            s,
-            "    {:<14} {:<34} {:<40} {:<4} {:<12} {:<6} <- {}",
+        rows.push(vec![
             passes::display_name(n, &apps),
             op_text(net, &n.op),
             act_text(&n.activation),
@@ -211,26 +210,37 @@ pub fn to_text(net: &Network) -> String {
             n.slot
                 .map(|x| format!("slot{}", x.0))
                 .unwrap_or_else(|| "-".into()),
-            if ins.is_empty() {
-                "-".into()
-            } else {
-                ins.join(", ")
-            },
-        );
+            format!(
+                "<- {}",
+                if ins.is_empty() {
+                    "-".into()
+                } else {
+                    ins.join(", ")
+                }
+            ),
+        ]);
     }
+    write_table(&mut s, &rows);
     let _ = writeln!(s, "  weights:");
-    for (i, w) in net.weights.iter().enumerate() {
-        let _ = writeln!(
-            s,
-            "    {:<8} {:<34} params {:<10} applied {}",
-            w.name,
-            kind_text(&w.kind),
-            w.params()
-                .map(|p| p.to_string())
-                .unwrap_or_else(|| "overflow".into()),
-            apps.get(i).copied().unwrap_or(0),
-        );
-    }
+    let rows: Vec<Vec<String>> = net
+        .weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            vec![
+                w.name.clone(),
+                kind_text(&w.kind),
+                format!(
+                    "params {}",
+                    w.params()
+                        .map(|p| p.to_string())
+                        .unwrap_or_else(|| "overflow".into())
+                ),
+                format!("applied {}", apps.get(i).copied().unwrap_or(0)),
+            ]
+        })
+        .collect();
+    write_table(&mut s, &rows);
     let _ = writeln!(
         s,
         "  unique params: {}",
@@ -257,6 +267,36 @@ pub fn to_text(net: &Network) -> String {
         }
     }
     s
+}
+
+/// Writes `rows` indented by four spaces, each column as wide as its widest cell (in
+/// characters) and separated by two spaces; the last column is not padded.
+fn write_table(s: &mut String, rows: &[Vec<String>]) {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|x| x.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for r in rows {
+        let mut line = String::from("    ");
+        for (c, cell) in r.iter().enumerate() {
+            if c > 0 {
+                line.push_str("  ");
+            }
+            if c + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}", w = widths[c]);
+            }
+        }
+        s.push_str(line.trim_end());
+        s.push('\n');
+    }
 }
 
 fn dot_escape(s: &str) -> String {

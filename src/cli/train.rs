@@ -214,6 +214,7 @@ pub fn run(args: TrainArgs) -> ExitCode {
 }
 
 fn run_inner(args: TrainArgs) -> Result<(), Fail> {
+    crate::backend::candle::alloc::tune_malloc();
     let args = merge(args)?;
     let net = load_network(&args.file, args.network.as_deref())?;
     let method = match (args.method, net.settings.method) {

@@ -15,8 +15,12 @@ pub mod validate;
 use miette::Diagnostic;
 use thiserror::Error;
 
+use petgraph::graph::NodeIndex;
+use petgraph::visit::EdgeRef;
+use petgraph::Direction;
+
 use crate::diagnostics::Diagnostics;
-use crate::ir::{Method, Network, Node, Program};
+use crate::ir::{EdgeKind, JoinMode, LayerKind, Method, Network, Node, Op, Program};
 
 /// The passes in order; these are also the names `snnc show --after` accepts.
 pub const PIPELINE: &[&str] = &[
@@ -67,6 +71,78 @@ pub fn display_name(node: &Node, apps: &[u32]) -> String {
         .and_then(|w| apps.get(w.0).copied())
         .unwrap_or(1);
     node.display_name(a)
+}
+
+/// Input and output channels (features for FC) of a signature.
+pub(crate) fn channels(kind: &LayerKind) -> (u64, u64) {
+    match *kind {
+        LayerKind::Conv { in_ch, out_ch, .. } => (in_ch, out_ch),
+        LayerKind::Fc { inputs, outputs } => (inputs, outputs),
+    }
+}
+
+/// The signature of a weighted node, resolved or not.
+fn signature_of(net: &Network, node: NodeIndex) -> Option<LayerKind> {
+    match net.graph[node].op {
+        Op::Layer { signature } => signature,
+        Op::Conv { weights } | Op::Fc { weights } => net.weights.get(weights.0).map(|w| w.kind),
+        _ => None,
+    }
+}
+
+/// Whether channels pass a node unchanged (pools, dropout, add-joins, domain changes).
+fn keeps_channels(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Pool { .. }
+            | Op::Dropout { .. }
+            | Op::Encode { .. }
+            | Op::Boundary { .. }
+            | Op::Join {
+                mode: JoinMode::Add
+            }
+    )
+}
+
+/// The channels that reach a convolution at `node` along the main path, when evident
+/// before shapes are known: the output channels of the nearest convolution upstream, or
+/// the input image's channels. `None` past a concatenation, an FC layer or a bare name.
+pub(crate) fn channels_reaching(net: &Network, node: NodeIndex) -> Option<u64> {
+    let mut cur = node;
+    for _ in 0..net.graph.node_count() {
+        cur = *net.inputs_of(cur).first()?;
+        let op = &net.graph[cur].op;
+        if let Op::Input = op {
+            return net.settings.input.map(|s| s.c);
+        }
+        if !keeps_channels(op) {
+            return match signature_of(net, cur) {
+                Some(k @ LayerKind::Conv { .. }) => Some(channels(&k).1),
+                _ => None,
+            };
+        }
+    }
+    None
+}
+
+/// The channels the next convolution after `node` on the main path takes, when evident:
+/// `None` when an FC layer, a concatenation or the end comes first.
+pub(crate) fn channels_wanted_after(net: &Network, node: NodeIndex) -> Option<u64> {
+    let mut cur = node;
+    for _ in 0..net.graph.node_count() {
+        cur = net
+            .graph
+            .edges_directed(cur, Direction::Outgoing)
+            .find(|e| e.weight().kind == EdgeKind::Main)
+            .map(|e| e.target())?;
+        if !keeps_channels(&net.graph[cur].op) {
+            return match signature_of(net, cur) {
+                Some(k @ LayerKind::Conv { .. }) => Some(channels(&k).0),
+                _ => None,
+            };
+        }
+    }
+    None
 }
 
 fn run_pass(name: &str, net: &mut Network, diags: &mut Diagnostics) {

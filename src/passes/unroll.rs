@@ -14,9 +14,10 @@ use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 use thiserror::Error;
 
-use super::MAX_APPLICATIONS;
+use super::resolve::signature_text;
+use super::{channels, channels_reaching, channels_wanted_after, MAX_APPLICATIONS};
 use crate::diagnostics::Diagnostics;
-use crate::ir::{Edge, EdgeKind, LayerKind, Network, WeightId};
+use crate::ir::{Edge, EdgeKind, LayerKind, Network, WeightId, WeightSet};
 use crate::syntax::span::Span;
 
 #[derive(Debug, Error, Diagnostic)]
@@ -73,11 +74,64 @@ fn region_chain(net: &Network, first: NodeIndex, last: NodeIndex) -> Option<Vec<
     Some(chain)
 }
 
-/// Input and output channels of a weight set.
-fn channels(kind: &LayerKind) -> (u64, u64) {
-    match *kind {
-        LayerKind::Conv { in_ch, out_ch, .. } => (in_ch, out_ch),
-        LayerKind::Fc { inputs, outputs } => (inputs, outputs),
+/// A signature with other channels (input, output), the rest kept.
+fn with_channels(kind: LayerKind, c_in: u64, c_out: u64) -> LayerKind {
+    match kind {
+        LayerKind::Conv {
+            kernel,
+            stride,
+            pad,
+            ..
+        } => LayerKind::Conv {
+            in_ch: c_in,
+            out_ch: c_out,
+            kernel,
+            stride,
+            pad,
+        },
+        LayerKind::Fc { .. } => LayerKind::Fc {
+            inputs: c_in,
+            outputs: c_out,
+        },
+    }
+}
+
+/// The help for one repeated layer that is not C → C: the C → C signature that takes the
+/// channels reaching it (its written input when those are not evident), and, when the
+/// next layer wants other channels (its written output when not evident), the way there.
+fn single_help(net: &Network, node: NodeIndex, ws: &WeightSet) -> String {
+    let (from, to) = channels(&ws.kind);
+    let conv = matches!(ws.kind, LayerKind::Conv { .. });
+    let c_in = conv
+        .then(|| channels_reaching(net, node))
+        .flatten()
+        .unwrap_or(from);
+    let c_out = conv
+        .then(|| channels_wanted_after(net, node))
+        .flatten()
+        .unwrap_or(to);
+    let keep = signature_text(&ws.name, &with_channels(ws.kind, c_in, c_in));
+    if c_in == c_out {
+        format!("a repeated layer feeds itself: `{keep}` maps the {c_in} channels reaching it to the {c_out} the next layer takes")
+    } else {
+        let grow = signature_text(&ws.name, &with_channels(ws.kind, c_out, c_out));
+        format!("a repeated layer feeds itself: `{keep}` keeps the {c_in} channels reaching it; for {c_out} channels, map {c_in} → {c_out} with another layer first, then repeat `{grow}`")
+    }
+}
+
+/// The help for a repeated block that is not C → C: when the channels reaching the block
+/// are the last layer's output, the first layer is the odd one out; otherwise the last.
+fn block_help(first: &WeightSet, last: &WeightSet, reaching: Option<u64>) -> String {
+    let (from, first_out) = channels(&first.kind);
+    let (last_in, to) = channels(&last.kind);
+    if reaching == Some(to) {
+        let fix = signature_text(&first.name, &with_channels(first.kind, to, first_out));
+        format!("the block's first layer must take the {to} channels its last layer outputs (and that reach the block): `{fix}`")
+    } else {
+        let fix = signature_text(&last.name, &with_channels(last.kind, last_in, from));
+        format!(
+            "the block's last layer must output the {from} channels its first layer takes: `{fix}`"
+        )
     }
 }
 
@@ -107,18 +161,20 @@ pub fn run(net: &mut Network, diags: &mut Diagnostics) {
             let (_, to) = channels(&net.weights[l.0].kind);
             if from != to {
                 let single = weighted.len() == 1 && chain.len() == 1;
-                let help = if single {
-                    let ws = &net.weights[f.0];
-                    match ws.kind {
-                        LayerKind::Conv { kernel, stride, .. } => Some(format!(
-                            "a repeated layer feeds itself: `{}({from},{from},{kernel}x{kernel}/{stride})` maps {from} → {from}",
-                            ws.name
-                        )),
-                        LayerKind::Fc { .. } => Some(format!("a repeated layer feeds itself: `{}({from},{from})`", ws.name)),
-                    }
+                let help = Some(if single {
+                    single_help(net, chain[0], &net.weights[f.0])
                 } else {
-                    Some(format!("the block's last layer must output the {from} channels its first layer takes"))
-                };
+                    let first = chain
+                        .iter()
+                        .copied()
+                        .find(|&n| net.graph[n].op.weights().is_some())
+                        .unwrap_or(r.first);
+                    block_help(
+                        &net.weights[f.0],
+                        &net.weights[l.0],
+                        channels_reaching(net, first),
+                    )
+                });
                 diags.push(UnrollError::NotCToC {
                     what: if single { "layer" } else { "block" },
                     from,

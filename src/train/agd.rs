@@ -10,26 +10,24 @@
 //! gradient at every step (an error otherwise); a non-finite loss stops training with an
 //! error and leaves the last checkpoint (end of the previous epoch) in place.
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::analysis;
 use crate::backend::candle::classifier::correct_count;
-use crate::backend::candle::model::{rng_for, ForwardOptions, LayerInput, Model, SlotActivity};
+use crate::backend::candle::model::{rng_for, ForwardOptions, Model, SlotActivity};
 use crate::data::{Dataset, Split};
-use crate::ir::{Domain, LayerKind, Network, Op};
+use crate::ir::Network;
 use crate::train::checkpoint::{self, Meta};
 use crate::train::optim::{Adam, AdamConfig, LrSchedule, Optimizer, Sgd, SgdConfig};
 use crate::train::report::{ActivityRecord, EnergyRecord, EpochRecord, Report};
 
 const EPOCH_STREAM: u64 = 100;
 const EVAL_STREAM: u64 = 1 << 32;
-
-/// Table I: energy of one multiply-accumulate and one accumulate (pJ, 45 nm).
-pub const E_MAC_PJ: f64 = 3.2;
-pub const E_AC_PJ: f64 = 0.1;
 
 /// Which update rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,12 +128,11 @@ pub struct Evaluation {
     pub accuracy: f64,
     pub loss: f64,
     pub images_per_s: f64,
-    /// Per spiking application: mean spike rate (empty for an ANN run).
+    /// Per spiking application: mean spike rate (empty for an ANN run), preceded by the
+    /// Poisson-coded input's rate as layer `Input`, step 1, when there is one.
     pub activity: Vec<ActivityRecord>,
     /// Per threshold slot: the largest input current seen.
     pub max_input: Vec<f32>,
-    /// Per weighted application: the mean fraction of non-zero inputs.
-    pub inputs: Vec<LayerInput>,
 }
 
 /// Images `[B, C, H, W]` and labels `[B]` (u32) of the examples `idx` of `split`.
@@ -173,7 +170,7 @@ pub fn evaluate(
     let start = Instant::now();
     let (mut right, mut loss) = (0usize, 0f64);
     let mut act: Vec<SlotActivity> = Vec::new();
-    let mut inputs: Vec<LayerInput> = Vec::new();
+    let mut input_rate: Option<f64> = None;
     let mut max_input = vec![0f32; model.thresholds().len()];
     let idx: Vec<usize> = (0..n).collect();
     for chunk in idx.chunks(batch) {
@@ -192,20 +189,12 @@ pub fn evaluate(
                     ..a.clone()
                 })
                 .collect();
-            inputs = out
-                .inputs
-                .iter()
-                .map(|a| LayerInput {
-                    rate: 0.0,
-                    ..a.clone()
-                })
-                .collect();
         }
         for (acc, a) in act.iter_mut().zip(&out.activity) {
             acc.spike_rate += a.spike_rate * w;
         }
-        for (acc, a) in inputs.iter_mut().zip(&out.inputs) {
-            acc.rate += a.rate * w;
+        if let Some(r) = out.input_rate {
+            *input_rate.get_or_insert(0.0) += (r * w) as f64;
         }
         for (m, v) in max_input.iter_mut().zip(&out.max_input) {
             *m = m.max(*v);
@@ -217,64 +206,59 @@ pub fn evaluate(
         accuracy: right as f64 / denom,
         loss: loss / denom,
         images_per_s: n as f64 / secs,
-        activity: act
+        activity: input_rate
+            .map(|r| ActivityRecord {
+                layer: "Input".into(),
+                step: 1,
+                spike_rate: r,
+            })
             .into_iter()
-            .map(|a| ActivityRecord {
+            .chain(act.into_iter().map(|a| ActivityRecord {
                 layer: a.layer,
                 step: a.step,
                 spike_rate: a.spike_rate as f64,
-            })
+            }))
             .collect(),
         max_input,
-        inputs,
     })
 }
 
-/// Operations per time step of a weighted node: Eq. 8 for a convolution (K²·I·O·H·W of
-/// its output), X·Y for an FC layer.
-fn ops(net: &Network, node: &crate::ir::Node) -> f64 {
-    let Some(w) = node.op.weights() else {
-        return 0.0;
+/// E_ANN, E_SNN and EE (Eq. 10, 11; Table I energies) of `net` at T = `timesteps` with
+/// the measured `activity` (`analysis::estimate`; unmeasured layers at the mean measured
+/// rate). The ANN baseline (`TrainMethod::Ann`) runs the ANN itself: E_SNN = E_ANN, EE = 1.
+pub fn energy(
+    net: &Network,
+    activity: &[ActivityRecord],
+    timesteps: usize,
+    method: TrainMethod,
+) -> EnergyRecord {
+    let rates: HashMap<(String, u32), f64> = activity
+        .iter()
+        .filter(|a| a.spike_rate.is_finite())
+        .map(|a| ((a.layer.clone(), a.step), a.spike_rate.clamp(0.0, 1.0)))
+        .collect();
+    let fallback = if rates.is_empty() {
+        0.0
+    } else {
+        rates.values().sum::<f64>() / rates.len() as f64
     };
-    let out = node.out_shape.unwrap_or(crate::ir::Shape::new(0, 0, 0));
-    match net.weights[w.0].kind {
-        LayerKind::Conv {
-            in_ch,
-            out_ch,
-            kernel,
-            ..
-        } => (kernel * kernel) as f64 * in_ch as f64 * out_ch as f64 * (out.h * out.w) as f64,
-        LayerKind::Fc { inputs, outputs } => inputs as f64 * outputs as f64,
-    }
-}
-
-/// E_ANN (Eq. 10: every layer MAC, once) and E_SNN (Eq. 11: an SNN-domain layer costs
-/// ops·T·SA accumulates, SA its measured input activity; an ANN-domain layer ops MACs).
-pub fn energy(net: &Network, inputs: &[LayerInput], timesteps: usize) -> EnergyRecord {
-    let mut e_ann = 0.0;
-    let mut e_snn = 0.0;
-    for n in net.graph.node_indices() {
-        let node = &net.graph[n];
-        if !matches!(node.op, Op::Conv { .. } | Op::Fc { .. }) {
-            continue;
-        }
-        let o = ops(net, node);
-        e_ann += o * E_MAC_PJ;
-        if node.domain == Some(Domain::Snn) {
-            let sa = inputs
-                .iter()
-                .find(|i| i.layer == node.name && i.step == node.step)
-                .map(|i| i.rate as f64)
-                .unwrap_or(1.0);
-            e_snn += o * timesteps as f64 * sa * E_AC_PJ;
-        } else {
-            e_snn += o * E_MAC_PJ;
-        }
-    }
-    EnergyRecord {
-        e_ann_pj: e_ann,
-        e_snn_pj: e_snn,
-        ee: if e_snn > 0.0 { e_ann / e_snn } else { 0.0 },
+    let opts = analysis::Options {
+        timesteps: Some(u32::try_from(timesteps).unwrap_or(u32::MAX)),
+        activity: analysis::Activity::Measured { rates, fallback },
+        energy: analysis::EnergyModel::INT32,
+    };
+    let est = analysis::estimate(net, &opts);
+    match method {
+        TrainMethod::Ann => EnergyRecord {
+            e_ann_pj: est.e_ann_pj,
+            e_snn_pj: est.e_ann_pj,
+            ee: 1.0,
+        },
+        TrainMethod::Agd => EnergyRecord {
+            e_ann_pj: est.e_ann_pj,
+            e_snn_pj: est.e_snn_pj,
+            ee: est.ee.unwrap_or(f64::NAN),
+        },
     }
 }
 
@@ -352,10 +336,25 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
             .as_ref()
             .ok_or_else(|| TrainError::Data("--resume needs an output folder".into()))?;
         let (map, meta) = checkpoint::load(&checkpoint::weights_path(dir))?;
+        let same = |saved: &str, now: &str| saved.is_empty() || saved == now;
+        if !same(&meta.network, &report.network) || !same(&meta.method, &report.method) {
+            return Err(TrainError::Data(format!(
+                "cannot resume: {} holds `{}` trained by {}, not `{}` by {}",
+                dir.display(),
+                meta.network,
+                meta.method,
+                report.network,
+                report.method
+            )));
+        }
         model.load(&map)?;
         opt.load_state(&map)?;
         start_epoch = meta.epoch;
         if let Ok(old) = Report::read_json(&dir.join("report.json")) {
+            if start_epoch >= cfg.epochs {
+                // Nothing left to train: the run is complete as saved.
+                return Ok(old);
+            }
             report.epochs = old
                 .epochs
                 .into_iter()
@@ -418,7 +417,7 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
         report.wall_s = run_start.elapsed().as_secs_f64();
         report.extra.insert("test_loss".into(), eval.loss.into());
         report.activity = eval.activity.clone();
-        report.energy = energy(model.network(), &eval.inputs, timesteps);
+        report.energy = energy(model.network(), &eval.activity, timesteps, cfg.method);
         if let Some(dir) = &cfg.out {
             std::fs::create_dir_all(dir)?;
             let mut state = model.state()?;

@@ -2,6 +2,7 @@
 //! over T with a hand-written backward), input encoders and classifiers, and `model`, the
 //! executable network every training method shares.
 
+pub mod alloc;
 pub mod classifier;
 pub mod conv;
 pub mod encode;
@@ -10,4 +11,3 @@ pub mod model;
 pub mod netbuild;
 pub mod neuron;
 pub mod pool;
-pub mod standin;

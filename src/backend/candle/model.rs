@@ -13,8 +13,15 @@
 //!   `penultimate` (h of stochmax) is the last layer's input averaged over T, `[B, H]`.
 //! - Thresholds live in the model, one per slot (`Network::thresholds`), and are settable, so
 //!   conversion can balance them. `ForwardOptions::as_ann` runs every spiking layer as ReLU
-//!   with T = 1 (the ANN baseline and conversion's source network); `record` measures the
-//!   per-slot maximum input current and spike rates.
+//!   with T = 1 and the input directly coded (the ANN baseline and conversion's source
+//!   network); `integrate_and_fire` runs every spiking layer as IF (leak 1, subtract) with
+//!   the slot thresholds (conversion's SNN); `record` measures the per-slot maximum input
+//!   current (pre-activation, also in ANN mode), per-application spike rates and the
+//!   Poisson input's rate.
+//! - Classifier: softmax, or stochmax (`classifier::Stochmax`, parameters `stochmax.*`,
+//!   drawn from the same seed); [`Model::loss`] and [`Model::eval_logits`] apply it.
+//! - Kernels: `conv::conv2d`, `pool::{avg,max}_pool2d`, the fused `neuron::lif_scan_steps`.
+//!   Dropout draws one mask per batch (`encode::dropout_mask`), held over all T steps.
 //!
 //! Invariants: `weights[i]` holds weight set `WeightId(i)`; `thresholds.len()` equals the
 //! number of threshold slots; a forward pass never panics on a shape the IR promised (a
@@ -29,7 +36,8 @@ use rand::{Rng, SeedableRng};
 
 use super::classifier::{self, Classifier as Head, Stochmax};
 use super::encode::{self, SeededRng};
-use super::standin::{self, NeuronParams};
+use super::neuron::{self, NeuronParams};
+use super::{conv, pool};
 use crate::ir::{
     Activation, BoundaryKind, Classifier, Domain, Encoding, JoinMode, LayerKind, Network, Op,
     PoolKind, Reset, Shape, SlotId,
@@ -101,16 +109,6 @@ pub struct SlotActivity {
     pub spike_rate: f32,
 }
 
-/// The activity reaching one weighted layer application (SA of Eq. 11): the fraction of
-/// its inputs that are non-zero, per time step.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LayerInput {
-    pub layer: String,
-    pub step: u32,
-    pub domain: Domain,
-    pub rate: f32,
-}
-
 /// What a forward pass returns.
 #[derive(Debug, Clone)]
 pub struct ForwardOutput {
@@ -123,8 +121,9 @@ pub struct ForwardOutput {
     pub activity: Vec<SlotActivity>,
     /// Per slot, the largest input current seen (only with `record`; 0 otherwise).
     pub max_input: Vec<f32>,
-    /// Per weighted application (only with `record`).
-    pub inputs: Vec<LayerInput>,
+    /// The spike rate of the encoded input (only with `record`, Poisson coding, not
+    /// `as_ann`): spikes per pixel per step.
+    pub input_rate: Option<f32>,
 }
 
 /// The executable network.
@@ -141,6 +140,13 @@ pub struct Model {
     head_vars: Vec<(String, Var)>,
     device: Device,
 }
+
+/// The most parameters a model may hold (4 GiB of f32): larger networks are refused
+/// rather than aborting on allocation.
+pub const MAX_PARAMS: u64 = 1 << 30;
+
+/// The most activation elements one forward pass may hold (8 GiB of f32).
+pub const MAX_ACTIVATIONS: u64 = 1 << 31;
 
 /// Samples of N(0, std²) from `rng` (Box–Muller).
 fn normal(n: usize, std: f32, rng: &mut SeededRng) -> Vec<f32> {
@@ -164,6 +170,13 @@ fn usize_of(v: u64) -> Result<usize> {
 impl Model {
     /// Lowers `network` (final form) with weights drawn from `seed`.
     pub fn new(network: &Network, device: &Device, seed: u64) -> Result<Model> {
+        let total = network.unique_params().unwrap_or(u64::MAX);
+        if total > MAX_PARAMS {
+            return Err(err(format!(
+                "network `{}` has {total} parameters, more than the {MAX_PARAMS} this runtime allocates",
+                network.name
+            )));
+        }
         let mut rng = rng_for(seed, 1);
         let mut weights = Vec::with_capacity(network.weights.len());
         for ws in &network.weights {
@@ -392,6 +405,28 @@ impl Model {
         self.head.eval_logits(&out.penultimate, &out.logits)
     }
 
+    /// Refuses a forward pass whose node values (all kept for backward) would exceed
+    /// [`MAX_ACTIVATIONS`] elements: an error that names the remedy, not an abort.
+    fn check_footprint(&self, batch: usize, t: usize) -> Result<()> {
+        let total = self
+            .net
+            .graph
+            .node_weights()
+            .map(|n| {
+                let per = n.out_shape.and_then(|s| s.features()).unwrap_or(0);
+                let steps = if n.domain == Some(Domain::Snn) { t } else { 1 };
+                per.saturating_mul((steps as u64).saturating_mul(batch as u64))
+            })
+            .fold(0u64, u64::saturating_add);
+        if total > MAX_ACTIVATIONS {
+            return Err(err(format!(
+                "network `{}` would hold {total} activations for a batch of {batch} over {t} steps, more than {MAX_ACTIVATIONS}: lower --batch or --timesteps",
+                self.net.name
+            )));
+        }
+        Ok(())
+    }
+
     /// Runs the network on images `x` `[B, C, H, W]` (intensities in [0, 1]).
     pub fn forward(
         &self,
@@ -407,10 +442,11 @@ impl Model {
         } else {
             opts.timesteps.max(1)
         };
+        self.check_footprint(b, t)?;
         let gamma = self.net.settings.surrogate_gamma;
         let mut values: Vec<Option<Tensor>> = vec![None; self.net.graph.node_count()];
         let mut activity = Vec::new();
-        let mut inputs_rec = Vec::new();
+        let mut input_rate = None;
         let mut max_input = vec![0f32; self.thresholds.len()];
         let mut penultimate = None;
         let out_node = self.net.output;
@@ -443,23 +479,21 @@ impl Model {
             let mut v = match &node.op {
                 Op::Input => x.clone(),
                 Op::Encode { encoding } => match (opts.as_ann, encoding) {
-                    (false, Encoding::Poisson) => fold_t(encode::poisson(first()?, t, rng)?)?,
+                    (false, Encoding::Poisson) => {
+                        let s = fold_t(encode::poisson(first()?, t, rng)?)?;
+                        if opts.record {
+                            input_rate = Some(s.mean_all()?.to_scalar::<f32>()?);
+                        }
+                        s
+                    }
                     _ => repeat_t(first()?, t)?,
                 },
                 Op::Conv { weights } | Op::Fc { weights } => {
                     let inp = first()?;
-                    if opts.record {
-                        inputs_rec.push(LayerInput {
-                            layer: node.name.clone(),
-                            step: node.step,
-                            domain: node.domain.unwrap_or(Domain::Ann),
-                            rate: nonzero_rate(inp)?,
-                        });
-                    }
                     let wt = self.weights[weights.0].as_tensor();
                     match self.net.weights[weights.0].kind {
                         LayerKind::Conv { stride, pad, .. } => {
-                            inp.conv2d(wt, usize_of(pad)?, usize_of(stride)?, 1, 1)?
+                            conv::conv2d(inp, wt, usize_of(stride)?, usize_of(pad)?)?
                         }
                         LayerKind::Fc { .. } => {
                             if n == out_node && snn && node.activation == Activation::None {
@@ -480,8 +514,8 @@ impl Model {
                     let k = usize_of(*window)?;
                     let s = usize_of(*stride)?;
                     match kind {
-                        PoolKind::Avg => first()?.avg_pool2d_with_stride(k, s)?,
-                        PoolKind::Max => first()?.max_pool2d_with_stride(k, s)?,
+                        PoolKind::Avg => pool::avg_pool2d(first()?, k, s)?,
+                        PoolKind::Max => pool::max_pool2d(first()?, k, s)?,
                     }
                 }
                 Op::Dropout { p } => {
@@ -544,8 +578,6 @@ impl Model {
                     if opts.as_ann {
                         v.relu()?
                     } else {
-                        let shape = v.shape().clone();
-                        let n_per_t = shape.elem_count() / t;
                         let (leak, reset) = if opts.integrate_and_fire {
                             (1.0, Reset::Subtract)
                         } else {
@@ -557,7 +589,7 @@ impl Model {
                             reset,
                             gamma,
                         };
-                        let s = standin::lif_scan(&v.reshape((t, n_per_t))?, p)?.reshape(shape)?;
+                        let s = neuron::lif_scan_steps(&v, t, &p)?;
                         if opts.record {
                             activity.push(SlotActivity {
                                 slot,
@@ -591,7 +623,7 @@ impl Model {
             penultimate,
             activity,
             max_input,
-            inputs: inputs_rec,
+            input_rate,
         })
     }
 }
@@ -637,10 +669,4 @@ fn dropout(x: &Tensor, p: f32, t: usize, rng: &mut SeededRng) -> Result<Tensor> 
     x.reshape(tb)?
         .broadcast_mul(&mask.unsqueeze(0)?)?
         .reshape(dims)
-}
-
-/// The fraction of non-zero entries of `x`.
-fn nonzero_rate(x: &Tensor) -> Result<f32> {
-    let nz = x.ne(0f32)?.to_dtype(DType::F32)?;
-    nz.mean_all()?.to_scalar::<f32>()
 }

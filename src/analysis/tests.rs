@@ -1,0 +1,364 @@
+//! Unit tests on hand-built final IR: Eq. 8 on hand-computed layers, the MAC/AC rule,
+//! shared parameters, activity and the EE identity.
+
+use super::*;
+use crate::ir::{Domain, Edge, EdgeKind, JoinMode, NeuronSpec, Settings, WeightId, WeightSet};
+use crate::syntax::span::Span;
+use petgraph::graph::DiGraph;
+
+const LIF: Activation = Activation::Spiking(NeuronSpec {
+    kind: NeuronKind::Lif,
+    leak: 0.99,
+    threshold: 1.0,
+    reset: crate::ir::Reset::Subtract,
+});
+
+/// A chain built by hand, shapes written out as computed by hand.
+struct Chain {
+    net: Network,
+}
+
+impl Chain {
+    fn new(input: Shape) -> Chain {
+        let mut graph = DiGraph::new();
+        let mut n = crate::ir::Node::new("Input", Op::Input, Activation::None, Span::default());
+        n.out_shape = Some(input);
+        let ix = graph.add_node(n);
+        Chain {
+            net: Network {
+                name: "Hand".into(),
+                span: Span::default(),
+                settings: Settings {
+                    input: Some(input),
+                    ..Settings::default()
+                },
+                weights: vec![],
+                graph,
+                input: ix,
+                output: ix,
+                repeats: vec![],
+                thresholds: vec![],
+            },
+        }
+    }
+
+    fn push(mut self, name: &str, op: Op, step: u32, act: Activation, out: Shape) -> Chain {
+        let mut n = crate::ir::Node::new(name, op, act, Span::default());
+        n.step = step;
+        n.out_shape = Some(out);
+        n.domain = Some(if matches!(act, Activation::Relu) {
+            Domain::Ann
+        } else {
+            Domain::Snn
+        });
+        let ix = self.net.graph.add_node(n);
+        self.net.graph.add_edge(
+            self.net.output,
+            ix,
+            Edge {
+                port: 0,
+                kind: EdgeKind::Main,
+            },
+        );
+        self.net.output = ix;
+        self
+    }
+
+    fn layer(mut self, name: &str, kind: LayerKind, act: Activation, out: Shape) -> Chain {
+        let (id, step) = match self.net.weights.iter().position(|w| w.name == name) {
+            Some(i) => (WeightId(i), self.net.applications(WeightId(i)) + 1),
+            None => {
+                self.net.weights.push(WeightSet {
+                    name: name.into(),
+                    kind,
+                    span: Span::default(),
+                });
+                (WeightId(self.net.weights.len() - 1), 1)
+            }
+        };
+        let op = match kind {
+            LayerKind::Conv { .. } => Op::Conv { weights: id },
+            LayerKind::Fc { .. } => Op::Fc { weights: id },
+        };
+        self.push(name, op, step, act, out)
+    }
+
+    fn conv(self, name: &str, i: u64, o: u64, k: u64, act: Activation, out: Shape) -> Chain {
+        let kind = LayerKind::Conv {
+            in_ch: i,
+            out_ch: o,
+            kernel: k,
+            stride: 1,
+            pad: k / 2,
+        };
+        self.layer(name, kind, act, out)
+    }
+
+    fn fc(self, name: &str, x: u64, y: u64, act: Activation) -> Chain {
+        let kind = LayerKind::Fc {
+            inputs: x,
+            outputs: y,
+        };
+        self.layer(name, kind, act, Shape::new(y, 1, 1))
+    }
+
+    fn pool(self, out: Shape) -> Chain {
+        let op = Op::Pool {
+            kind: PoolKind::Avg,
+            window: 2,
+            stride: 2,
+        };
+        self.push("Pool", op, 1, Activation::None, out)
+    }
+}
+
+fn s(c: u64, h: u64, w: u64) -> Shape {
+    Shape::new(c, h, w)
+}
+
+/// VGG3x2-like, all spiking: Conv1 LIF, Pool, Conv2 ×2 LIF, Pool, FC1 LIF, FC2 logits.
+fn all_spiking() -> Network {
+    Chain::new(s(3, 32, 32))
+        .conv("Conv1", 3, 64, 3, LIF, s(64, 32, 32))
+        .pool(s(64, 16, 16))
+        .conv("Conv2", 64, 64, 3, LIF, s(64, 16, 16))
+        .conv("Conv2", 64, 64, 3, LIF, s(64, 16, 16))
+        .pool(s(64, 8, 8))
+        .fc("FC1", 4096, 512, LIF)
+        .fc("FC2", 512, 10, Activation::None)
+        .net
+}
+
+fn uniform(rate: f64, t: u32) -> Options {
+    Options {
+        timesteps: Some(t),
+        activity: Activity::Uniform(rate),
+        energy: EnergyModel::INT32,
+    }
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-12 * a.abs().max(b.abs()).max(1.0)
+}
+
+#[test]
+fn eq8_on_hand_computed_layers() {
+    let conv = LayerKind::Conv {
+        in_ch: 3,
+        out_ch: 64,
+        kernel: 3,
+        stride: 1,
+        pad: 1,
+    };
+    // O² · N · k² · M = 32² · 3 · 9 · 64
+    assert_eq!(layer_ops(&conv, Some(s(64, 32, 32))), 1_769_472);
+    // Non-square output: O_h · O_w · N · k² · M = 7 · 3 · 16 · 25 · 8
+    let conv = LayerKind::Conv {
+        in_ch: 16,
+        out_ch: 8,
+        kernel: 5,
+        stride: 2,
+        pad: 0,
+    };
+    assert_eq!(layer_ops(&conv, Some(s(8, 7, 3))), 67_200);
+    let fc = LayerKind::Fc {
+        inputs: 4096,
+        outputs: 512,
+    };
+    assert_eq!(layer_ops(&fc, Some(s(512, 1, 1))), 2_097_152);
+}
+
+#[test]
+fn rows_params_and_depth() {
+    let e = estimate(&all_spiking(), &uniform(0.1, 25));
+    let names: Vec<_> = e.layers.iter().map(|l| (l.name.as_str(), l.step)).collect();
+    assert_eq!(
+        names,
+        [
+            ("Conv1", 1),
+            ("Pool", 1),
+            ("Conv2", 1),
+            ("Conv2", 2),
+            ("Pool", 1),
+            ("FC1", 1),
+            ("FC2", 1)
+        ]
+    );
+    let params: Vec<_> = e.layers.iter().map(|l| l.params).collect();
+    assert_eq!(params, [1728, 0, 36864, 0, 0, 2_097_152, 5120]);
+    assert_eq!(e.params, 1728 + 36864 + 2_097_152 + 5120);
+    assert_eq!(e.logical_depth, 5);
+    let ops: Vec<_> = e.layers.iter().map(|l| l.ops).collect();
+    // Conv2: 16² · 64 · 9 · 64 on both applications.
+    assert_eq!(
+        ops,
+        [1_769_472, 0, 9_437_184, 9_437_184, 0, 2_097_152, 5120]
+    );
+    let kinds: Vec<_> = e.layers.iter().map(|l| l.op).collect();
+    use OpKind::*;
+    assert_eq!(kinds, [Ac, None, Ac, Ac, None, Ac, Ac]);
+    assert_eq!(
+        e.flops_ann,
+        (1_769_472 + 2 * 9_437_184 + 2_097_152 + 5120) as f64
+    );
+}
+
+#[test]
+fn ee_identity_all_spiking() {
+    for (rate, t) in [(0.1, 25u32), (0.05, 10), (0.3, 100), (1.0, 1)] {
+        for energy in [EnergyModel::INT32, EnergyModel::FP32] {
+            let mut o = uniform(rate, t);
+            o.energy = energy;
+            let e = estimate(&all_spiking(), &o);
+            let expected = energy.e_mac / (energy.e_ac * rate * f64::from(t));
+            assert!(close(e.ee.unwrap(), expected), "{rate} {t}: {:?}", e.ee);
+            assert!(close(e.flops_snn, e.flops_ann * rate));
+        }
+    }
+    // Table I: 32 / (SA · T).
+    let e = estimate(&all_spiking(), &uniform(0.1, 25));
+    assert!(close(e.ee.unwrap(), 12.8));
+    assert!(estimate(&all_spiking(), &uniform(0.0, 25)).ee.is_none());
+}
+
+#[test]
+fn hybrid_relu_then_lif() {
+    // Conv1 ReLU (MAC, once), Conv2 LIF (AC), FC1 logits after LIF (AC).
+    let net = Chain::new(s(1, 4, 4))
+        .conv("Conv1", 1, 2, 3, Activation::Relu, s(2, 4, 4))
+        .conv("Conv2", 2, 2, 3, LIF, s(2, 4, 4))
+        .fc("FC1", 32, 3, Activation::None)
+        .net;
+    let e = estimate(&net, &uniform(0.5, 4));
+    let c1 = 16 * 2 * 9; // 288
+    let c2 = 16 * 2 * 9 * 2; // 576
+    let f1 = 32 * 3; // 96
+    assert_eq!(
+        e.layers.iter().map(|l| l.ops).collect::<Vec<_>>(),
+        [c1, c2, f1]
+    );
+    assert_eq!(
+        e.layers.iter().map(|l| l.op).collect::<Vec<_>>(),
+        [OpKind::Mac, OpKind::Ac, OpKind::Ac]
+    );
+    let e_snn = 288.0 * 3.2 + 576.0 * 0.5 * 0.1 * 4.0 + 96.0 * 0.5 * 0.1 * 4.0;
+    let e_ann = (288.0 + 576.0 + 96.0) * 3.2;
+    assert!(close(e.e_snn_pj, e_snn));
+    assert!(close(e.e_ann_pj, e_ann));
+    assert!(close(e.ee.unwrap(), e_ann / e_snn));
+    assert!(close(e.flops_snn, 288.0 + 576.0 * 0.5 + 96.0 * 0.5));
+}
+
+#[test]
+fn logits_after_relu_or_input_are_mac() {
+    // STDP style: spiking conv, ReLU FC1, logits FC2 → MAC.
+    let net = Chain::new(s(1, 2, 2))
+        .conv("Conv1", 1, 1, 1, LIF, s(1, 2, 2))
+        .fc("FC1", 4, 4, Activation::Relu)
+        .fc("FC2", 4, 2, Activation::None)
+        .net;
+    let e = estimate(&net, &uniform(0.2, 10));
+    let ops: Vec<_> = e.layers.iter().map(|l| l.op).collect();
+    assert_eq!(ops, [OpKind::Ac, OpKind::Mac, OpKind::Mac]);
+    assert!(close(
+        e.e_snn_pj,
+        4.0 * 0.2 * 0.1 * 10.0 + 16.0 * 3.2 + 8.0 * 3.2
+    ));
+    // A lone logits layer on the input.
+    let net = Chain::new(s(1, 2, 2)).fc("FC1", 4, 2, Activation::None).net;
+    let e = estimate(&net, &uniform(0.2, 10));
+    assert_eq!(e.layers[0].op, OpKind::Mac);
+    assert!(close(e.ee.unwrap(), 1.0));
+}
+
+#[test]
+fn measured_activity_scales_by_input_spikes() {
+    let mut rates = HashMap::new();
+    rates.insert(("Input".to_string(), 1), 0.4);
+    rates.insert(("Conv1".to_string(), 1), 0.2);
+    rates.insert(("Conv2".to_string(), 1), 0.1);
+    rates.insert(("Conv2".to_string(), 2), 0.05);
+    let o = Options {
+        timesteps: Some(2),
+        activity: Activity::Measured {
+            rates,
+            fallback: 0.3,
+        },
+        energy: EnergyModel::INT32,
+    };
+    let e = estimate(&all_spiking(), &o);
+    let sa: Vec<_> = e.layers.iter().map(|l| l.sa).collect();
+    // Conv1 ← input (0.4); Conv2@1 ← Conv1 through a pool (0.2); Conv2@2 ← Conv2@1 (0.1);
+    // FC1 ← Conv2@2 (0.05); FC2 ← FC1 (unmeasured: fallback 0.3).
+    assert_eq!(sa, [0.4, 1.0, 0.2, 0.1, 1.0, 0.05, 0.3]);
+    let conv2 = &e.layers[3];
+    assert!(close(conv2.energy_pj, 9_437_184.0 * 0.1 * 0.1 * 2.0));
+    assert_eq!(e.spike_rate, 0.3);
+}
+
+#[test]
+fn join_averages_rates_by_features() {
+    // Input (rate 0.4, 1×2×2 = 4 features) concatenated with Conv1 (rate 0.1, 3×2×2 = 12).
+    let mut c = Chain::new(s(1, 2, 2)).conv("Conv1", 1, 3, 1, LIF, s(3, 2, 2));
+    let conv1 = c.net.output;
+    let input = c.net.input;
+    c = c.push(
+        "Join→Conv2",
+        Op::Join {
+            mode: JoinMode::Concat,
+        },
+        1,
+        Activation::None,
+        s(4, 2, 2),
+    );
+    let join = c.net.output;
+    c.net.graph.add_edge(
+        input,
+        join,
+        Edge {
+            port: 1,
+            kind: EdgeKind::Skip,
+        },
+    );
+    let _ = conv1;
+    let net = c.conv("Conv2", 4, 4, 1, LIF, s(4, 2, 2)).net;
+    let mut rates = HashMap::new();
+    rates.insert(("Input".to_string(), 1), 0.4);
+    rates.insert(("Conv1".to_string(), 1), 0.1);
+    let o = Options {
+        timesteps: Some(1),
+        activity: Activity::Measured {
+            rates,
+            fallback: 0.0,
+        },
+        energy: EnergyModel::INT32,
+    };
+    let e = estimate(&net, &o);
+    assert_eq!(e.layers.len(), 2, "joins get no row");
+    assert!(close(e.layers[1].sa, (12.0 * 0.1 + 4.0 * 0.4) / 16.0));
+}
+
+#[test]
+fn timesteps_default_and_override() {
+    let mut net = all_spiking();
+    let mut o = uniform(0.1, 1);
+    o.timesteps = None;
+    assert_eq!(estimate(&net, &o).timesteps, DEFAULT_TIMESTEPS);
+    net.settings.timesteps = Some(10);
+    assert_eq!(estimate(&net, &o).timesteps, 10);
+    o.timesteps = Some(7);
+    assert_eq!(estimate(&net, &o).timesteps, 7);
+}
+
+#[test]
+fn huge_layers_saturate_without_panicking() {
+    let big = u64::MAX / 2;
+    let net = Chain::new(s(big, big, big))
+        .conv("Conv1", big, big, big, LIF, s(big, big, big))
+        .conv("Conv2", big, big, big, LIF, s(big, big, big))
+        .net;
+    let e = estimate(&net, &uniform(0.1, u32::MAX));
+    assert_eq!(e.layers[0].ops, u128::MAX);
+    assert_eq!(e.params, u64::MAX);
+    assert!(e.e_ann_pj.is_finite() && e.e_snn_pj.is_finite());
+}
