@@ -13,9 +13,10 @@ use snnc::ir::{Activation, Encoding, Network, NeuronKind, NeuronSpec, PoolKind, 
 use snnc::train::agd::{self, TrainConfig, TrainMethod};
 use snnc::train::checkpoint::{self, Meta};
 use snnc::train::conversion::{
-    self, backres_increasing, balance, energy, evaluate_ann, evaluate_snn, if_step, percentile,
-    Balance, ConversionConfig, RunSpec, Simulator, SplitImages,
+    self, backres_increasing, balance, energy, energy_from_rates, evaluate_ann, evaluate_snn,
+    if_step, percentile, Balance, ConversionConfig, RunSpec, Simulator, SplitImages,
 };
+use snnc::train::report::ActivityRecord;
 
 type R = Result<(), Box<dyn std::error::Error>>;
 
@@ -458,6 +459,17 @@ fn energy_matches_hand_computation() {
     assert!((a - 57.6).abs() < 1e-9);
     assert!((s - 7.5).abs() < 1e-9);
     assert!((ee - 7.68).abs() < 1e-9);
+    // Through `analysis::estimate`: FC1's SA is the Poisson input's rate (0.5), FC2's the
+    // spike rate of FC1 (0.25): the same 7.5 pJ.
+    let rates = [ActivityRecord {
+        layer: "FC1".into(),
+        step: 1,
+        spike_rate: 0.25,
+    }];
+    let (a, s, ee) = energy_from_rates(&net, &rates, 0.5, 10);
+    assert!((a - 57.6).abs() < 1e-6, "{a}");
+    assert!((s - 7.5).abs() < 1e-6, "{s}");
+    assert!((ee - 7.68).abs() < 1e-6, "{ee}");
 }
 
 #[test]

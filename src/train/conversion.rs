@@ -31,6 +31,7 @@ use petgraph::Direction;
 use rand::Rng;
 use serde::Serialize;
 
+use crate::analysis;
 use crate::backend::candle::encode::SeededRng;
 use crate::backend::candle::event::{ConvEvent, FcEvent, PathPolicy};
 use crate::backend::candle::model::rng_for as derive_rng;
@@ -973,9 +974,41 @@ pub struct TimestepResult {
     pub activity: Vec<ActivityRecord>,
     /// Per weighted layer application: the fraction of non-zero inputs per step (SA).
     pub input_activity: Vec<ActivityRecord>,
+    /// Eq. 10 / Eq. 11 by `snnc::analysis::estimate` with the measured spike rates (SA of a
+    /// layer = the rate of its input spikes; Table I energies).
     pub e_ann_pj: f64,
     pub e_snn_pj: f64,
     pub ee: f64,
+    /// Eq. 11 with SA = the measured fraction of non-zero inputs of each layer (after an
+    /// average pool this is larger than the spike rate), and the EE it gives.
+    pub e_snn_input_density_pj: f64,
+    pub ee_input_density: f64,
+}
+
+/// E_ANN, E_SNN and EE by `analysis::estimate` at latency `t` with measured spike rates
+/// (per layer and unroll step) and the Poisson input's measured rate.
+pub fn energy_from_rates(
+    net: &Network,
+    activity: &[ActivityRecord],
+    input_rate: f64,
+    t: usize,
+) -> (f64, f64, f64) {
+    let mut rates: HashMap<(String, u32), f64> = activity
+        .iter()
+        .filter(|a| a.spike_rate.is_finite())
+        .map(|a| ((a.layer.clone(), a.step), a.spike_rate.clamp(0.0, 1.0)))
+        .collect();
+    rates.insert(("Input".into(), 1), input_rate.clamp(0.0, 1.0));
+    let opts = analysis::Options {
+        timesteps: Some(u32::try_from(t).unwrap_or(u32::MAX)),
+        activity: analysis::Activity::Measured {
+            rates,
+            fallback: 1.0,
+        },
+        energy: analysis::EnergyModel::INT32,
+    };
+    let est = analysis::estimate(net, &opts);
+    (est.e_ann_pj, est.e_snn_pj, est.ee.unwrap_or(0.0))
 }
 
 /// What evaluating the SNN produced.
@@ -1027,6 +1060,10 @@ pub fn energy(net: &Network, sa: &[f64], timesteps: usize) -> (f64, f64, f64) {
     }
     let ee = if e_snn > 0.0 { e_ann / e_snn } else { 0.0 };
     (e_ann, e_snn, ee)
+}
+
+fn c_has_weights(net: &Network, n: NodeIndex) -> bool {
+    net.graph[n].op.weights().is_some()
 }
 
 fn correct(logits: &Tensor, labels: &Tensor) -> Result<usize> {
@@ -1119,7 +1156,7 @@ pub fn evaluate_snn(
         .zip(&right)
         .zip(&counters)
         .map(|((&t, &r), c)| {
-            let activity = sim
+            let activity: Vec<ActivityRecord> = sim
                 .net
                 .thresholds
                 .iter()
@@ -1149,7 +1186,18 @@ pub fn evaluate_snn(
                     spike_rate: sa[n.index()],
                 })
                 .collect();
-            let (e_ann, e_snn, ee) = energy(&sim.net, &sa, t);
+            // The Poisson input's rate: the input density of a layer fed by the encoder.
+            let input_rate = sim
+                .net
+                .graph
+                .node_indices()
+                .filter(|&e| matches!(sim.net.graph[e].op, Op::Encode { .. }))
+                .flat_map(|e| sim.net.graph.neighbors_directed(e, Direction::Outgoing))
+                .find(|&c| c_has_weights(&sim.net, c))
+                .map(|c| sa[c.index()])
+                .unwrap_or(1.0);
+            let (_, e_dens, ee_dens) = energy(&sim.net, &sa, t);
+            let (e_ann, e_snn, ee) = energy_from_rates(&sim.net, &activity, input_rate, t);
             TimestepResult {
                 timesteps: t,
                 test_accuracy: r as f64 / n,
@@ -1158,6 +1206,8 @@ pub fn evaluate_snn(
                 e_ann_pj: e_ann,
                 e_snn_pj: e_snn,
                 ee,
+                e_snn_input_density_pj: e_dens,
+                ee_input_density: ee_dens,
             }
         })
         .collect();
