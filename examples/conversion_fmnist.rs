@@ -5,7 +5,7 @@
 //! dense/event choice.
 //!
 //! ```text
-//! cargo run --release --example conversion_fmnist -- backres OUT_DIR [EPOCHS] [TEST_IMAGES]
+//! cargo run --release --example conversion_fmnist -- backres|unshared|FILE.snn OUT_DIR [EPOCHS] [TEST_IMAGES]
 //!     [BALANCE_IMAGES] [BALANCE_STEPS] [BALANCE] [TIME_IMAGES] [TRAIN_IMAGES]
 //! ```
 //! A finished ANN checkpoint in OUT_DIR (`ann.safetensors`) is reused.
@@ -63,7 +63,8 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> T {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let backres = args.get(1).map(|s| s != "unshared").unwrap_or(true);
+    let which = args.get(1).cloned().unwrap_or_else(|| "backres".into());
+    let backres = which != "unshared";
     let out = PathBuf::from(args.get(2).cloned().unwrap_or_else(|| "runs/conv".into()));
     let epochs: usize = arg(&args, 3, 1);
     let test_images: usize = arg(&args, 4, 1000);
@@ -74,7 +75,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let train_images: usize = arg(&args, 9, 60_000);
     std::fs::create_dir_all(&out)?;
 
-    let net = vgg(backres);
+    // A `.snn` file through the front end, or the built-in twin of the conversion networks.
+    let net = if which.ends_with(".snn") {
+        let src = std::fs::read_to_string(&which)?;
+        snnc::compile(&src)
+            .map_err(|_| format!("{which} does not compile (see `snnc check {which}`)"))?
+            .networks
+            .into_iter()
+            .next()
+            .ok_or("no network in the file")?
+    } else {
+        vgg(backres)
+    };
     let data = data::load(
         &DataSpec::FashionMnist(None),
         Some(train_images),
