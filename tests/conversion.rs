@@ -492,3 +492,64 @@ fn percentile_and_balance_parsing() {
     assert!("percentile:x".parse::<Balance>().is_err());
     assert!("median".parse::<Balance>().is_err());
 }
+
+/// Hybrid networks: a ReLU block before the spiking one (computed once, fed at every step)
+/// and one after it (fed the spike rates). The simulator's ANN mode equals the model's, the
+/// SNN runs, only the spiking layer is balanced, and at large T the SNN's logits approach
+/// the ANN's up to the balanced scale.
+#[test]
+fn hybrid_network_converts() -> R {
+    let net = NetBuilder::new("hyb", Shape::new(1, 4, 4), 10)
+        .fc("FC1", 16, 12, Activation::Relu)
+        .fc("FC2", 12, 12, if_neuron())
+        .fc("FC3", 12, 8, Activation::Relu)
+        .fc("FC4", 8, 3, Activation::None)
+        .build();
+    assert_eq!(net.thresholds.len(), 1);
+    let model = Model::new(&net, &dev(), 21)?;
+    let mut rng = derive_rng(4, 4);
+    let imgs: Vec<f32> = (0..8 * 16).map(|_| rng.0.random::<f32>()).collect();
+    let sp = split(imgs, vec![0; 8]);
+    let data = SplitImages::new(&sp, [1, 4, 4]);
+    let idx: Vec<usize> = (0..8).collect();
+    let (x, _) = agd::batch_tensors(&sp, [1, 4, 4], &idx, &dev())?;
+    let want = model.forward(&x, &ForwardOptions::ann(false), &mut derive_rng(0, 0))?;
+    let mut sim = Simulator::new(&model, Reset::Subtract, PathPolicy::Dense)?;
+    let ann = RunSpec {
+        ann: true,
+        checkpoints: vec![1],
+        stop: None,
+        collect: None,
+    };
+    let got = sim.run(&x, &ann, &mut derive_rng(0, 0))?;
+    let d = (&got.logits[0] - &want.logits)?
+        .abs()?
+        .max_all()?
+        .to_scalar::<f32>()?;
+    assert!(d < 1e-4, "{d}");
+    let th = balance(&mut sim, &data, &cfg(50))?;
+    assert_eq!(th.len(), 1);
+    assert!(th[0].threshold > 0.0);
+    // FC2 is fed the real-valued FC1 output at every step: the rate of its neurons is
+    // min(1, relu(W2·a1)/v) up to 1/T, so FC3's input is the ANN's FC2 output / v.
+    let snn = RunSpec {
+        ann: false,
+        checkpoints: vec![2000],
+        stop: None,
+        collect: None,
+    };
+    let s = sim.run(&x, &snn, &mut derive_rng(0, 0))?;
+    let (n, k) = s.logits[0].dims2()?;
+    assert_eq!((n, k), (8, 3));
+    let v: Vec<f32> = s.logits[0].flatten_all()?.to_vec1()?;
+    assert!(v.iter().all(|x| x.is_finite()));
+    let ann_pred = got.logits[0].argmax(1)?.to_vec1::<u32>()?;
+    let snn_pred = s.logits[0].argmax(1)?.to_vec1::<u32>()?;
+    let agree = ann_pred
+        .iter()
+        .zip(&snn_pred)
+        .filter(|(a, b)| a == b)
+        .count();
+    assert!(agree >= 6, "{ann_pred:?} vs {snn_pred:?}");
+    Ok(())
+}
