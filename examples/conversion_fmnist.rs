@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! cargo run --release --example conversion_fmnist -- backres|unshared|FILE.snn OUT_DIR [EPOCHS] [TEST_IMAGES]
-//!     [BALANCE_IMAGES] [BALANCE_STEPS] [BALANCE] [TIME_IMAGES] [TRAIN_IMAGES]
+//!     [BALANCE_IMAGES] [BALANCE_STEPS] [BALANCE] [TIME_IMAGES] [TRAIN_IMAGES] [T,T,...]
 //! ```
 //! A finished ANN checkpoint in OUT_DIR (`ann.safetensors`) is reused.
 
@@ -73,6 +73,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let balance: Balance = arg(&args, 7, Balance::MaxInput);
     let time_images: usize = arg(&args, 8, 200);
     let train_images: usize = arg(&args, 9, 60_000);
+    let eval_timesteps: Vec<usize> = args
+        .get(10)
+        .map(|s| s.split(',').filter_map(|t| t.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![50, 100, 250, 500]);
     std::fs::create_dir_all(&out)?;
 
     // A `.snn` file through the front end, or the built-in twin of the conversion networks.
@@ -132,7 +136,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         balance,
         balance_images,
         balance_steps,
-        eval_timesteps: vec![50, 100, 250, 500],
+        eval_timesteps,
         batch: 100,
         progress: true,
         seed: 1,
@@ -184,8 +188,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("         spike rates: {}", acts.join(", "));
     }
     println!(
-        "  SNN evaluation of {} images up to T = 500: {:.0} s ({} dense, {} event layer steps)",
-        conv.snn.images, conv.snn.seconds, conv.snn.dense_calls, conv.snn.event_calls
+        "  SNN evaluation of {} images up to T = {}: {:.0} s ({} dense, {} event layer steps)",
+        conv.snn.images,
+        conv.snn.results.last().map(|r| r.timesteps).unwrap_or(0),
+        conv.snn.seconds,
+        conv.snn.dense_calls,
+        conv.snn.event_calls
     );
     let json = serde_json::to_string_pretty(&conv.to_extra())?;
     std::fs::write(out.join("conversion.json"), json)?;
