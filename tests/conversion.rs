@@ -553,3 +553,82 @@ fn hybrid_network_converts() -> R {
     assert!(agree >= 6, "{ann_pred:?} vs {snn_pred:?}");
     Ok(())
 }
+
+/// `snnc train --method conversion`, then `snnc eval` on its checkpoint: the same SNN
+/// accuracy at the same T without balancing again; the report carries the conversion keys.
+#[test]
+fn cli_conversion_train_then_eval() -> R {
+    use std::process::Command;
+    let dir = tempfile::tempdir()?;
+    let snn = dir.path().join("tiny.snn");
+    std::fs::write(
+        &snn,
+        "network Tiny {\n  input 1x28x28\n  timesteps 20\n  \
+         neuron IF(threshold = 1.0, reset = subtract)\n  Conv1(1,4,3x3/2)\n  \
+         Conv2(4,4,3x3/1) x2\n  AvgPool(2x2/2)\n  FC1(196,10)\n}\n",
+    )?;
+    let out = dir.path().join("run");
+    let bin = env!("CARGO_BIN_EXE_snnc");
+    let snn_s = snn.to_str().ok_or("path")?;
+    let out_s = out.to_str().ok_or("path")?;
+    let train = Command::new(bin)
+        .args([
+            "train",
+            snn_s,
+            "--method",
+            "conversion",
+            "--data",
+            "embedded",
+            "--train-limit",
+            "200",
+            "--test-limit",
+            "40",
+            "--balance-images",
+            "16",
+            "--balance-steps",
+            "10",
+            "--eval-timesteps",
+            "5,20",
+            "--out",
+            out_s,
+        ])
+        .output()?;
+    let err = String::from_utf8_lossy(&train.stderr).to_string();
+    assert!(train.status.success(), "{err}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json"))?)?;
+    assert_eq!(report["method"], "conversion");
+    assert_eq!(
+        report["thresholds"].as_array().ok_or("thresholds")?.len(),
+        3
+    );
+    assert_eq!(report["thresholds"][2]["layer"], "Conv2");
+    assert_eq!(report["thresholds"][2]["step"], 2);
+    assert!(report["ann_test_accuracy"].is_number());
+    let runs = report["conversion"].as_array().ok_or("conversion")?;
+    assert_eq!(runs.len(), 2);
+    let acc = runs[1]["test_accuracy"].as_f64().ok_or("acc")?;
+    let weights = out.join("weights.safetensors");
+    let eval = Command::new(bin)
+        .args([
+            "eval",
+            snn_s,
+            "--weights",
+            weights.to_str().ok_or("path")?,
+            "--data",
+            "embedded",
+            "--test-limit",
+            "40",
+            "--timesteps",
+            "20",
+        ])
+        .output()?;
+    let text = String::from_utf8_lossy(&eval.stdout).to_string();
+    assert!(eval.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("accuracy {:.2}%", 100.0 * acc)),
+        "{text} vs {acc}"
+    );
+    assert!(text.contains("conversion, IF, T = 20"), "{text}");
+    Ok(())
+}

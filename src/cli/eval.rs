@@ -1,6 +1,7 @@
 //! `snnc eval`: load trained weights into a network and report test accuracy and the spike
 //! activity per layer and unroll step. The checkpoint's `meta.method` decides whether the
-//! network runs as an SNN (`agd`) or as its ANN baseline (`ann`). Exit status as for `train`.
+//! network runs as an SNN (`agd`), as its ANN baseline (`ann`), or as the converted SNN with
+//! its balanced thresholds (`conversion`). Exit status as for `train`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +58,9 @@ fn run_inner(args: EvalArgs) -> Result<(), Fail> {
             1,
         )
     })?;
+    if meta.method == "conversion" {
+        return eval_conversion(&model, &map, &meta, &args, &net.name);
+    }
     let method = if meta.method == "ann" {
         TrainMethod::Ann
     } else {
@@ -86,5 +90,46 @@ fn run_inner(args: EvalArgs) -> Result<(), Fail> {
         ev.images_per_s
     );
     print_activity(&ev.activity);
+    Ok(())
+}
+
+/// A conversion checkpoint: the SNN with its balanced thresholds and IF neurons, step by
+/// step (no balancing again).
+fn eval_conversion(
+    model: &Model,
+    map: &std::collections::HashMap<String, candle_core::Tensor>,
+    meta: &checkpoint::Meta,
+    args: &EvalArgs,
+    name: &str,
+) -> Result<(), Fail> {
+    use crate::backend::candle::event::PathPolicy;
+    use crate::train::conversion::{self, Simulator, SplitImages};
+    let t = args
+        .timesteps
+        .or(model.network().settings.timesteps.map(|t| t as usize))
+        .unwrap_or(100);
+    if t == 0 || args.batch == 0 {
+        return Err(Fail("--timesteps and --batch must be at least 1".into(), 2));
+    }
+    let data = load_data(args.data.as_deref(), Some(0), args.test_limit)?;
+    agd::check_data(model, &data).map_err(|e| Fail(e.to_string(), 1))?;
+    let reset = conversion::checkpoint_reset(map).map_err(|e| Fail(e.to_string(), 1))?;
+    let sim =
+        Simulator::new(model, reset, PathPolicy::default()).map_err(|e| Fail(e.to_string(), 1))?;
+    let test = SplitImages::new(&data.test, data.shape);
+    let ev = conversion::evaluate_snn(&sim, &test, &[t], args.batch, meta.seed, true)
+        .map_err(|e| Fail(e.to_string(), 1))?;
+    let r = &ev.results[0];
+    println!(
+        "`{name}` (conversion, IF, T = {t}): accuracy {:.2}% on {} test images, {:.1} images/s",
+        100.0 * r.test_accuracy,
+        ev.images,
+        ev.images as f64 / ev.seconds.max(1e-9)
+    );
+    print_activity(&r.activity);
+    println!(
+        "energy: E_ANN {:.3e} pJ, E_SNN {:.3e} pJ, EE = {:.2}",
+        r.e_ann_pj, r.e_snn_pj, r.ee
+    );
     Ok(())
 }

@@ -13,8 +13,10 @@ use serde::Deserialize;
 
 use crate::backend::candle::model::Model;
 use crate::data::{self, DataSpec, Dataset};
-use crate::ir::{Method, Network};
+use crate::ir::{Method, Network, Reset};
 use crate::train::agd::{self, OptimizerKind, TrainConfig, TrainError, TrainMethod};
+use crate::train::checkpoint;
+use crate::train::conversion;
 use crate::train::optim::LrSchedule;
 use crate::train::report::{self, ActivityRecord};
 
@@ -23,6 +25,15 @@ use crate::train::report::{self, ActivityRecord};
 pub enum MethodArg {
     Agd,
     Ann,
+    /// Train the ANN, then balance IF thresholds and evaluate the SNN.
+    Conversion,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResetArg {
+    Subtract,
+    Zero,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
@@ -50,7 +61,8 @@ pub struct TrainArgs {
     /// Which network of the file (default: the only one, or the first).
     #[arg(long)]
     pub network: Option<String>,
-    /// agd (surrogate gradients) or ann (the same topology with ReLU and T = 1).
+    /// agd (surrogate gradients), ann (the same topology with ReLU and T = 1) or conversion
+    /// (the ANN, then balanced IF thresholds).
     #[arg(long, value_enum)]
     pub method: Option<MethodArg>,
     /// The data set: fashion-mnist[:DIR], mnist:DIR, cifar10:DIR or embedded (default:
@@ -93,6 +105,25 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(default)]
     pub resume: bool,
+    /// Conversion: training images presented while balancing thresholds (default 256).
+    #[arg(long)]
+    #[serde(alias = "balance_images")]
+    pub balance_images: Option<u32>,
+    /// Conversion: time steps of each balancing run (default 100).
+    #[arg(long)]
+    #[serde(alias = "balance_steps")]
+    pub balance_steps: Option<u32>,
+    /// Conversion: `max` (largest input, Sengupta et al.) or `percentile[:P]` (Rueckauer
+    /// et al., default P = 99.9).
+    #[arg(long)]
+    pub balance: Option<conversion::Balance>,
+    /// Conversion: reset of the IF neurons (default subtract).
+    #[arg(long, value_enum)]
+    pub reset: Option<ResetArg>,
+    /// Conversion: latencies T at which the SNN is evaluated (default 50,100,250,500).
+    #[arg(long, value_delimiter = ',')]
+    #[serde(alias = "eval_timesteps")]
+    pub eval_timesteps: Option<Vec<usize>>,
     /// A TOML file whose `[train]` table holds defaults for these flags.
     #[arg(long)]
     #[serde(skip)]
@@ -200,7 +231,12 @@ fn merge(mut args: TrainArgs) -> Result<TrainArgs, Fail> {
         seed,
         train_limit,
         test_limit,
-        out
+        out,
+        balance_images,
+        balance_steps,
+        balance,
+        reset,
+        eval_timesteps
     );
     args.resume |= t.resume;
     Ok(args)
@@ -217,12 +253,18 @@ fn run_inner(args: TrainArgs) -> Result<(), Fail> {
     crate::backend::candle::alloc::tune_malloc();
     let args = merge(args)?;
     let net = load_network(&args.file, args.network.as_deref())?;
+    let conversion = matches!(
+        (args.method, net.settings.method),
+        (Some(MethodArg::Conversion), _) | (None, Method::Conversion)
+    );
     let method = match (args.method, net.settings.method) {
-        (Some(MethodArg::Ann), _) => TrainMethod::Ann,
+        (Some(MethodArg::Ann | MethodArg::Conversion), _) | (None, Method::Conversion) => {
+            TrainMethod::Ann
+        }
         (Some(MethodArg::Agd), _) | (None, Method::Agd) => TrainMethod::Agd,
         (None, m) => {
             return Err(Fail::usage(format!(
-                "network `{}` asks for method {m:?}, which `snnc train` does not offer yet; pass --method agd or ann",
+                "network `{}` asks for method {m:?}, which `snnc train` does not offer yet; pass --method agd, ann or conversion",
                 net.name
             )))
         }
@@ -234,10 +276,20 @@ fn run_inner(args: TrainArgs) -> Result<(), Fail> {
     if timesteps == 0 || args.batch == Some(0) {
         return Err(Fail::usage("--timesteps and --batch must be at least 1"));
     }
+    let conv_cfg = if conversion {
+        Some(conversion_config(&args)?)
+    } else {
+        None
+    };
+    let method_name = if conversion {
+        "conversion"
+    } else {
+        method.name()
+    };
     let out = args
         .out
         .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", net.name, method.name())));
+        .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", net.name, method_name)));
     let epochs = args.epochs.unwrap_or(1);
     let cfg = TrainConfig {
         method,
@@ -285,13 +337,16 @@ fn run_inner(args: TrainArgs) -> Result<(), Fail> {
         cfg.epochs,
         out.display()
     );
-    let report = agd::train(&mut model, &data, &cfg).map_err(|e| match e {
+    let mut report = agd::train(&mut model, &data, &cfg).map_err(|e| match e {
         TrainError::Io(e) => Fail::usage(e.to_string()),
         e @ (TrainError::NonFinite { .. } | TrainError::Data(_) | TrainError::NoGradient(_)) => {
             Fail::input(e.to_string())
         }
         e => Fail::usage(e.to_string()),
     })?;
+    if let Some(cc) = &conv_cfg {
+        convert(&mut model, &data, cc, &mut report, &out)?;
+    }
     report::plot_training(&report.epochs, &out.join("training.svg"))
         .map_err(|e| Fail::usage(e.to_string()))?;
     report::plot_activity(&report.activity, &out.join("activity.svg"))
@@ -316,6 +371,84 @@ fn run_inner(args: TrainArgs) -> Result<(), Fail> {
         en.e_ann_pj, en.e_snn_pj, en.ee
     );
     println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// The conversion settings from the flags.
+fn conversion_config(args: &TrainArgs) -> Result<conversion::ConversionConfig, Fail> {
+    let d = conversion::ConversionConfig::default();
+    let balance = args.balance.unwrap_or(d.balance);
+    let c = conversion::ConversionConfig {
+        balance,
+        balance_images: args.balance_images.map_or(d.balance_images, |n| n as usize),
+        balance_steps: args.balance_steps.map_or(d.balance_steps, |n| n as usize),
+        reset: match args.reset {
+            Some(ResetArg::Zero) => Reset::Zero,
+            _ => Reset::Subtract,
+        },
+        eval_timesteps: args.eval_timesteps.clone().unwrap_or(d.eval_timesteps),
+        batch: args.batch.unwrap_or(d.batch),
+        seed: args.seed.unwrap_or(0),
+        progress: true,
+        ..d
+    };
+    if c.balance_images == 0 || c.balance_steps == 0 || c.eval_timesteps.contains(&0) {
+        return Err(Fail::usage(
+            "--balance-images, --balance-steps and --eval-timesteps must be at least 1",
+        ));
+    }
+    Ok(c)
+}
+
+/// Conversion after the ANN phase: balance, evaluate the SNN, write the checkpoint (ANN
+/// weights + thresholds) and the report.
+fn convert(
+    model: &mut Model,
+    data: &Dataset,
+    cc: &conversion::ConversionConfig,
+    report: &mut report::Report,
+    out: &Path,
+) -> Result<(), Fail> {
+    let train = conversion::SplitImages::new(&data.train, data.shape);
+    let test = conversion::SplitImages::new(&data.test, data.shape);
+    eprintln!(
+        "balancing thresholds ({}, {} images × {} steps), then the SNN at T = {:?}",
+        cc.balance, cc.balance_images, cc.balance_steps, cc.eval_timesteps
+    );
+    let conv =
+        conversion::convert(model, &train, &test, cc).map_err(|e| Fail::input(e.to_string()))?;
+    let meta = checkpoint::Meta {
+        epoch: report.epochs.len(),
+        seed: cc.seed,
+        network: report.network.clone(),
+        method: "conversion".into(),
+    };
+    conversion::save_checkpoint(model, cc.reset, &checkpoint::weights_path(out), &meta)
+        .map_err(|e| Fail::usage(e.to_string()))?;
+    conversion::apply_to_report(report, &conv);
+    report
+        .write_json(&out.join("report.json"))
+        .map_err(|e| Fail::usage(e.to_string()))?;
+    println!("ANN test accuracy {:.2}%", 100.0 * conv.ann_test_accuracy);
+    for t in &conv.thresholds {
+        println!(
+            "  v_thresh {:<10} step {:>2}  {:.4}",
+            t.layer, t.step, t.threshold
+        );
+    }
+    for (l, inc) in &conv.backres_increasing {
+        println!("  {l}: v_thresh,1 < v_thresh,2 < … holds: {inc}");
+    }
+    for r in &conv.snn.results {
+        println!(
+            "SNN T = {:>4}: accuracy {:6.2}% (conversion loss {:+.2} points), E_SNN {:.3e} pJ, EE = {:.2}",
+            r.timesteps,
+            100.0 * r.test_accuracy,
+            100.0 * (conv.ann_test_accuracy - r.test_accuracy),
+            r.e_snn_pj,
+            r.ee
+        );
+    }
     Ok(())
 }
 

@@ -129,6 +129,14 @@ impl std::str::FromStr for Balance {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Balance {
+    /// The same text as [`std::str::FromStr`] (`balance = "percentile:99"` in a config file).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl std::fmt::Display for Balance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
