@@ -268,10 +268,14 @@ pub fn plot_activity(activity: &[ActivityRecord], path: &Path) -> Result<(), Plo
     let labels: Vec<String> = activity
         .iter()
         .map(|a| {
-            if a.step <= 1 {
-                a.layer.clone()
-            } else {
+            // `Conv2@1`, `Conv2@2` for a layer applied more than once; the bare name otherwise.
+            let repeated = activity
+                .iter()
+                .any(|b| b.layer == a.layer && b.step != a.step);
+            if repeated {
                 format!("{}@{}", a.layer, a.step)
+            } else {
+                a.layer.clone()
             }
         })
         .collect();
@@ -280,7 +284,7 @@ pub fn plot_activity(activity: &[ActivityRecord], path: &Path) -> Result<(), Plo
         .margin(10)
         .x_label_area_size(60)
         .y_label_area_size(55)
-        .build_cartesian_2d((0..n).into_segmented(), 0.0..y_hi)
+        .build_cartesian_2d((0..n - 1).into_segmented(), 0.0..y_hi)
         .map_err(&err)?;
     chart
         .configure_mesh()
