@@ -35,7 +35,7 @@ use crate::analysis;
 use crate::backend::candle::encode::SeededRng;
 use crate::backend::candle::event::{ConvEvent, FcEvent, PathPolicy};
 use crate::backend::candle::model::rng_for as derive_rng;
-use crate::backend::candle::model::Model;
+use crate::backend::candle::model::{self, Model};
 use crate::data::Split;
 use crate::ir::{
     Activation, BoundaryKind, Domain, Encoding, JoinMode, LayerKind, Network, Op, PoolKind, Reset,
@@ -374,17 +374,7 @@ impl Simulator {
     }
 
     pub fn set_threshold(&mut self, slot: SlotId, value: f32) -> Result<()> {
-        if !(value.is_finite() && value > 0.0) {
-            return Err(err(format!(
-                "threshold {value} must be positive and finite"
-            )));
-        }
-        let t = self
-            .thresholds
-            .get_mut(slot.0)
-            .ok_or_else(|| err(format!("no threshold slot {}", slot.0)))?;
-        *t = value;
-        Ok(())
+        model::set_slot_threshold(&mut self.thresholds, slot, value)
     }
 
     /// Slots in the order of their nodes in the topological order.

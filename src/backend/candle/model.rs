@@ -301,17 +301,7 @@ impl Model {
     }
 
     pub fn set_threshold(&mut self, slot: SlotId, value: f32) -> Result<()> {
-        if !(value.is_finite() && value > 0.0) {
-            return Err(err(format!(
-                "threshold {value} must be positive and finite"
-            )));
-        }
-        let t = self
-            .thresholds
-            .get_mut(slot.0)
-            .ok_or_else(|| err(format!("no threshold slot {}", slot.0)))?;
-        *t = value;
-        Ok(())
+        set_slot_threshold(&mut self.thresholds, slot, value)
     }
 
     /// The checkpoint name of a slot's threshold: `threshold.<layer>.<step>`.
@@ -669,4 +659,19 @@ fn dropout(x: &Tensor, p: f32, t: usize, rng: &mut SeededRng) -> Result<Tensor> 
     x.reshape(tb)?
         .broadcast_mul(&mask.unsqueeze(0)?)?
         .reshape(dims)
+}
+
+/// Sets one slot of a per-slot threshold table: the value must be positive and finite and the
+/// slot must exist. Shared by the model and the conversion simulator.
+pub fn set_slot_threshold(thresholds: &mut [f32], slot: SlotId, value: f32) -> Result<()> {
+    if !(value.is_finite() && value > 0.0) {
+        return Err(err(format!(
+            "threshold {value} must be positive and finite"
+        )));
+    }
+    let t = thresholds
+        .get_mut(slot.0)
+        .ok_or_else(|| err(format!("no threshold slot {}", slot.0)))?;
+    *t = value;
+    Ok(())
 }
