@@ -38,8 +38,7 @@ use crate::backend::candle::model::rng_for as derive_rng;
 use crate::backend::candle::model::{self, Model};
 use crate::data::Split;
 use crate::ir::{
-    Activation, BoundaryKind, Domain, Encoding, JoinMode, LayerKind, Network, Op, PoolKind, Reset,
-    SlotId,
+    Activation, BoundaryKind, Domain, Encoding, LayerKind, Network, Op, PoolKind, Reset, SlotId,
 };
 use crate::train::agd::batch_tensors;
 use crate::train::checkpoint::{self, Meta};
@@ -632,29 +631,7 @@ impl Simulator {
                 }
             }
             Op::Dropout { .. } => first()?,
-            Op::Join { mode } => {
-                let rank = ins.iter().map(|t| t.rank()).min().unwrap_or(2);
-                let ins: Vec<Tensor> = if ins.iter().any(|t| t.rank() != rank) {
-                    ins.iter()
-                        .map(|t| t.flatten_from(1))
-                        .collect::<Result<_>>()?
-                } else {
-                    ins.clone()
-                };
-                match mode {
-                    JoinMode::Concat => Tensor::cat(&ins, 1)?,
-                    JoinMode::Add => {
-                        let mut acc = ins
-                            .first()
-                            .cloned()
-                            .ok_or_else(|| err("join without inputs"))?;
-                        for i in &ins[1..] {
-                            acc = (acc + i)?;
-                        }
-                        acc
-                    }
-                }
-            }
+            Op::Join { mode } => model::join(ins.clone(), *mode)?,
             Op::Boundary { .. } => first()?,
             Op::Layer { .. } => {
                 return Err(err(format!(

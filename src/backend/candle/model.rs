@@ -516,29 +516,7 @@ impl Model {
                         inp.clone()
                     }
                 }
-                Op::Join { mode } => {
-                    let rank = ins.iter().map(|t| t.rank()).min().unwrap_or(2);
-                    let ins: Vec<Tensor> = if ins.iter().any(|t| t.rank() != rank) {
-                        ins.iter()
-                            .map(|t| t.flatten_from(1))
-                            .collect::<Result<_>>()?
-                    } else {
-                        ins
-                    };
-                    match mode {
-                        JoinMode::Concat => Tensor::cat(&ins, 1)?,
-                        JoinMode::Add => {
-                            let mut acc = ins
-                                .first()
-                                .cloned()
-                                .ok_or_else(|| err("join without inputs"))?;
-                            for i in &ins[1..] {
-                                acc = (acc + i)?;
-                            }
-                            acc
-                        }
-                    }
-                }
+                Op::Join { mode } => join(ins, *mode)?,
                 Op::Boundary { kind } => match kind {
                     BoundaryKind::AnnToSnn => repeat_t(first()?, t)?,
                     BoundaryKind::SnnToAnn => mean_over_t(first()?, t)?,
@@ -674,4 +652,30 @@ pub fn set_slot_threshold(thresholds: &mut [f32], slot: SlotId, value: f32) -> R
         .ok_or_else(|| err(format!("no threshold slot {}", slot.0)))?;
     *t = value;
     Ok(())
+}
+
+/// Joins the main input with the skip inputs (in port order): concatenation along channels or
+/// features, or addition. Inputs of different rank (a map joining an FC input) are flattened first.
+pub fn join(ins: Vec<Tensor>, mode: JoinMode) -> Result<Tensor> {
+    let rank = ins.iter().map(|t| t.rank()).min().unwrap_or(2);
+    let ins: Vec<Tensor> = if ins.iter().any(|t| t.rank() != rank) {
+        ins.iter()
+            .map(|t| t.flatten_from(1))
+            .collect::<Result<_>>()?
+    } else {
+        ins
+    };
+    match mode {
+        JoinMode::Concat => Tensor::cat(&ins, 1),
+        JoinMode::Add => {
+            let mut acc = ins
+                .first()
+                .cloned()
+                .ok_or_else(|| err("join without inputs"))?;
+            for i in &ins[1..] {
+                acc = (acc + i)?;
+            }
+            Ok(acc)
+        }
+    }
 }
