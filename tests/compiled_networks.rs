@@ -10,7 +10,7 @@ use rand::Rng;
 use snnc::backend::candle::model::{rng_for, ForwardOptions, ForwardOutput, Model};
 use snnc::backend::candle::netbuild::NetBuilder;
 use snnc::backend::candle::neuron::{lif_scan_reference, NeuronParams};
-use snnc::ir::{Activation, JoinMode, Network, NeuronKind, NeuronSpec, PoolKind, Reset, Shape};
+use snnc::ir::{Activation, JoinMode, Network, NeuronKind, NeuronSpec, Reset, Shape};
 
 type R = Result<(), Box<dyn std::error::Error>>;
 
