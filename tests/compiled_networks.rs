@@ -35,7 +35,7 @@ fn model(net: &Network, seed: u64) -> Model {
     Model::new(net, &dev(), seed).expect("the network lowers")
 }
 
-/// Evaluation-mode forward at T steps (no dropout, deterministic for direct coding).
+/// Evaluation-mode forward at T steps (no dropout; deterministic for direct coding).
 fn forward_eval(m: &Model, x: &Tensor, t: usize) -> ForwardOutput {
     m.forward(x, &ForwardOptions::snn(t, false), &mut rng_for(0, 0))
         .expect("forward")
@@ -498,9 +498,7 @@ fn every_network_runs(sub: &str, classes: usize) -> usize {
             let m = model(net, 0);
             let s = m.input_shape().expect("an input");
             let x = image(1, s.c as usize, s.h as usize, s.w as usize, 0);
-            let out = m
-                .forward(&x, &ForwardOptions::snn(2, false), &mut rng_for(0, 0))
-                .unwrap_or_else(|e| panic!("{} {}: {e}", f.display(), net.name));
+            let out = forward_eval(&m, &x, 2);
             assert_eq!(m.classes(), classes, "{}", f.display());
             assert_eq!(out.logits.dims(), &[1, classes], "{}", f.display());
             let eval = m.eval_logits(&out).expect("classifier");
