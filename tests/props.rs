@@ -48,6 +48,66 @@ fn segments() -> impl Strategy<Value = Vec<Segment>> {
     )
 }
 
+/// What any compilation must satisfy, whatever the input: a program comes back exactly when
+/// there are no errors (checked by what each side holds, not by `is_some`), a returned program
+/// is in final form (every node resolved, shaped and in a domain; one threshold slot per
+/// spiking node, pointing at it), and every error carries a `snnc::` code and labels that lie
+/// inside the source text.
+fn check_outcome(
+    text: &str,
+    program: &Option<snnc::ir::Program>,
+    diags: &snnc::diagnostics::Diagnostics,
+) -> Result<(), TestCaseError> {
+    let errors: Vec<_> = diags.iter().filter(|d| d.is_error()).collect();
+    prop_assert_eq!(errors.len(), diags.error_count());
+    match program {
+        Some(p) => {
+            prop_assert!(errors.is_empty(), "a program with errors: {}", diags);
+            prop_assert!(!p.networks.is_empty());
+            for net in &p.networks {
+                let mut spiking = 0;
+                for n in net.graph.node_indices() {
+                    let node = &net.graph[n];
+                    prop_assert!(
+                        !matches!(node.op, snnc::ir::Op::Layer { .. }),
+                        "{} unresolved",
+                        node.name
+                    );
+                    prop_assert!(
+                        node.out_shape.is_some() && node.domain.is_some(),
+                        "{} not shaped",
+                        node.name
+                    );
+                    if node.is_spiking() {
+                        spiking += 1;
+                        let slot = node.slot.ok_or_else(|| {
+                            TestCaseError::fail(format!("{} has no slot", node.name))
+                        })?;
+                        prop_assert_eq!(net.thresholds[slot.0].node, n);
+                    }
+                }
+                prop_assert_eq!(net.thresholds.len(), spiking);
+            }
+        }
+        None => {
+            prop_assert!(!errors.is_empty(), "no program and no error");
+            for d in errors {
+                prop_assert!(d.code().starts_with("snnc::"), "code `{}`", d.code());
+                for l in d.labels() {
+                    prop_assert!(
+                        l.offset() + l.len() <= text.len(),
+                        "{}: label {:?} outside {} bytes",
+                        d.code(),
+                        l,
+                        text.len()
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -85,7 +145,7 @@ proptest! {
         match snnc::syntax::decode(&bytes) {
             Ok(text) => {
                 let (program, diags) = snnc::compile_with_diagnostics(text, None);
-                prop_assert!(program.is_some() || diags.has_errors());
+                check_outcome(text, &program, &diags)?;
                 let _ = diags.render_text("r.snn", text, 100, false);
             }
             Err(d) => prop_assert!(d.has_errors()),
@@ -96,7 +156,7 @@ proptest! {
     fn token_soup_never_panics(toks in prop::collection::vec(prop::sample::select(TOKENS.to_vec()), 0..60)) {
         let text = format!("network S {{\n input 4x8x8\n{}\n}}", toks.join(" "));
         let (program, diags) = snnc::compile_with_diagnostics(&text, None);
-        prop_assert!(program.is_some() != diags.has_errors());
+        check_outcome(&text, &program, &diags)?;
         // Internal errors are compiler bugs: never reported for any input.
         prop_assert!(!diags.codes().iter().any(|c| c.contains("invariant") || c.contains("internal")), "{}", diags);
         let _ = diags.render_text("s.snn", &text, 100, false);
@@ -118,7 +178,7 @@ proptest! {
         }
         let text: String = chars.into_iter().collect();
         let (program, diags) = snnc::compile_with_diagnostics(&text, None);
-        prop_assert!(program.is_some() != diags.has_errors());
+        check_outcome(&text, &program, &diags)?;
         prop_assert!(!diags.codes().iter().any(|c| c.contains("invariant") || c.contains("internal")), "{}", diags);
         let _ = diags.render_text("m.snn", &text, 100, false);
         let _ = diags.to_json("m.snn", &text);

@@ -314,9 +314,30 @@ fn tiny_training_learns_and_is_deterministic() -> R {
     let last = r.epochs.last().unwrap();
     assert!(last.loss < first.loss, "{:?}", r.epochs);
     assert!(last.test_accuracy > 0.6, "chance is 0.25: {:?}", r.epochs);
-    assert!(!r.activity.is_empty() && r.activity[0].spike_rate > 0.0);
+    // The report's activity: the Poisson input, whose rate is the mean test intensity
+    // (128·64·4 Bernoulli draws: σ ≈ 0.003), then Conv1, strictly between silent and saturated.
+    let names: Vec<_> = r
+        .activity
+        .iter()
+        .map(|a| (a.layer.as_str(), a.step))
+        .collect();
+    assert_eq!(names, [("Input", 1), ("Conv1", 1)]);
+    let mean = d.test.images.iter().map(|&v| v as f64).sum::<f64>() / d.test.images.len() as f64;
+    let (r_in, r_c1) = (r.activity[0].spike_rate, r.activity[1].spike_rate);
+    assert!(
+        (r_in - mean).abs() < 0.015,
+        "input rate {r_in} vs mean intensity {mean}"
+    );
+    assert!(r_c1 > 0.0 && r_c1 < 1.0, "Conv1 rate {r_c1}");
+    // Eq. 10/11 by hand: Conv1(1,8,3x3) at 8×8 is 9·8·64 = 4608 ops, FC1(128,4) 512 ops;
+    // E_ANN = 5120·3.2 pJ, E_SNN = 0.1 pJ·T·(4608·r_in + 512·r_Conv1) at T = 4.
     let e = r.energy.clone();
-    assert!(e.e_ann_pj > 0.0 && e.e_snn_pj > 0.0);
+    let e_snn = 0.1 * 4.0 * (4608.0 * r_in + 512.0 * r_c1);
+    assert!((e.e_ann_pj - 5120.0 * 3.2).abs() < 1e-6, "{e:?}");
+    assert!(
+        (e.e_snn_pj - e_snn).abs() < 1e-6 * e_snn,
+        "{e:?} vs {e_snn}"
+    );
     // One seed, the same numbers; another seed, other numbers.
     assert_eq!(
         run(7).epochs.iter().map(|e| e.loss).collect::<Vec<_>>(),
@@ -485,6 +506,65 @@ fn stochmax_training_learns() -> R {
     assert!(m.vars().iter().any(|(n, _)| n.starts_with("stochmax.")));
     let r = agd::train(&mut m, &d, &cfg(3))?;
     assert!(r.test_accuracy > 0.6, "chance is 0.25: {:?}", r.epochs);
+    // The head was trained: every stochmax parameter moved from its seeded initial value.
+    let init = Model::new(&net, &dev(), 3)?;
+    for (name, v) in m
+        .vars()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("stochmax."))
+    {
+        let v0 = init.vars().into_iter().find(|(n, _)| *n == name).unwrap().1;
+        assert!(
+            max_abs_diff(v.as_tensor(), v0.as_tensor()) > 1e-4,
+            "{name} did not move"
+        );
+    }
+    // Predictions follow the test-time rule log σ(W_ρ h + b_ρ) + o, computed by hand here, and
+    // ρ is not uniform over the classes (it shifts the logits by different amounts).
+    let idx: Vec<usize> = (0..d.test.len()).collect();
+    let (x, y) = agd::batch_tensors(&d.test, [1, 8, 8], &idx, &dev())?;
+    let out = m.forward(&x, &ForwardOptions::snn(4, false), &mut derive_rng(7, 9))?;
+    let p = |n: &str| -> Vec<f32> {
+        let v = m.vars().into_iter().find(|(k, _)| k == n).unwrap().1;
+        v.as_tensor().flatten_all().unwrap().to_vec1().unwrap()
+    };
+    let (w, b) = (p("stochmax.rho.weight"), p("stochmax.rho.bias"));
+    let h: Vec<f32> = out.penultimate.flatten_all()?.to_vec1()?;
+    let o: Vec<f32> = out.logits.flatten_all()?.to_vec1()?;
+    let eval: Vec<f32> = m.eval_logits(&out)?.flatten_all()?.to_vec1()?;
+    let (hw, mut right, mut shift_spread) = (h.len() / idx.len(), 0, 0f32);
+    for (i, &label) in y.to_vec1::<u32>()?.iter().enumerate() {
+        let hi = &h[i * hw..(i + 1) * hw];
+        let mut shifts = Vec::new();
+        for k in 0..4 {
+            let a: f32 = w[k * hw..(k + 1) * hw]
+                .iter()
+                .zip(hi)
+                .map(|(a, b)| a * b)
+                .sum::<f32>()
+                + b[k];
+            let want = -(1.0 + (-a).exp()).ln() + o[i * 4 + k];
+            assert!(
+                (eval[i * 4 + k] - want).abs() < 1e-4,
+                "{} vs {want}",
+                eval[i * 4 + k]
+            );
+            shifts.push(want - o[i * 4 + k]);
+        }
+        let spread = shifts.iter().cloned().fold(f32::MIN, f32::max)
+            - shifts.iter().cloned().fold(f32::MAX, f32::min);
+        shift_spread = shift_spread.max(spread);
+        let pred = (0..4)
+            .max_by(|&a, &c| eval[i * 4 + a].total_cmp(&eval[i * 4 + c]))
+            .unwrap();
+        right += usize::from(pred as u32 == label);
+    }
+    assert!(shift_spread > 0.1, "log ρ is flat: {shift_spread}");
+    assert!(
+        right as f64 / idx.len() as f64 > 0.6,
+        "{right} of {}",
+        idx.len()
+    );
     Ok(())
 }
 
@@ -627,12 +707,7 @@ fn cli_train_resume_and_eval() -> R {
     ];
     let r = snnc(&[&["train", f, "--epochs", "1"][..], &common].concat());
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    for name in [
-        "weights.safetensors",
-        "report.json",
-        "training.svg",
-        "activity.svg",
-    ] {
+    for name in ["weights.safetensors", "report.json"] {
         assert!(out.join(name).is_file(), "{name} missing");
     }
     let r = snnc(&[&["train", f, "--epochs", "2", "--resume"][..], &common].concat());
@@ -645,7 +720,31 @@ fn cli_train_resume_and_eval() -> R {
         .map(|a| format!("{}@{}", a.layer, a.step))
         .collect();
     assert_eq!(names, ["Input@1", "FC1@1", "FC2@1", "FC2@2"]);
-    assert!(report.energy.ee > 1.0, "{:?}", report.energy);
+    // Eq. 10/11 by hand at T = 3: FC1(49,32) 1568 ops, FC2(32,32) 1024 ops per application,
+    // FC3(32,10) 320 ops; each layer's SA is the rate of the spikes it receives.
+    let rate: Vec<f64> = report.activity.iter().map(|a| a.spike_rate).collect();
+    let e_ann = 3936.0 * 3.2;
+    let e_snn =
+        0.1 * 3.0 * (1568.0 * rate[0] + 1024.0 * rate[1] + 1024.0 * rate[2] + 320.0 * rate[3]);
+    let en = &report.energy;
+    assert!((en.e_ann_pj - e_ann).abs() < 1e-6, "{en:?}");
+    assert!(
+        (en.e_snn_pj - e_snn).abs() < 1e-9 * e_ann,
+        "{en:?} vs {e_snn}"
+    );
+    assert!((en.ee - e_ann / e_snn).abs() < 1e-6 * en.ee, "{en:?}");
+    // The plots hold the run: two epochs of loss, train and test accuracy (one marker per
+    // point), and one labelled bar per layer application.
+    let training = std::fs::read_to_string(out.join("training.svg"))?;
+    assert!(training.contains("training loss") && training.contains("accuracy"));
+    assert_eq!(training.matches("<circle").count(), 3 * 2, "{training}");
+    let activity = std::fs::read_to_string(out.join("activity.svg"))?;
+    let lines: Vec<&str> = activity.lines().map(str::trim).collect();
+    for label in ["Input", "FC1", "FC2@1", "FC2@2"] {
+        assert!(lines.contains(&label), "{label} missing from activity.svg");
+    }
+    // The background and one bar per record.
+    assert_eq!(activity.matches("<rect").count(), 1 + 4, "{activity}");
     let w = out.join("weights.safetensors");
     let r = snnc(&[
         "eval",
@@ -656,12 +755,18 @@ fn cli_train_resume_and_eval() -> R {
         "embedded",
         "--test-limit",
         "64",
+        "--batch",
+        "32",
     ]);
     let stdout = String::from_utf8_lossy(&r.stdout);
-    assert!(
-        r.status.success() && stdout.contains("accuracy"),
-        "{stdout}"
+    assert!(r.status.success(), "{stdout}");
+    // At the training batch (32) and seed, eval sees the same input spikes as the
+    // training run's last evaluation: the same accuracy.
+    let want = format!(
+        "accuracy {:.2}% on 64 test images",
+        100.0 * report.test_accuracy
     );
+    assert!(stdout.contains(&want), "{stdout} lacks `{want}`");
     // The wrong network for the data: an input error.
     let r = snnc(&[
         "train",
