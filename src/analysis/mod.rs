@@ -498,5 +498,47 @@ pub fn price(net: &Network, run: &MeasuredRun, energy: EnergyModel) -> Energy {
     }
 }
 
+/// Prices `net` with the SA of each weighted layer application given directly, as measured
+/// (e.g. the fraction of non-zero inputs per step, which after an average pool exceeds the
+/// upstream spike rate): the same rows, MAC/AC kinds and T as [`estimate`], but an AC row's
+/// SA is `input_sa[(layer, step)]` (1 when absent; non-finite values count as absent, others
+/// are clamped to ≥ 0). For conversion's input-density figure. Never fails.
+pub fn price_by_input_density(
+    net: &Network,
+    input_sa: &HashMap<(String, u32), f64>,
+    timesteps: u32,
+    energy: EnergyModel,
+) -> Energy {
+    let est = estimate(
+        net,
+        &Options {
+            timesteps: Some(timesteps.max(1)),
+            activity: Activity::Uniform(1.0),
+            energy,
+        },
+    );
+    let mut e_snn = 0.0;
+    for l in &est.layers {
+        let ops = l.ops as f64;
+        e_snn += match l.op {
+            OpKind::Ac => {
+                let sa = input_sa
+                    .get(&(l.name.clone(), l.step))
+                    .copied()
+                    .filter(|r| r.is_finite())
+                    .map_or(1.0, |r| r.max(0.0));
+                ops * sa * energy.e_ac * f64::from(l.times)
+            }
+            OpKind::Mac => ops * energy.e_mac * f64::from(l.times),
+            OpKind::None => 0.0,
+        };
+    }
+    Energy {
+        e_ann_pj: est.e_ann_pj,
+        e_snn_pj: e_snn,
+        ee: (e_snn > 0.0).then(|| est.e_ann_pj / e_snn),
+    }
+}
+
 #[cfg(test)]
 mod tests;

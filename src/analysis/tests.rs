@@ -648,3 +648,35 @@ fn table_one_constants() {
         "pJ per image"
     );
 }
+
+#[test]
+fn input_density_pricing_by_hand() {
+    // FC1(4,3) IF, FC2(3,2) logits, T = 10, measured input SA 0.5 and 0.25:
+    // E_ANN = (12 + 6)·3.2 = 57.6 pJ; E_SNN = (12·0.5 + 6·0.25)·0.1·10 = 7.5 pJ; EE = 7.68.
+    let net = Chain::new(s(4, 1, 1))
+        .fc("FC1", 4, 3, LIF)
+        .fc("FC2", 3, 2, Activation::None)
+        .net;
+    let sa: HashMap<(String, u32), f64> = [
+        (("FC1".to_string(), 1), 0.5),
+        (("FC2".to_string(), 1), 0.25),
+    ]
+    .into_iter()
+    .collect();
+    let e = price_by_input_density(&net, &sa, 10, EnergyModel::INT32);
+    assert!(close(e.e_ann_pj, 57.6));
+    assert!(close(e.e_snn_pj, 7.5), "{}", e.e_snn_pj);
+    assert!(close(e.ee.unwrap(), 7.68));
+    // An unmeasured layer counts SA = 1; a ReLU layer is MAC once whatever is given.
+    let net = Chain::new(s(4, 1, 1))
+        .fc("FC1", 4, 3, Activation::Relu)
+        .fc("FC2", 3, 2, LIF)
+        .net;
+    let e = price_by_input_density(&net, &HashMap::new(), 10, EnergyModel::INT32);
+    // Strict: FC2 (LIF) is fed FC1's real values: 6 MACs at each of 10 steps.
+    assert!(
+        close(e.e_snn_pj, 12.0 * 3.2 + 6.0 * 3.2 * 10.0),
+        "{}",
+        e.e_snn_pj
+    );
+}
