@@ -1,7 +1,8 @@
 //! Cost and energy: side tables computed from the final IR (after every pass). Never
 //! mutates the IR. Owner of every energy rule of snnc (Eq. 8–11, Table I): `estimate`, the
 //! training reports and `estimate --activity` all price through [`estimate`] (training code
-//! through [`price`], which calls it).
+//! through [`price`], which calls it; conversion's input-density figure through
+//! [`price_by_input_density`]).
 //!
 //! [`estimate`] gives one [`LayerCost`] row per layer application (each unroll step its own
 //! row; `Input`, `Encode`, `Boundary` and `Join` nodes get no row) and the totals of the
