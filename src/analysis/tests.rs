@@ -46,10 +46,13 @@ impl Chain {
         let mut n = crate::ir::Node::new(name, op, act, Span::default());
         n.step = step;
         n.out_shape = Some(out);
-        n.domain = Some(if matches!(act, Activation::Relu) {
-            Domain::Ann
-        } else {
-            Domain::Snn
+        // As the `hybrid` pass: nodes without activation take their input's domain.
+        n.domain = Some(match act {
+            Activation::Relu => Domain::Ann,
+            Activation::Spiking(_) => Domain::Snn,
+            Activation::None => self.net.graph[self.net.output]
+                .domain
+                .unwrap_or(Domain::Ann),
         });
         let ix = self.net.graph.add_node(n);
         self.net.graph.add_edge(
@@ -229,7 +232,9 @@ fn hybrid_relu_then_lif() {
         .conv("Conv2", 2, 2, 3, LIF, s(2, 4, 4))
         .fc("FC1", 32, 3, Activation::None)
         .net;
-    let e = estimate(&net, &uniform(0.5, 4));
+    let mut paper = uniform(0.5, 4);
+    paper.energy = EnergyModel::INT32.with_convention(Convention::Paper);
+    let e = estimate(&net, &paper);
     let c1 = 16 * 2 * 9; // 288
     let c2 = 16 * 2 * 9 * 2; // 576
     let f1 = 32 * 3; // 96
@@ -247,6 +252,16 @@ fn hybrid_relu_then_lif() {
     assert!(close(e.e_ann_pj, e_ann));
     assert!(close(e.ee.unwrap(), e_ann / e_snn));
     assert!(close(e.flops_snn, 288.0 + 576.0 * 0.5 + 96.0 * 0.5));
+    // Strict (the default): Conv2 is fed real values at each of the 4 steps: 576 MACs × 4.
+    let e = estimate(&net, &uniform(0.5, 4));
+    assert_eq!(
+        e.layers.iter().map(|l| (l.op, l.times)).collect::<Vec<_>>(),
+        [(OpKind::Mac, 1), (OpKind::Mac, 4), (OpKind::Ac, 4)]
+    );
+    let e_snn = 288.0 * 3.2 + 576.0 * 3.2 * 4.0 + 96.0 * 0.5 * 0.1 * 4.0;
+    assert!(close(e.e_snn_pj, e_snn), "{}", e.e_snn_pj);
+    assert!(close(e.ee.unwrap(), e_ann / e_snn));
+    assert!(close(e.flops_snn, 288.0 + 576.0 + 96.0 * 0.5));
 }
 
 #[test]
@@ -361,4 +376,307 @@ fn huge_layers_saturate_without_panicking() {
     assert_eq!(e.layers[0].ops, u128::MAX);
     assert_eq!(e.params, u64::MAX);
     assert!(e.e_ann_pj.is_finite() && e.e_snn_pj.is_finite());
+}
+
+/// Input 1×4×4 → Conv1(1,2,3x3/1) LIF → Conv2(2,2,3x3/1) LIF → join(Conv2, skip Conv1) →
+/// FC1(·,10) logits: issue 11's skip example.
+fn skip_net(mode: JoinMode) -> Network {
+    let mut c = Chain::new(s(1, 4, 4)).conv("Conv1", 1, 2, 3, LIF, s(2, 4, 4));
+    let conv1 = c.net.output;
+    c = c.conv("Conv2", 2, 2, 3, LIF, s(2, 4, 4));
+    let joined = match mode {
+        JoinMode::Add => s(2, 4, 4),
+        JoinMode::Concat => s(4, 4, 4),
+    };
+    c = c.push("Join→FC1", Op::Join { mode }, 1, Activation::None, joined);
+    let join = c.net.output;
+    c.net.graph.add_edge(
+        conv1,
+        join,
+        Edge {
+            port: 1,
+            kind: EdgeKind::Skip,
+        },
+    );
+    let features = joined.features().unwrap();
+    c.fc("FC1", features, 10, Activation::None).net
+}
+
+fn measured(pairs: &[(&str, u32, f64)], t: u32) -> Options {
+    Options {
+        timesteps: Some(t),
+        activity: Activity::Measured {
+            rates: pairs
+                .iter()
+                .map(|&(n, st, r)| ((n.to_string(), st), r))
+                .collect(),
+            fallback: 0.0,
+        },
+        energy: EnergyModel::INT32,
+    }
+}
+
+#[test]
+fn add_join_sums_rates_concat_averages() {
+    // Issue 11: input 0.5, Conv1 0.2, Conv2 0.4, T = 10.
+    let o = measured(
+        &[("Input", 1, 0.5), ("Conv1", 1, 0.2), ("Conv2", 1, 0.4)],
+        10,
+    );
+    let e = estimate(&skip_net(JoinMode::Add), &o);
+    let fc1 = e.layers.last().unwrap();
+    assert_eq!(fc1.ops, 320);
+    assert!(close(fc1.sa, 0.6), "{}", fc1.sa);
+    // 320 ops · 0.6 · 0.1 pJ · 10 steps.
+    assert!(close(fc1.energy_pj, 192.0), "{}", fc1.energy_pj);
+    // E_ANN = (288 + 576 + 320) · 3.2 = 3788.8; E_SNN = 288·0.5 + 576·0.2 + 320·0.6 (each
+    // ·0.1·10) = 144 + 115.2 + 192 = 451.2; EE = 8.397 (the averaging rule gave 10.67).
+    assert!(close(e.e_ann_pj, 3788.8));
+    assert!(close(e.e_snn_pj, 451.2), "{}", e.e_snn_pj);
+    assert_eq!(format!("{:.2}", e.ee.unwrap()), "8.40");
+    // Concat keeps the feature-weighted mean (32 features each): 0.3.
+    let e = estimate(&skip_net(JoinMode::Concat), &o);
+    let fc1 = e.layers.last().unwrap();
+    assert_eq!(fc1.ops, 640);
+    assert!(close(fc1.sa, 0.3), "{}", fc1.sa);
+    assert!(close(fc1.energy_pj, 640.0 * 0.3 * 0.1 * 10.0));
+}
+
+#[test]
+fn direct_coded_spiking_layer_is_mac_at_every_step() {
+    // Issue 11: a direct-coded Conv1(1,1,3x3/1) LIF on 8×8 at rate 0.2, T = 4, then logits.
+    let mut net = Chain::new(s(1, 8, 8))
+        .conv("Conv1", 1, 1, 3, LIF, s(1, 8, 8))
+        .fc("FC1", 64, 10, Activation::None)
+        .net;
+    net.settings.encode = Encoding::Direct;
+    let e = estimate(&net, &uniform(0.2, 4));
+    let conv1 = &e.layers[0];
+    assert_eq!(conv1.ops, 8 * 8 * 9); // 576 MACs per step
+    assert_eq!((conv1.op, conv1.times), (OpKind::Mac, 4));
+    assert!(close(conv1.energy_pj, 576.0 * 3.2 * 4.0)); // 7372.8 pJ
+                                                        // FC1 accumulates Conv1's spikes: 640 · 0.2 · 0.1 · 4 = 51.2 pJ.
+    assert_eq!(e.layers[1].op, OpKind::Ac);
+    assert!(close(e.layers[1].energy_pj, 51.2));
+    let ee = e.ee.unwrap();
+    assert!(close(ee, 1216.0 * 3.2 / (7372.8 + 51.2)), "{ee}");
+    assert!(ee <= 1.35);
+    // The paper's convention prices Conv1 as accumulates at its own rate: EE = 32/(0.2·4).
+    let mut o = uniform(0.2, 4);
+    o.energy = EnergyModel::INT32.with_convention(Convention::Paper);
+    let e = estimate(&net, &o);
+    assert_eq!(e.layers[0].op, OpKind::Ac);
+    assert!(close(e.ee.unwrap(), 40.0));
+}
+
+#[test]
+fn max_pool_rate_rule() {
+    assert!(close(max_pool_rate(0.1, 2), 1.0 - 0.9f64.powi(4))); // 0.3439
+    assert!(close(max_pool_rate(0.5, 3), 1.0 - 0.5f64.powi(9)));
+    assert_eq!(max_pool_rate(0.0, 2), 0.0);
+    assert_eq!(max_pool_rate(1.0, 2), 1.0);
+    assert_eq!(max_pool_rate(0.3, 1), 0.3);
+    for r in [0.0, 0.01, 0.1, 0.25, 0.7, 1.0] {
+        for w in [1u64, 2, 3, 7] {
+            let m = max_pool_rate(r, w);
+            assert!(
+                m >= r && m <= (r * (w * w) as f64).min(1.0) + 1e-15,
+                "{r} {w}"
+            );
+        }
+    }
+    assert!(max_pool_rate(0.5, u64::MAX).is_finite());
+}
+
+/// xorshift64*: a small deterministic generator for the sampling checks.
+struct Rng(u64);
+impl Rng {
+    fn uniform(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[test]
+fn pooling_spike_maps_by_sampling() {
+    // A 2×2/2 max pool of a 64×64 Bernoulli(r) spike map over 50 steps: the pooled map fires
+    // at least as often as its input, and at the rule's rate; an average pool keeps the mean
+    // value exactly (what the next layer's accumulates are counted by).
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    for r in [0.05, 0.2, 0.5] {
+        let (n, steps) = (64usize, 50);
+        let (mut spikes, mut max_fired, mut avg_sum) = (0usize, 0usize, 0.0f64);
+        for _ in 0..steps {
+            let map: Vec<bool> = (0..n * n).map(|_| rng.uniform() < r).collect();
+            spikes += map.iter().filter(|&&b| b).count();
+            for i in (0..n).step_by(2) {
+                for j in (0..n).step_by(2) {
+                    let w = [map[i * n + j], map[i * n + j + 1], map[(i + 1) * n + j]];
+                    let w4 = map[(i + 1) * n + j + 1];
+                    let k = w.iter().filter(|&&b| b).count() + usize::from(w4);
+                    max_fired += usize::from(k > 0);
+                    avg_sum += k as f64 / 4.0;
+                }
+            }
+        }
+        let cells = (steps * n * n / 4) as f64;
+        let input_rate = spikes as f64 / (steps * n * n) as f64;
+        let max_rate = max_fired as f64 / cells;
+        assert!(max_rate > input_rate, "{r}: {max_rate} vs {input_rate}");
+        let want = max_pool_rate(input_rate, 2);
+        assert!((max_rate - want).abs() < 0.01, "{r}: {max_rate} vs {want}");
+        assert!((avg_sum / cells - input_rate).abs() < 1e-12);
+    }
+}
+
+#[test]
+fn layer_after_a_pool_is_priced_by_the_pool_rule() {
+    let build = |kind| {
+        Chain::new(s(1, 4, 4))
+            .conv("Conv1", 1, 1, 1, LIF, s(1, 4, 4))
+            .push(
+                "Pool",
+                Op::Pool {
+                    kind,
+                    window: 2,
+                    stride: 2,
+                },
+                1,
+                Activation::None,
+                s(1, 2, 2),
+            )
+            .fc("FC1", 4, 2, Activation::None)
+            .net
+    };
+    let e = estimate(&build(PoolKind::Max), &uniform(0.1, 10));
+    assert_eq!(e.layers[1].kind, "maxpool");
+    assert!(close(e.layers[2].sa, 1.0 - 0.9f64.powi(4)));
+    assert!(close(e.layers[2].energy_pj, 8.0 * 0.3439 * 0.1 * 10.0));
+    let e = estimate(&build(PoolKind::Avg), &uniform(0.1, 10));
+    assert!(close(e.layers[2].sa, 0.1));
+}
+
+#[test]
+fn stochmax_heads_are_unique_parameters() {
+    let mut net = all_spiking();
+    let p = unique_parameters(&net);
+    assert_eq!((p.head, p.total), (0, p.layers));
+    assert_eq!(p.layers, 1728 + 36864 + 2_097_152 + 5120);
+    net.settings.classifier = Classifier::Stochmax;
+    let p = unique_parameters(&net);
+    // FC2(512,10): ρ and r, each 512·10 weights + 10 biases.
+    assert_eq!(p.head, 10_260);
+    assert_eq!(p.total, p.layers + 10_260);
+    let e = estimate(&net, &uniform(0.1, 25));
+    assert_eq!(e.params, p.total);
+    assert_eq!(e.parameters, p);
+    // Shared weights stay counted once; the per-row params do not include the head.
+    assert_eq!(
+        e.layers.iter().map(|l| l.params).sum::<u64>(),
+        p.layers,
+        "rows sum to the layers' share"
+    );
+}
+
+#[test]
+fn price_is_estimate_at_measured_rates() {
+    let net = all_spiking();
+    let mut run = MeasuredRun {
+        rates: [
+            (("Conv1".to_string(), 1), 0.2),
+            (("Conv2".to_string(), 1), 0.1),
+            (("Conv2".to_string(), 2), f64::NAN),
+        ]
+        .into_iter()
+        .collect(),
+        input_rate: Some(0.4),
+        fallback: 0.05,
+        timesteps: 2,
+    };
+    let p = price(&net, &run, EnergyModel::INT32);
+    let o = measured(
+        &[("Input", 1, 0.4), ("Conv1", 1, 0.2), ("Conv2", 1, 0.1)],
+        2,
+    );
+    let o = Options {
+        activity: match o.activity {
+            Activity::Measured { rates, .. } => Activity::Measured {
+                rates,
+                fallback: 0.05,
+            },
+            a => a,
+        },
+        ..o
+    };
+    let e = estimate(&net, &o);
+    assert_eq!(
+        (p.e_ann_pj, p.e_snn_pj, p.ee),
+        (e.e_ann_pj, e.e_snn_pj, e.ee)
+    );
+    // By hand: Conv1 ← input 0.4, Conv2@1 ← 0.2, Conv2@2 ← 0.1, FC1 ← Conv2@2 (NaN: the
+    // fallback 0.05), FC2 ← FC1 (fallback 0.05); each ·0.1 pJ·2 steps.
+    let want = (1_769_472.0 * 0.4
+        + 9_437_184.0 * 0.2
+        + 9_437_184.0 * 0.1
+        + 2_097_152.0 * 0.05
+        + 5120.0 * 0.05)
+        * 0.1
+        * 2.0;
+    assert!(close(p.e_snn_pj, want), "{} vs {want}", p.e_snn_pj);
+    // T = 0 is read as 1; no input rate: the fallback.
+    run.timesteps = 0;
+    run.input_rate = None;
+    let p1 = price(&net, &run, EnergyModel::INT32);
+    let want1 = (1_769_472.0 * 0.05
+        + 9_437_184.0 * 0.2
+        + 9_437_184.0 * 0.1
+        + 2_097_152.0 * 0.05
+        + 5120.0 * 0.05)
+        * 0.1;
+    assert!(close(p1.e_snn_pj, want1), "{} vs {want1}", p1.e_snn_pj);
+}
+
+#[test]
+fn table_one_constants() {
+    assert_eq!((E_MAC_PJ, E_AC_PJ), (3.2, 0.1));
+    assert_eq!(EnergyModel::INT32.e_mac, E_MAC_PJ);
+    assert_eq!(EnergyModel::INT32.convention, Convention::Strict);
+    assert_eq!(
+        estimate(&all_spiking(), &uniform(0.1, 1)).energy_unit,
+        "pJ per image"
+    );
+}
+
+#[test]
+fn input_density_pricing_by_hand() {
+    // FC1(4,3) IF, FC2(3,2) logits, T = 10, measured input SA 0.5 and 0.25:
+    // E_ANN = (12 + 6)·3.2 = 57.6 pJ; E_SNN = (12·0.5 + 6·0.25)·0.1·10 = 7.5 pJ; EE = 7.68.
+    let net = Chain::new(s(4, 1, 1))
+        .fc("FC1", 4, 3, LIF)
+        .fc("FC2", 3, 2, Activation::None)
+        .net;
+    let sa: HashMap<(String, u32), f64> = [
+        (("FC1".to_string(), 1), 0.5),
+        (("FC2".to_string(), 1), 0.25),
+    ]
+    .into_iter()
+    .collect();
+    let e = price_by_input_density(&net, &sa, 10, EnergyModel::INT32);
+    assert!(close(e.e_ann_pj, 57.6));
+    assert!(close(e.e_snn_pj, 7.5), "{}", e.e_snn_pj);
+    assert!(close(e.ee.unwrap(), 7.68));
+    // An unmeasured layer counts SA = 1; a ReLU layer is MAC once whatever is given.
+    let net = Chain::new(s(4, 1, 1))
+        .fc("FC1", 4, 3, Activation::Relu)
+        .fc("FC2", 3, 2, LIF)
+        .net;
+    let e = price_by_input_density(&net, &HashMap::new(), 10, EnergyModel::INT32);
+    // Strict: FC2 (LIF) is fed FC1's real values: 6 MACs at each of 10 steps.
+    assert!(
+        close(e.e_snn_pj, 12.0 * 3.2 + 6.0 * 3.2 * 10.0),
+        "{}",
+        e.e_snn_pj
+    );
 }

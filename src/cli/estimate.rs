@@ -1,5 +1,6 @@
-//! `snnc estimate`: parameters, operations and energy of every layer application of a
-//! network, and the totals of the paper's Eq. 8–11 (see [`crate::analysis`]).
+//! `snnc estimate`: parameters, operations and energy (pJ per image) of every layer
+//! application of a network, and the totals of the paper's Eq. 8–11 (every rule is in
+//! [`crate::analysis`]; this file only maps flags onto [`Options`] and prints).
 //!
 //! Exit status: 0 ok; 1 when the file has compile errors (rendered as `snnc check` does);
 //! 2 for usage errors (bad numbers, unknown `--network`) and I/O errors (unreadable file or
@@ -8,7 +9,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::analysis::{self, Activity, EnergyModel, Estimate, Options};
+use crate::analysis::{
+    self, Activity, Convention, EnergyModel, Estimate, InputRateSource, Options,
+};
 
 /// Energy table of the estimate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -17,6 +20,15 @@ pub enum EnergyArg {
     Int32,
     /// 32-bit float: MAC 4.6 pJ, AC 0.9 pJ.
     Fp32,
+}
+
+/// How a spiking layer fed by real values (direct coding, a ReLU block before it) is priced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConventionArg {
+    /// Ops MACs at each of the T steps the real values are fed.
+    Strict,
+    /// The paper's Eq. 11: accumulates at the layer's own spike rate.
+    Paper,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -36,7 +48,8 @@ pub struct EstimateArgs {
     /// rate of layers the report does not name.
     #[arg(long, default_value_t = 0.1)]
     pub spike_rate: f64,
-    /// Latency T (default: the network's `timesteps`, else 25).
+    /// Latency T (default: the report's `timesteps` with --activity, else the network's
+    /// `timesteps`, else 25).
     #[arg(long)]
     pub timesteps: Option<u32>,
     /// Energy per operation: Table I (int32) or fp32.
@@ -48,15 +61,40 @@ pub struct EstimateArgs {
     /// AC energy in pJ (with --emac; overrides --energy).
     #[arg(long, requires = "emac")]
     pub eac: Option<f64>,
-    /// A training or eval report whose "activity" array gives the rate per layer and step.
+    /// Pricing of a spiking layer fed by real values: strict (MACs at every step) or paper
+    /// (Eq. 11 as printed: accumulates at its own spike rate).
+    #[arg(long, value_enum, default_value = "strict")]
+    pub convention: ConventionArg,
+    /// A training or eval report: its "activity" array gives the rate per layer and step,
+    /// its "input_spike_rate" the input's rate, its "timesteps" the T (unless --timesteps).
     #[arg(long)]
     pub activity: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "text")]
     pub format: Format,
 }
 
+/// Where T came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestepsOrigin {
+    /// `--timesteps`.
+    Flag,
+    /// The activity report's `timesteps`.
+    Report,
+    /// The network's `timesteps`, else the default (decided per network).
+    Network,
+}
+
+/// The options an estimate runs with, where T came from, and notes for stderr.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    pub opts: Options,
+    pub origin: TimestepsOrigin,
+    /// Lines for stderr (`note: ...`) about what the report decided.
+    pub notes: Vec<String>,
+}
+
 /// The options an estimate runs with, from the arguments; `Err((message, exit status))`.
-pub fn options(args: &EstimateArgs) -> Result<Options, (String, u8)> {
+pub fn options(args: &EstimateArgs) -> Result<Resolved, (String, u8)> {
     let r = args.spike_rate;
     if !(r.is_finite() && (0.0..=1.0).contains(&r)) {
         return Err((format!("--spike-rate must lie in [0, 1], got {r}"), 2));
@@ -76,27 +114,66 @@ pub fn options(args: &EstimateArgs) -> Result<Options, (String, u8)> {
             EnergyArg::Fp32 => EnergyModel::FP32,
         },
     };
+    let energy = energy.with_convention(match args.convention {
+        ConventionArg::Strict => Convention::Strict,
+        ConventionArg::Paper => Convention::Paper,
+    });
+    let mut notes = Vec::new();
+    let mut origin = if args.timesteps.is_some() {
+        TimestepsOrigin::Flag
+    } else {
+        TimestepsOrigin::Network
+    };
+    let mut timesteps = args.timesteps;
     let activity = match &args.activity {
         None => Activity::Uniform(r),
         Some(path) => {
-            Activity::load(path, r).map_err(|e| (format!("{}: {e}", path.display()), 2))?
+            let shown = path.display();
+            let report = analysis::ActivityReport::load(path, r)
+                .map_err(|e| (format!("{shown}: {e}"), 2))?;
+            match (report.timesteps, args.timesteps) {
+                (Some(rt), None) => {
+                    timesteps = Some(rt);
+                    origin = TimestepsOrigin::Report;
+                    notes.push(format!("T = {rt} from the report {shown} (its rates were measured at that T; --timesteps overrides)"));
+                }
+                (Some(rt), Some(t)) if rt != t => notes.push(format!(
+                    "T = {t} from --timesteps, but the report {shown} was measured at T = {rt}"
+                )),
+                _ => {}
+            }
+            notes.push(match report.input_source {
+                InputRateSource::TopLevel => {
+                    "input spike rate from the report's \"input_spike_rate\"".to_string()
+                }
+                InputRateSource::ActivityRow => {
+                    "input spike rate from the report's `Input` activity entry".to_string()
+                }
+                InputRateSource::Fallback => format!(
+                    "the report gives no input spike rate: the input is priced at --spike-rate {r}"
+                ),
+            });
+            report.activity
         }
     };
-    Ok(Options {
-        timesteps: args.timesteps,
-        activity,
-        energy,
+    Ok(Resolved {
+        opts: Options {
+            timesteps,
+            activity,
+            energy,
+        },
+        origin,
+        notes,
     })
 }
 
 /// Where T came from, for the text header.
-fn timesteps_origin(net: &crate::ir::Network, opts: &Options) -> &'static str {
-    if opts.timesteps.is_some() {
-        "--timesteps"
-    } else if net.settings.timesteps.is_some() {
-        "the network's `timesteps`"
-    } else {
-        "default; the network sets no `timesteps`"
+fn timesteps_origin(net: &crate::ir::Network, origin: TimestepsOrigin) -> &'static str {
+    match origin {
+        TimestepsOrigin::Flag => "--timesteps",
+        TimestepsOrigin::Report => "the report's `timesteps`",
+        TimestepsOrigin::Network if net.settings.timesteps.is_some() => "the network's `timesteps`",
+        TimestepsOrigin::Network => "default; the network sets no `timesteps`",
     }
 }
 
@@ -122,8 +199,13 @@ fn pad(s: &str, width: usize, right: bool) -> String {
     }
 }
 
-/// The per-layer table and totals of one network, columns aligned.
-pub fn render_text(net: &crate::ir::Network, est: &Estimate, opts: &Options) -> String {
+/// The per-layer table and totals of one network, columns aligned; energies per image.
+pub fn render_text(
+    net: &crate::ir::Network,
+    est: &Estimate,
+    opts: &Options,
+    origin: TimestepsOrigin,
+) -> String {
     let mut out = String::new();
     let rate = match opts.activity {
         Activity::Uniform(r) => format!("spike rate {r} (uniform)"),
@@ -132,14 +214,15 @@ pub fn render_text(net: &crate::ir::Network, est: &Estimate, opts: &Options) -> 
         }
     };
     out.push_str(&format!(
-        "network {}: T = {} ({}), {}, energy {} (MAC {} pJ, AC {} pJ)\n",
+        "network {}: T = {} ({}), {}, energy per image: {} (MAC {} pJ, AC {} pJ), {} pricing\n",
         est.name,
         est.timesteps,
-        timesteps_origin(net, opts),
+        timesteps_origin(net, origin),
         rate,
         est.energy.name,
         est.energy.e_mac,
-        est.energy.e_ac
+        est.energy.e_ac,
+        est.energy.convention,
     ));
     let header = [
         "layer",
@@ -151,7 +234,7 @@ pub fn render_text(net: &crate::ir::Network, est: &Estimate, opts: &Options) -> 
         "ops/step",
         "op",
         "SA",
-        "energy_pJ",
+        "pJ/image",
     ];
     let right = [
         false, true, false, false, true, true, true, false, true, true,
@@ -166,7 +249,11 @@ pub fn render_text(net: &crate::ir::Network, est: &Estimate, opts: &Options) -> 
             l.out_shape.map_or("?".into(), |s| s.to_string()),
             l.params.to_string(),
             l.ops.to_string(),
-            l.op.to_string(),
+            if l.op == analysis::OpKind::Mac && l.times > 1 {
+                "MAC×T".to_string()
+            } else {
+                l.op.to_string()
+            },
             if l.op == analysis::OpKind::Ac {
                 format!("{:.4}", l.sa)
             } else {
@@ -190,16 +277,25 @@ pub fn render_text(net: &crate::ir::Network, est: &Estimate, opts: &Options) -> 
     let ee = est
         .ee
         .map_or("∞ (E_SNN = 0)".into(), |x| format!("{x:.3}x"));
+    let p = est.parameters;
+    let params = if p.head > 0 {
+        format!(
+            "{} ({} in layers + {} in the stochmax retain/auxiliary heads)",
+            p.total, p.layers, p.head
+        )
+    } else {
+        p.total.to_string()
+    };
     let totals = [
-        ("unique params", est.params.to_string()),
+        ("unique params", params),
         ("logical depth", est.logical_depth.to_string()),
         ("FLOPS_ANN", num(est.flops_ann)),
         (
             "FLOPS_SNN",
             format!("{} (per time step)", num(est.flops_snn)),
         ),
-        ("E_ANN", format!("{} pJ", num(est.e_ann_pj))),
-        ("E_SNN", format!("{} pJ", num(est.e_snn_pj))),
+        ("E_ANN", format!("{} pJ per image", num(est.e_ann_pj))),
+        ("E_SNN", format!("{} pJ per image", num(est.e_snn_pj))),
         ("EE", ee),
     ];
     for (k, v) in totals {
@@ -222,9 +318,10 @@ pub fn render_json(estimates: &[Estimate]) -> String {
 }
 
 /// Runs `snnc estimate`: compile (errors rendered as `snnc check` does), estimate every (or
-/// the named) network, print the tables or the JSON.
+/// the named) network, print the tables or the JSON; notes about an activity report go to
+/// stderr.
 pub fn run(args: EstimateArgs) -> ExitCode {
-    let opts = match options(&args) {
+    let resolved = match options(&args) {
         Ok(o) => o,
         Err((msg, code)) => {
             eprintln!("error: {msg}");
@@ -250,14 +347,18 @@ pub fn run(args: EstimateArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let estimates: Vec<Estimate> = nets.iter().map(|n| analysis::estimate(n, &opts)).collect();
+    for note in &resolved.notes {
+        eprintln!("note: {note}");
+    }
+    let opts = &resolved.opts;
+    let estimates: Vec<Estimate> = nets.iter().map(|n| analysis::estimate(n, opts)).collect();
     match args.format {
         Format::Json => println!("{}", render_json(&estimates)),
         Format::Text => {
             let texts: Vec<String> = nets
                 .iter()
                 .zip(&estimates)
-                .map(|(n, e)| render_text(n, e, &opts))
+                .map(|(n, e)| render_text(n, e, opts, resolved.origin))
                 .collect();
             print!("{}", texts.join("\n"));
         }
@@ -347,7 +448,7 @@ mod tests {
         let net = tiny();
         let opts = Options::default();
         let est = analysis::estimate(&net, &opts);
-        let text = render_text(&net, &est, &opts);
+        let text = render_text(&net, &est, &opts, TimestepsOrigin::Network);
         let lines: Vec<&str> = text.lines().collect();
         assert!(
             lines[0].starts_with("network Tiny: T = 25 (default"),
@@ -409,7 +510,7 @@ mod tests {
         }
         let parse = |a: &[&str]| Cli::try_parse_from(a).map(|c| c.args);
         let ok = parse(&["x", "f.snn", "--energy", "fp32"]).unwrap();
-        assert_eq!(options(&ok).unwrap().energy, EnergyModel::FP32);
+        assert_eq!(options(&ok).unwrap().opts.energy, EnergyModel::FP32);
         let a = parse(&["x", "f.snn", "--spike-rate", "2"]).unwrap();
         assert_eq!(options(&a).unwrap_err().1, 2);
         let a = parse(&["x", "f.snn", "--timesteps", "0"]).unwrap();
@@ -418,6 +519,6 @@ mod tests {
         assert_eq!(options(&a).unwrap_err().1, 2);
         assert!(parse(&["x", "f.snn", "--emac", "1"]).is_err());
         let a = parse(&["x", "f.snn", "--emac", "2", "--eac", "0.5"]).unwrap();
-        assert_eq!(options(&a).unwrap().energy.e_mac, 2.0);
+        assert_eq!(options(&a).unwrap().opts.energy.e_mac, 2.0);
     }
 }
