@@ -8,13 +8,15 @@ use snnc::backend::candle::event::{density, ConvEvent, FcEvent, PathPolicy};
 use snnc::backend::candle::model::rng_for as derive_rng;
 use snnc::backend::candle::model::{ForwardOptions, Model};
 use snnc::backend::candle::netbuild::NetBuilder;
+use snnc::backend::candle::observe::{Application, Observer};
+use snnc::backend::candle::step::if_step;
 use snnc::data::{Dataset, Split};
 use snnc::ir::{Activation, Encoding, Network, NeuronKind, NeuronSpec, PoolKind, Reset, Shape};
 use snnc::train::agd::{self, TrainConfig, TrainMethod};
 use snnc::train::checkpoint::{self, Meta};
 use snnc::train::conversion::{
     self, backres_increasing, balance, energy, energy_from_rates, evaluate_ann, evaluate_snn,
-    if_step, percentile, Balance, ConversionConfig, RunSpec, Simulator, SplitImages,
+    percentile, Balance, ConversionConfig, RunSpec, Simulator, SplitImages,
 };
 use snnc::train::report::ActivityRecord;
 
@@ -186,7 +188,7 @@ fn if_rate_matches_relu_over_threshold() {
         let mut counts = vec![0usize; currents.len()];
         let t = 2000;
         for _ in 0..t {
-            let (s, _) = if_step(&mut v, &currents, th, reset);
+            let (s, _) = if_step(&mut v, &currents, th, reset).unwrap();
             for (c, x) in counts.iter_mut().zip(s) {
                 *c += x as usize;
             }
@@ -211,7 +213,7 @@ fn if_rate_matches_relu_over_threshold() {
     }
 }
 
-/// The simulator's ANN mode is the model's `as_ann` forward pass.
+/// The simulator's ANN mode is the model's `Mode::Ann` forward pass.
 #[test]
 fn simulator_ann_mode_matches_model() -> R {
     let net = small_net(Encoding::Poisson);
@@ -630,5 +632,82 @@ fn cli_conversion_train_then_eval() -> R {
         "{text} vs {acc}"
     );
     assert!(text.contains("conversion, IF, T = 20"), "{text}");
+    Ok(())
+}
+
+/// Counts spikes per slot and the time steps seen, through the observer hooks.
+struct SpikeCounter {
+    spikes: Vec<f64>,
+    times: Vec<Option<usize>>,
+}
+
+impl Observer for SpikeCounter {
+    fn spikes(&mut self, app: &Application, s: &Tensor) -> candle_core::Result<()> {
+        self.spikes[app.slot.0] += s.sum_all()?.to_scalar::<f32>()? as f64;
+        if app.slot.0 == 0 {
+            self.times.push(app.time);
+        }
+        Ok(())
+    }
+}
+
+/// One network, two ways to run it: with direct input, the step-by-step simulator and the
+/// batched model in `Mode::IfConversion` emit the same spikes per slot (seen through the same
+/// observer hook) and the same logits; the stepper's observer sees steps 1..=T in order.
+#[test]
+fn stepper_and_batched_if_runs_agree_through_observers() -> R {
+    let net = small_net(Encoding::Direct);
+    let mut model = Model::new(&net, &dev(), 4)?;
+    for (i, th) in [0.5f32, 0.4, 0.2, 0.02].into_iter().enumerate() {
+        model.set_threshold(snnc::ir::SlotId(i), th)?;
+    }
+    let sp = synthetic(5, &mut derive_rng(2, 2));
+    let idx: Vec<usize> = (0..5).collect();
+    let (x, _) = agd::batch_tensors(&sp, S8, &idx, &dev())?;
+    let t = 7;
+    let slots = model.thresholds().len();
+    let mut batched = SpikeCounter {
+        spikes: vec![0.0; slots],
+        times: Vec::new(),
+    };
+    let want = model.forward_observed(
+        &x,
+        &ForwardOptions::if_conversion(t),
+        &mut derive_rng(0, 0),
+        &mut batched,
+    )?;
+    let sim = Simulator::new(&model, Reset::Subtract, PathPolicy::Dense)?;
+    let spec = RunSpec {
+        ann: false,
+        checkpoints: vec![t],
+        stop: None,
+        collect: None,
+    };
+    let mut stepped = SpikeCounter {
+        spikes: vec![0.0; slots],
+        times: Vec::new(),
+    };
+    let got = sim.run_observed(&x, &spec, &mut derive_rng(0, 0), &mut stepped)?;
+    assert_eq!(batched.times, vec![None]);
+    assert_eq!(stepped.times, (1..=t).map(Some).collect::<Vec<_>>());
+    assert_eq!(stepped.spikes, got.counters[0].spikes);
+    assert!(
+        stepped.spikes.iter().all(|&s| s > 0.0),
+        "{:?}",
+        stepped.spikes
+    );
+    for (a, b) in batched.spikes.iter().zip(&stepped.spikes) {
+        assert!(
+            (a - b).abs() <= 1.0,
+            "{:?} vs {:?}",
+            batched.spikes,
+            stepped.spikes
+        );
+    }
+    let d = (&got.logits[0] - &want.logits)?
+        .abs()?
+        .max_all()?
+        .to_scalar::<f32>()?;
+    assert!(d < 1e-4, "{d}");
     Ok(())
 }

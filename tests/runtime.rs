@@ -4,6 +4,7 @@ use candle_core::{Device, Tensor};
 use snnc::backend::candle::model::{rng_for as derive_rng, ForwardOptions, Model};
 use snnc::backend::candle::netbuild::NetBuilder;
 use snnc::backend::candle::neuron::{lif_scan_reference, NeuronParams};
+use snnc::backend::candle::observe::Recorder;
 use snnc::data::{Dataset, Split};
 use snnc::ir::{Activation, Classifier, Encoding, JoinMode, Network, PoolKind, Shape};
 use snnc::train::agd::{self, TrainConfig, TrainError, TrainMethod};
@@ -113,10 +114,12 @@ fn hybrid_boundaries_follow_the_contract() -> R {
         .build();
     let m = Model::new(&net, &dev(), 9)?;
     let x = image(2, 1, 6, 6, 2);
-    let out = m.forward(
+    let mut rec = Recorder::new(m.thresholds().len());
+    let out = m.forward_observed(
         &x,
-        &ForwardOptions::snn(t, false).recording(),
+        &ForwardOptions::snn(t, false),
         &mut derive_rng(0, 0),
+        &mut rec,
     )?;
 
     let w = |n: &str| m.weight(n).unwrap().as_tensor().clone();
@@ -139,10 +142,10 @@ fn hybrid_boundaries_follow_the_contract() -> R {
     assert!(max_abs_diff(&out.penultimate, &h) < 1e-5);
     // Recorded: the slot's max input current and its spike rate.
     let want_max = cur.max_all()?.to_scalar::<f32>()?;
-    assert!((out.max_input[0] - want_max).abs() < 1e-5);
+    assert!((rec.max_input[0] - want_max).abs() < 1e-5);
     let want_rate = s.mean_all()?.to_scalar::<f32>()?;
-    assert_eq!(out.activity.len(), 1);
-    assert!((out.activity[0].spike_rate - want_rate).abs() < 1e-6);
+    assert_eq!(rec.activity.len(), 1);
+    assert!((rec.activity[0].spike_rate - want_rate).abs() < 1e-6);
     assert!(n > 0);
     Ok(())
 }
@@ -437,11 +440,13 @@ fn thresholds_are_settable_per_slot() -> R {
     let slots = m.thresholds().len();
     assert_eq!(slots, 4); // Conv1, Conv2@1, Conv2@2, FC1
     let x = image(2, 1, 8, 8, 1);
-    let opts = ForwardOptions::snn(4, false).recording();
-    let r0 = m.forward(&x, &opts, &mut derive_rng(0, 0))?;
+    let opts = ForwardOptions::snn(4, false);
+    let mut r0 = Recorder::new(slots);
+    m.forward_observed(&x, &opts, &mut derive_rng(0, 0), &mut r0)?;
     m.set_threshold(snnc::ir::SlotId(0), 100.0)?;
     assert!(m.set_threshold(snnc::ir::SlotId(0), -1.0).is_err());
-    let r1 = m.forward(&x, &opts, &mut derive_rng(0, 0))?;
+    let mut r1 = Recorder::new(slots);
+    m.forward_observed(&x, &opts, &mut derive_rng(0, 0), &mut r1)?;
     assert!(r0.activity[0].spike_rate > 0.0);
     assert_eq!(r1.activity[0].spike_rate, 0.0);
     Ok(())
@@ -491,7 +496,7 @@ fn stochmax_training_learns() -> R {
 /// Conversion's SNN: IF neurons (leak 1, subtract) with the slot thresholds, whatever the
 /// declared neuron; checked against the hand-written scan.
 #[test]
-fn integrate_and_fire_option_overrides_the_neuron() -> R {
+fn if_conversion_mode_overrides_the_neuron() -> R {
     let b = NetBuilder::new("if", Shape::new(1, 4, 4), 6)
         .encoding(Encoding::Direct)
         .settings(|s| {
@@ -506,7 +511,7 @@ fn integrate_and_fire_option_overrides_the_neuron() -> R {
     let mut m = Model::new(&net, &dev(), 2)?;
     m.set_threshold(snnc::ir::SlotId(0), 0.7)?;
     let x = image(3, 1, 4, 4, 8);
-    let opts = ForwardOptions::snn(6, false).with_integrate_and_fire();
+    let opts = ForwardOptions::if_conversion(6);
     let out = m.forward(&x, &opts, &mut derive_rng(0, 0))?;
     let w = |n: &str| m.weight(n).unwrap().as_tensor().clone();
     let cur = x.flatten_from(1)?.matmul(&w("FC1").t()?)?; // [3, 5]
@@ -740,5 +745,37 @@ fn oversized_batch_is_refused() -> R {
         .forward(&x, &ForwardOptions::snn(1000, false), &mut derive_rng(0, 0))
         .expect_err("refused");
     assert!(e.to_string().contains("--batch"), "{e}");
+    Ok(())
+}
+
+/// The single-step update the step-by-step runtime uses (`lif_step`) is the scan's step:
+/// T calls on a LIF layer (leak 0.8, both resets) give the spikes of `lif_scan_reference`.
+#[test]
+fn lif_step_is_one_step_of_the_scan() -> R {
+    use snnc::backend::candle::neuron::lif_step;
+    let (t, n) = (9, 6);
+    let x: Vec<f32> = (0..t * n)
+        .map(|i| ((i * 7 % 11) as f32) * 0.15 - 0.2)
+        .collect();
+    for reset in [snnc::ir::Reset::Subtract, snnc::ir::Reset::Zero] {
+        let p = NeuronParams {
+            leak: 0.8,
+            threshold: 0.9,
+            reset,
+            gamma: 0.3,
+        };
+        let want: Vec<f32> = lif_scan_reference(&Tensor::from_vec(x.clone(), (t, n), &dev())?, &p)?
+            .flatten_all()?
+            .to_vec1()?;
+        let mut u = vec![0f32; n];
+        let mut got = Vec::new();
+        for step in x.chunks(n) {
+            let (s, count) = lif_step(&p, &mut u, step)?;
+            assert_eq!(count, s.iter().filter(|&&v| v == 1.0).count());
+            got.extend(s);
+        }
+        assert_eq!(got, want, "{reset:?}");
+        assert!(want.contains(&1.0) && want.contains(&0.0));
+    }
     Ok(())
 }

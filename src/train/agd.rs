@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::analysis;
 use crate::backend::candle::classifier::correct_count;
 use crate::backend::candle::model::{rng_for, ForwardOptions, Model, SlotActivity};
+use crate::backend::candle::observe::Recorder;
 use crate::data::{Dataset, Split};
 use crate::ir::Network;
 use crate::train::checkpoint::{self, Meta};
@@ -160,7 +161,6 @@ pub fn evaluate(
 ) -> Result<Evaluation, TrainError> {
     let opts = ForwardOptions {
         train: false,
-        record: true,
         ..opts
     };
     let mut rng = rng_for(seed, EVAL_STREAM);
@@ -175,13 +175,14 @@ pub fn evaluate(
     let idx: Vec<usize> = (0..n).collect();
     for chunk in idx.chunks(batch) {
         let (x, y) = batch_tensors(split, shape, chunk, &dev)?;
-        let out = model.forward(&x, &opts, &mut rng)?;
+        let mut rec = Recorder::new(model.thresholds().len());
+        let out = model.forward_observed(&x, &opts, &mut rng, &mut rec)?;
         right += correct_count(&model.eval_logits(&out)?, &y)?;
         let l = model.loss(&out, &y, false, &mut rng)?.to_scalar::<f32>()?;
         loss += l as f64 * chunk.len() as f64;
         let w = chunk.len() as f32 / n as f32;
         if act.is_empty() {
-            act = out
+            act = rec
                 .activity
                 .iter()
                 .map(|a| SlotActivity {
@@ -190,13 +191,13 @@ pub fn evaluate(
                 })
                 .collect();
         }
-        for (acc, a) in act.iter_mut().zip(&out.activity) {
+        for (acc, a) in act.iter_mut().zip(&rec.activity) {
             acc.spike_rate += a.spike_rate * w;
         }
-        if let Some(r) = out.input_rate {
+        if let Some(r) = rec.input_rate {
             *input_rate.get_or_insert(0.0) += (r * w) as f64;
         }
-        for (m, v) in max_input.iter_mut().zip(&out.max_input) {
+        for (m, v) in max_input.iter_mut().zip(&rec.max_input) {
             *m = m.max(*v);
         }
     }

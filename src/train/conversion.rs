@@ -25,21 +25,19 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{Device, Result, Tensor};
 use petgraph::graph::NodeIndex;
 use petgraph::Direction;
-use rand::Rng;
 use serde::Serialize;
 
 use crate::analysis;
-use crate::backend::candle::encode::SeededRng;
-use crate::backend::candle::event::{ConvEvent, FcEvent, PathPolicy};
+use crate::backend::candle::classifier::correct_count;
+use crate::backend::candle::event::PathPolicy;
 use crate::backend::candle::model::rng_for as derive_rng;
-use crate::backend::candle::model::{self, Model};
+use crate::backend::candle::model::Model;
+pub use crate::backend::candle::step::{Counters, RunOutput, RunSpec, Simulator};
 use crate::data::Split;
-use crate::ir::{
-    Activation, BoundaryKind, Domain, Encoding, LayerKind, Network, Op, PoolKind, Reset, SlotId,
-};
+use crate::ir::{Activation, Domain, LayerKind, Network, Op, Reset, SlotId};
 use crate::train::agd::batch_tensors;
 use crate::train::checkpoint::{self, Meta};
 use crate::train::report::{ActivityRecord, EnergyRecord, Report};
@@ -55,9 +53,7 @@ const PERCENTILE_SAMPLE: f64 = 4.0e6;
 /// The checkpoint key of the reset mode (0: subtract, 1: zero).
 pub const RESET_KEY: &str = "conversion.reset";
 
-fn err(msg: impl Into<String>) -> candle_core::Error {
-    candle_core::Error::Msg(msg.into())
-}
+use crate::backend::candle::err;
 
 /// Images and labels by index: what balancing and evaluation read.
 pub trait Images {
@@ -180,593 +176,6 @@ impl Default for ConversionConfig {
     }
 }
 
-/// Spike and input counts, summed over neurons, images and steps.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Counters {
-    /// Per slot: spikes, and neuron·steps.
-    pub spikes: Vec<f64>,
-    pub neuron_steps: Vec<f64>,
-    /// Per node index (weighted nodes only): non-zero inputs, and inputs, over the steps.
-    pub input_nonzero: Vec<f64>,
-    pub input_total: Vec<f64>,
-}
-
-impl Counters {
-    fn new(slots: usize, nodes: usize) -> Self {
-        Counters {
-            spikes: vec![0.0; slots],
-            neuron_steps: vec![0.0; slots],
-            input_nonzero: vec![0.0; nodes],
-            input_total: vec![0.0; nodes],
-        }
-    }
-
-    fn add(&mut self, o: &Counters) {
-        for (a, b) in [
-            (&mut self.spikes, &o.spikes),
-            (&mut self.neuron_steps, &o.neuron_steps),
-            (&mut self.input_nonzero, &o.input_nonzero),
-            (&mut self.input_total, &o.input_total),
-        ] {
-            for (x, y) in a.iter_mut().zip(b) {
-                *x += y;
-            }
-        }
-    }
-}
-
-/// What one simulated batch produced.
-#[derive(Debug, Clone)]
-pub struct RunOutput {
-    /// Per requested checkpoint T: logits `[B, K]`, the output averaged over the first T steps.
-    pub logits: Vec<Tensor>,
-    /// Per requested checkpoint T: counts over the first T steps.
-    pub counters: Vec<Counters>,
-    /// Per slot: the largest input current seen.
-    pub max_input: Vec<f32>,
-    /// Per slot (only when asked): a sample of the non-zero activations (ANN mode).
-    pub activations: Vec<Vec<f32>>,
-    /// Layer applications that took the dense / event path.
-    pub dense_calls: usize,
-    pub event_calls: usize,
-}
-
-/// How a batch is run.
-#[derive(Debug, Clone)]
-pub struct RunSpec {
-    /// The ANN: spiking layers as ReLU, one step, direct input.
-    pub ann: bool,
-    /// Checkpoints T (ascending); the run lasts the last one. Ignored with `ann`.
-    pub checkpoints: Vec<usize>,
-    /// Stop at this node (only its ancestors run; no logits).
-    pub stop: Option<NodeIndex>,
-    /// Keep each non-zero activation with this probability (percentile balancing).
-    pub collect: Option<f64>,
-}
-
-enum Prepared {
-    None,
-    Conv(ConvEvent),
-    Fc(FcEvent),
-}
-
-/// A final-form network executed one time step at a time with IF neurons.
-pub struct Simulator {
-    net: Network,
-    order: Vec<NodeIndex>,
-    weights: Vec<Tensor>,
-    events: Vec<Prepared>,
-    thresholds: Vec<f32>,
-    reset: Reset,
-    policy: PathPolicy,
-    device: Device,
-}
-
-fn usize_of(v: u64) -> Result<usize> {
-    usize::try_from(v).map_err(|_| err(format!("size {v} does not fit this machine")))
-}
-
-/// Phase of a node in an SNN run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Computed once before the time loop (ANN prefix).
-    Pre,
-    /// Computed at every step.
-    Step,
-    /// Computed from spike rates after the steps (ANN suffix).
-    Post,
-}
-
-impl Simulator {
-    /// The model's network, weights and thresholds, run with IF neurons and `reset`.
-    pub fn new(model: &Model, reset: Reset, policy: PathPolicy) -> Result<Self> {
-        let net = model.network().clone();
-        let weights = net
-            .weights
-            .iter()
-            .map(|w| {
-                model
-                    .weight(&w.name)
-                    .map(|v| v.as_tensor().detach())
-                    .ok_or_else(|| err(format!("the model has no weights `{}`", w.name)))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Self::from_parts(
-            net,
-            weights,
-            model.thresholds().to_vec(),
-            reset,
-            policy,
-            model.device(),
-        )
-    }
-
-    /// A simulator from a network, its weights (one tensor per weight set) and thresholds.
-    pub fn from_parts(
-        net: Network,
-        weights: Vec<Tensor>,
-        thresholds: Vec<f32>,
-        reset: Reset,
-        policy: PathPolicy,
-        device: &Device,
-    ) -> Result<Self> {
-        if weights.len() != net.weights.len() || thresholds.len() != net.thresholds.len() {
-            return Err(err("weights or thresholds do not match the network"));
-        }
-        let order = net.topo_order();
-        let mut events = Vec::with_capacity(net.graph.node_count());
-        for n in net.graph.node_indices() {
-            let node = &net.graph[n];
-            let prep = match node.op.weights() {
-                Some(wid) if device.is_cpu() => {
-                    let wt = weights
-                        .get(wid.0)
-                        .ok_or_else(|| err(format!("no weight set {}", wid.0)))?;
-                    match net.weights[wid.0].kind {
-                        LayerKind::Conv { stride, pad, .. } => {
-                            let src = net.inputs_of(n).first().copied();
-                            let shape =
-                                src.and_then(|s| net.graph[s].out_shape).ok_or_else(|| {
-                                    err(format!("`{}` has no input shape", node.name))
-                                })?;
-                            Prepared::Conv(ConvEvent::new(
-                                wt,
-                                usize_of(stride)?,
-                                usize_of(pad)?,
-                                usize_of(shape.h)?,
-                                usize_of(shape.w)?,
-                            )?)
-                        }
-                        LayerKind::Fc { .. } => Prepared::Fc(FcEvent::new(wt)?),
-                    }
-                }
-                _ => Prepared::None,
-            };
-            events.push(prep);
-        }
-        Ok(Simulator {
-            net,
-            order,
-            weights,
-            events,
-            thresholds,
-            reset,
-            policy,
-            device: device.clone(),
-        })
-    }
-
-    pub fn network(&self) -> &Network {
-        &self.net
-    }
-
-    pub fn thresholds(&self) -> &[f32] {
-        &self.thresholds
-    }
-
-    pub fn reset(&self) -> Reset {
-        self.reset
-    }
-
-    pub fn set_policy(&mut self, policy: PathPolicy) {
-        self.policy = policy;
-    }
-
-    pub fn set_threshold(&mut self, slot: SlotId, value: f32) -> Result<()> {
-        model::set_slot_threshold(&mut self.thresholds, slot, value)
-    }
-
-    /// Slots in the order of their nodes in the topological order.
-    pub fn slots_in_order(&self) -> Vec<SlotId> {
-        self.order
-            .iter()
-            .filter_map(|&n| self.net.graph[n].slot)
-            .collect()
-    }
-
-    fn phases(&self) -> Result<Vec<Phase>> {
-        let mut ph = vec![Phase::Pre; self.net.graph.node_count()];
-        for &n in &self.order {
-            let node = &self.net.graph[n];
-            let ins = self.net.inputs_of(n);
-            let any_post = ins.iter().any(|i| ph[i.index()] == Phase::Post);
-            let p = if matches!(
-                node.op,
-                Op::Boundary {
-                    kind: BoundaryKind::SnnToAnn
-                }
-            ) {
-                Phase::Post
-            } else if node.domain == Some(Domain::Snn) {
-                if any_post {
-                    return Err(err(format!(
-                        "`{}` is spiking after an SNN→ANN boundary: conversion cannot simulate \
-                         an SNN block that needs spike rates of an earlier one",
-                        node.name
-                    )));
-                }
-                Phase::Step
-            } else if any_post {
-                Phase::Post
-            } else if ins.iter().any(|i| ph[i.index()] == Phase::Step) {
-                Phase::Step
-            } else {
-                Phase::Pre
-            };
-            ph[n.index()] = p;
-        }
-        Ok(ph)
-    }
-
-    /// The ancestors of `target` (itself included).
-    fn ancestors(&self, target: NodeIndex) -> Vec<bool> {
-        let mut need = vec![false; self.net.graph.node_count()];
-        let mut stack = vec![target];
-        while let Some(n) = stack.pop() {
-            if need[n.index()] {
-                continue;
-            }
-            need[n.index()] = true;
-            stack.extend(self.net.graph.neighbors_directed(n, Direction::Incoming));
-        }
-        need
-    }
-
-    /// Runs images `x` `[B, C, H, W]`.
-    pub fn run(&self, x: &Tensor, spec: &RunSpec, rng: &mut SeededRng) -> Result<RunOutput> {
-        let nodes = self.net.graph.node_count();
-        let slots = self.thresholds.len();
-        let need = match spec.stop {
-            Some(t) => self.ancestors(t),
-            None => vec![true; nodes],
-        };
-        let mut st = State {
-            values: vec![None; nodes],
-            membranes: vec![None; nodes],
-            counters: Counters::new(slots, nodes),
-            max_input: vec![0.0; slots],
-            activations: vec![Vec::new(); slots],
-            dense_calls: 0,
-            event_calls: 0,
-            record_inputs: !spec.ann,
-        };
-        let out_node = self.net.output;
-        let mut out = RunOutput {
-            logits: Vec::new(),
-            counters: Vec::new(),
-            max_input: Vec::new(),
-            activations: Vec::new(),
-            dense_calls: 0,
-            event_calls: 0,
-        };
-        if spec.ann {
-            for &n in &self.order {
-                if need[n.index()] {
-                    let v = self.node(n, x, true, spec, &mut st, rng)?;
-                    st.values[n.index()] = Some(v);
-                }
-            }
-            if spec.stop.is_none() {
-                let l = st.values[out_node.index()]
-                    .clone()
-                    .ok_or_else(|| err("the network has no output"))?;
-                out.logits.push(l.flatten_from(1)?);
-                out.counters.push(st.counters.clone());
-            }
-        } else {
-            let ph = self.phases()?;
-            let t_max = spec.checkpoints.last().copied().unwrap_or(0);
-            if t_max == 0 {
-                return Err(err("an SNN run needs at least one time step"));
-            }
-            for &n in &self.order {
-                if need[n.index()] && ph[n.index()] == Phase::Pre {
-                    let v = self.node(n, x, false, spec, &mut st, rng)?;
-                    st.values[n.index()] = Some(v);
-                }
-            }
-            // Inputs of SNN→ANN boundaries and the output, summed over steps.
-            let mut sums: HashMap<usize, Tensor> = HashMap::new();
-            let mut next_ck = 0;
-            for t in 1..=t_max {
-                for &n in &self.order {
-                    if !need[n.index()] || ph[n.index()] != Phase::Step {
-                        continue;
-                    }
-                    let v = self.node(n, x, false, spec, &mut st, rng)?;
-                    st.values[n.index()] = Some(v);
-                }
-                if spec.stop.is_some() {
-                    continue;
-                }
-                for &n in &self.order {
-                    let summed = if n == out_node && ph[n.index()] == Phase::Step {
-                        Some(n)
-                    } else if ph[n.index()] == Phase::Post
-                        && matches!(self.net.graph[n].op, Op::Boundary { .. })
-                    {
-                        self.net.inputs_of(n).first().copied()
-                    } else {
-                        None
-                    };
-                    if let Some(src) = summed {
-                        let v = st.values[src.index()]
-                            .clone()
-                            .ok_or_else(|| err("a summed value is missing"))?;
-                        let key = n.index();
-                        let s = match sums.remove(&key) {
-                            Some(s) => (s + v)?,
-                            None => v,
-                        };
-                        sums.insert(key, s);
-                    }
-                }
-                while next_ck < spec.checkpoints.len() && spec.checkpoints[next_ck] == t {
-                    out.logits
-                        .push(self.finish(x, t, &ph, &sums, spec, &mut st, rng)?);
-                    out.counters.push(st.counters.clone());
-                    next_ck += 1;
-                }
-            }
-        }
-        out.max_input = st.max_input;
-        out.activations = st.activations;
-        out.dense_calls = st.dense_calls;
-        out.event_calls = st.event_calls;
-        Ok(out)
-    }
-
-    /// Logits after `t` steps: the output's mean over the steps, or the ANN suffix run on
-    /// the spike rates.
-    #[allow(clippy::too_many_arguments)]
-    fn finish(
-        &self,
-        x: &Tensor,
-        t: usize,
-        ph: &[Phase],
-        sums: &HashMap<usize, Tensor>,
-        spec: &RunSpec,
-        st: &mut State,
-        rng: &mut SeededRng,
-    ) -> Result<Tensor> {
-        let out_node = self.net.output;
-        let out = match ph[out_node.index()] {
-            Phase::Pre => st.values[out_node.index()]
-                .clone()
-                .ok_or_else(|| err("the network has no output"))?,
-            Phase::Step => {
-                let s = sums
-                    .get(&out_node.index())
-                    .ok_or_else(|| err("the output was not summed"))?;
-                (s / t as f64)?
-            }
-            Phase::Post => {
-                for &n in &self.order {
-                    if ph[n.index()] != Phase::Post {
-                        continue;
-                    }
-                    let v = match (&self.net.graph[n].op, sums.get(&n.index())) {
-                        (Op::Boundary { .. }, Some(s)) => (s / t as f64)?,
-                        _ => self.node(n, x, true, spec, st, rng)?,
-                    };
-                    st.values[n.index()] = Some(v);
-                }
-                st.values[out_node.index()]
-                    .clone()
-                    .ok_or_else(|| err("the network has no output"))?
-            }
-        };
-        out.flatten_from(1)
-    }
-
-    /// Computes node `n` for one step (or once, with `ann`).
-    fn node(
-        &self,
-        n: NodeIndex,
-        x: &Tensor,
-        ann: bool,
-        spec: &RunSpec,
-        st: &mut State,
-        rng: &mut SeededRng,
-    ) -> Result<Tensor> {
-        let node = &self.net.graph[n];
-        let ins: Vec<Tensor> = self
-            .net
-            .inputs_of(n)
-            .iter()
-            .map(|&i| {
-                st.values[i.index()]
-                    .clone()
-                    .ok_or_else(|| err(format!("`{}` runs before its input", node.name)))
-            })
-            .collect::<Result<_>>()?;
-        let first = || {
-            ins.first()
-                .cloned()
-                .ok_or_else(|| err(format!("`{}` has no input", node.name)))
-        };
-        let v = match &node.op {
-            Op::Input => x.clone(),
-            Op::Encode { encoding } => {
-                let img = first()?;
-                if ann || *encoding == Encoding::Direct {
-                    img
-                } else {
-                    poisson_step(&img, rng)?
-                }
-            }
-            Op::Conv { weights } | Op::Fc { weights } => {
-                self.weighted(n, weights.0, &first()?, st)?
-            }
-            Op::Pool {
-                kind,
-                window,
-                stride,
-            } => {
-                let k = usize_of(*window)?;
-                let s = usize_of(*stride)?;
-                match kind {
-                    PoolKind::Avg => first()?.avg_pool2d_with_stride(k, s)?,
-                    PoolKind::Max => first()?.max_pool2d_with_stride(k, s)?,
-                }
-            }
-            Op::Dropout { .. } => first()?,
-            Op::Join { mode } => model::join(ins.clone(), *mode)?,
-            Op::Boundary { .. } => first()?,
-            Op::Layer { .. } => {
-                return Err(err(format!(
-                    "`{}` is an unresolved layer: the network is not in final form",
-                    node.name
-                )))
-            }
-        };
-        match node.activation {
-            Activation::None => Ok(v),
-            Activation::Relu => v.relu(),
-            Activation::Spiking(_) => {
-                let slot = node
-                    .slot
-                    .ok_or_else(|| err(format!("spiking `{}` has no slot", node.name)))?;
-                let th = *self
-                    .thresholds
-                    .get(slot.0)
-                    .ok_or_else(|| err(format!("no threshold slot {}", slot.0)))?;
-                let shape = v.shape().clone();
-                let cur = v.flatten_all()?.to_vec1::<f32>()?;
-                let m = cur.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                if m > st.max_input[slot.0] {
-                    st.max_input[slot.0] = m;
-                }
-                if ann {
-                    let a: Vec<f32> = cur.iter().map(|&c| c.max(0.0)).collect();
-                    if let Some(p) = spec.collect {
-                        let keep = &mut st.activations[slot.0];
-                        for &c in &a {
-                            if c > 0.0 && (p >= 1.0 || rng.0.random::<f64>() < p) {
-                                keep.push(c);
-                            }
-                        }
-                    }
-                    return Tensor::from_vec(a, shape, &self.device);
-                }
-                let mem = st.membranes[n.index()].get_or_insert_with(|| vec![0.0; cur.len()]);
-                if mem.len() != cur.len() {
-                    return Err(err(format!("`{}` changed size between steps", node.name)));
-                }
-                let (spikes, count) = if_step(mem, &cur, th, self.reset);
-                st.counters.spikes[slot.0] += count as f64;
-                st.counters.neuron_steps[slot.0] += cur.len() as f64;
-                Tensor::from_vec(spikes, shape, &self.device)
-            }
-        }
-    }
-
-    /// A conv or FC application on `inp`, by the dense or event path.
-    fn weighted(&self, n: NodeIndex, wid: usize, inp: &Tensor, st: &mut State) -> Result<Tensor> {
-        let wt = &self.weights[wid];
-        let kind = self.net.weights[wid].kind;
-        let b = inp.dim(0)?;
-        let flat = inp.flatten_all()?.to_vec1::<f32>()?;
-        let nz = flat.iter().filter(|&&v| v != 0.0).count();
-        if st.record_inputs {
-            st.counters.input_nonzero[n.index()] += nz as f64;
-            st.counters.input_total[n.index()] += flat.len() as f64;
-        }
-        let density = if flat.is_empty() {
-            0.0
-        } else {
-            nz as f32 / flat.len() as f32
-        };
-        let event = self
-            .policy
-            .use_event(density, matches!(kind, LayerKind::Conv { .. }));
-        match (kind, &self.events[n.index()]) {
-            (LayerKind::Conv { .. }, Prepared::Conv(ev)) if event => {
-                st.event_calls += 1;
-                let (o, oh, ow) = ev.out_dims();
-                Tensor::from_vec(ev.forward(&flat)?, (b, o, oh, ow), &self.device)
-            }
-            (LayerKind::Fc { outputs, .. }, Prepared::Fc(ev)) if event => {
-                st.event_calls += 1;
-                Tensor::from_vec(ev.forward(&flat)?, (b, usize_of(outputs)?), &self.device)
-            }
-            (LayerKind::Conv { stride, pad, .. }, _) => {
-                st.dense_calls += 1;
-                inp.conv2d(wt, usize_of(pad)?, usize_of(stride)?, 1, 1)
-            }
-            (LayerKind::Fc { .. }, _) => {
-                st.dense_calls += 1;
-                inp.flatten_from(1)?.matmul(&wt.t()?)
-            }
-        }
-    }
-}
-
-struct State {
-    values: Vec<Option<Tensor>>,
-    membranes: Vec<Option<Vec<f32>>>,
-    counters: Counters,
-    max_input: Vec<f32>,
-    activations: Vec<Vec<f32>>,
-    dense_calls: usize,
-    event_calls: usize,
-    record_inputs: bool,
-}
-
-/// One step of rate coding: a spike with probability x (intensities in [0, 1]).
-fn poisson_step(x: &Tensor, rng: &mut SeededRng) -> Result<Tensor> {
-    let v = x.flatten_all()?.to_vec1::<f32>()?;
-    let s: Vec<f32> = v
-        .iter()
-        .map(|&p| if rng.uniform_open() < p { 1.0 } else { 0.0 })
-        .collect();
-    Tensor::from_vec(s, x.shape(), x.device())
-}
-
-/// One IF step (leak 1): V += I; a spike where V ≥ θ, then V −= θ (subtract) or V = 0.
-/// Returns the spikes and their number.
-pub fn if_step(v: &mut [f32], current: &[f32], threshold: f32, reset: Reset) -> (Vec<f32>, usize) {
-    let mut count = 0;
-    let s = v
-        .iter_mut()
-        .zip(current)
-        .map(|(m, &i)| {
-            *m += i;
-            if *m >= threshold {
-                count += 1;
-                match reset {
-                    Reset::Subtract => *m -= threshold,
-                    Reset::Zero => *m = 0.0,
-                }
-                1.0
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    (s, count)
-}
-
 fn progress_bar(len: usize, show: bool, prefix: &str) -> indicatif::ProgressBar {
     if !show || !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
@@ -790,10 +199,10 @@ pub struct ThresholdRecord {
 
 /// The thresholds of `sim`, per slot.
 pub fn threshold_records(sim: &Simulator) -> Vec<ThresholdRecord> {
-    sim.net
+    sim.network()
         .thresholds
         .iter()
-        .zip(&sim.thresholds)
+        .zip(sim.thresholds())
         .map(|(s, &t)| ThresholdRecord {
             layer: s.layer.clone(),
             step: s.step,
@@ -838,14 +247,14 @@ pub fn balance(
     }
     let batch = cfg.batch.max(1);
     let chunks: Vec<&[usize]> = idx.chunks(batch).collect();
-    let dev = sim.device.clone();
+    let dev = sim.device().clone();
     match cfg.balance {
         Balance::MaxInput => {
             let steps = cfg.balance_steps.max(1);
             let slots = sim.slots_in_order();
             let pb = progress_bar(slots.len() * chunks.len(), cfg.progress, "balancing");
             for slot in slots {
-                let target = sim.net.thresholds[slot.0].node;
+                let target = sim.network().thresholds[slot.0].node;
                 let spec = RunSpec {
                     ann: false,
                     checkpoints: vec![steps],
@@ -861,7 +270,7 @@ pub fn balance(
                     m = m.max(out.max_input[slot.0]);
                     pb.inc(1);
                 }
-                let s = &sim.net.thresholds[slot.0];
+                let s = &sim.network().thresholds[slot.0];
                 pb.set_message(format!("{}@{}: {m:.3}", s.layer, s.step));
                 if m > 0.0 && m.is_finite() {
                     sim.set_threshold(slot, m)?;
@@ -871,10 +280,10 @@ pub fn balance(
         }
         Balance::Percentile(p) => {
             let per_image: f64 = sim
-                .net
+                .network()
                 .thresholds
                 .iter()
-                .filter_map(|s| sim.net.graph[s.node].out_shape?.features())
+                .filter_map(|s| sim.network().graph[s.node].out_shape?.features())
                 .map(|f| f as f64)
                 .fold(0.0, f64::max);
             let keep = (PERCENTILE_SAMPLE / (per_image * idx.len() as f64).max(1.0)).min(1.0);
@@ -885,7 +294,7 @@ pub fn balance(
                 collect: Some(keep),
             };
             let mut rng = derive_rng(cfg.seed, BALANCE_STREAM);
-            let mut acts: Vec<Vec<f32>> = vec![Vec::new(); sim.thresholds.len()];
+            let mut acts: Vec<Vec<f32>> = vec![Vec::new(); sim.thresholds().len()];
             let pb = progress_bar(chunks.len(), cfg.progress, "percentiles");
             for c in &chunks {
                 let (x, _) = data.images(c, &dev)?;
@@ -899,7 +308,11 @@ pub fn balance(
             let lambda: Vec<Option<f32>> = acts.iter_mut().map(|a| percentile(a, p)).collect();
             for slot in sim.slots_in_order() {
                 let Some(l) = lambda[slot.0] else { continue };
-                let up = upstream_scale(&sim.net, sim.net.thresholds[slot.0].node, &lambda);
+                let up = upstream_scale(
+                    sim.network(),
+                    sim.network().thresholds[slot.0].node,
+                    &lambda,
+                );
                 let th = l / up;
                 if th.is_finite() && th > 0.0 {
                     sim.set_threshold(slot, th)?;
@@ -1041,12 +454,6 @@ fn c_has_weights(net: &Network, n: NodeIndex) -> bool {
     net.graph[n].op.weights().is_some()
 }
 
-fn correct(logits: &Tensor, labels: &Tensor) -> Result<usize> {
-    let pred = logits.argmax(1)?;
-    let eq = pred.eq(labels)?.to_dtype(DType::F32)?;
-    Ok(eq.sum_all()?.to_scalar::<f32>()? as usize)
-}
-
 /// Accuracy of the ANN (spiking layers as ReLU) on `data`.
 pub fn evaluate_ann(sim: &Simulator, data: &dyn Images, batch: usize) -> Result<f64> {
     let idx: Vec<usize> = (0..data.count()).collect();
@@ -1062,9 +469,9 @@ pub fn evaluate_ann(sim: &Simulator, data: &dyn Images, batch: usize) -> Result<
     let mut rng = derive_rng(0, EVAL_STREAM);
     let mut right = 0;
     for c in idx.chunks(batch.max(1)) {
-        let (x, y) = data.images(c, &sim.device)?;
+        let (x, y) = data.images(c, sim.device())?;
         let out = sim.run(&x, &spec, &mut rng)?;
-        right += correct(&out.logits[0], &y)?;
+        right += correct_count(&out.logits[0], &y)?;
     }
     Ok(right as f64 / idx.len() as f64)
 }
@@ -1095,8 +502,8 @@ pub fn evaluate_snn(
         stop: None,
         collect: None,
     };
-    let nodes = sim.net.graph.node_count();
-    let slots = sim.thresholds.len();
+    let nodes = sim.network().graph.node_count();
+    let slots = sim.thresholds().len();
     let mut right = vec![0usize; ts.len()];
     let mut counters = vec![Counters::new(slots, nodes); ts.len()];
     let (mut dense, mut event) = (0, 0);
@@ -1105,10 +512,10 @@ pub fn evaluate_snn(
     let chunks: Vec<&[usize]> = idx.chunks(batch.max(1)).collect();
     let pb = progress_bar(chunks.len(), progress, "SNN");
     for c in chunks {
-        let (x, y) = data.images(c, &sim.device)?;
+        let (x, y) = data.images(c, sim.device())?;
         let out = sim.run(&x, &spec, &mut rng)?;
         for (i, l) in out.logits.iter().enumerate() {
-            right[i] += correct(l, &y)?;
+            right[i] += correct_count(l, &y)?;
         }
         for (acc, c) in counters.iter_mut().zip(&out.counters) {
             acc.add(c);
@@ -1132,7 +539,7 @@ pub fn evaluate_snn(
         .zip(&counters)
         .map(|((&t, &r), c)| {
             let activity: Vec<ActivityRecord> = sim
-                .net
+                .network()
                 .thresholds
                 .iter()
                 .enumerate()
@@ -1152,27 +559,31 @@ pub fn evaluate_snn(
                 })
                 .collect();
             let input_activity = sim
-                .order
+                .order()
                 .iter()
-                .filter(|&&n| sim.net.graph[n].op.weights().is_some())
+                .filter(|&&n| sim.network().graph[n].op.weights().is_some())
                 .map(|&n| ActivityRecord {
-                    layer: sim.net.graph[n].name.clone(),
-                    step: sim.net.graph[n].step,
+                    layer: sim.network().graph[n].name.clone(),
+                    step: sim.network().graph[n].step,
                     spike_rate: sa[n.index()],
                 })
                 .collect();
             // The Poisson input's rate: the input density of a layer fed by the encoder.
             let input_rate = sim
-                .net
+                .network()
                 .graph
                 .node_indices()
-                .filter(|&e| matches!(sim.net.graph[e].op, Op::Encode { .. }))
-                .flat_map(|e| sim.net.graph.neighbors_directed(e, Direction::Outgoing))
-                .find(|&c| c_has_weights(&sim.net, c))
+                .filter(|&e| matches!(sim.network().graph[e].op, Op::Encode { .. }))
+                .flat_map(|e| {
+                    sim.network()
+                        .graph
+                        .neighbors_directed(e, Direction::Outgoing)
+                })
+                .find(|&c| c_has_weights(sim.network(), c))
                 .map(|c| sa[c.index()])
                 .unwrap_or(1.0);
-            let (_, e_dens, ee_dens) = energy(&sim.net, &sa, t);
-            let (e_ann, e_snn, ee) = energy_from_rates(&sim.net, &activity, input_rate, t);
+            let (_, e_dens, ee_dens) = energy(sim.network(), &sa, t);
+            let (e_ann, e_snn, ee) = energy_from_rates(sim.network(), &activity, input_rate, t);
             TimestepResult {
                 timesteps: t,
                 test_accuracy: r as f64 / n,
