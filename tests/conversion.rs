@@ -12,12 +12,13 @@ use snnc::backend::candle::observe::{Application, Observer};
 use snnc::backend::candle::step::if_step;
 use snnc::data::{Dataset, Split};
 use snnc::ir::{Activation, Encoding, Network, NeuronKind, NeuronSpec, PoolKind, Reset, Shape};
-use snnc::train::agd::{self, TrainConfig, TrainMethod};
 use snnc::train::checkpoint::{self, Meta};
 use snnc::train::conversion::{
-    self, backres_increasing, balance, energy, energy_from_rates, evaluate_ann, evaluate_snn,
-    percentile, Balance, ConversionConfig, RunSpec, Simulator, SplitImages,
+    self, backres_increasing, balance, energy_from_input_density, energy_from_rates, evaluate_ann,
+    evaluate_snn, percentile, Balance, ConversionConfig, RunSpec, Simulator, SplitImages,
 };
+use snnc::train::driver::{self, TrainConfig};
+use snnc::train::method;
 use snnc::train::report::ActivityRecord;
 
 type R = Result<(), Box<dyn std::error::Error>>;
@@ -220,7 +221,7 @@ fn simulator_ann_mode_matches_model() -> R {
     let model = Model::new(&net, &dev(), 9)?;
     let sp = synthetic(6, &mut derive_rng(1, 1));
     let idx: Vec<usize> = (0..6).collect();
-    let (x, _) = agd::batch_tensors(&sp, S8, &idx, &dev())?;
+    let (x, _) = driver::batch_tensors(&sp, S8, &idx, &dev())?;
     let want = model.forward(&x, &ForwardOptions::ann(false), &mut derive_rng(0, 0))?;
     let sim = Simulator::new(&model, Reset::Subtract, PathPolicy::Dense)?;
     let spec = RunSpec {
@@ -276,13 +277,13 @@ fn converted_network_agrees_with_its_ann() -> R {
     let train = SplitImages::new(&data.train, S8);
     let test = SplitImages::new(&data.test, S8);
     let tc = TrainConfig {
-        method: TrainMethod::Ann,
+        method: method::ANN,
         epochs: 2,
         batch: 32,
         lr: 3e-3,
         ..TrainConfig::default()
     };
-    agd::train(&mut model, &data, &tc)?;
+    driver::train(&mut model, &data, &tc)?;
     let base = Simulator::new(&model, Reset::Subtract, PathPolicy::Dense)?;
     let ann_acc = evaluate_ann(&base, &test, 16)?;
     assert!(ann_acc > 0.8, "the ANN did not learn: {ann_acc}");
@@ -329,7 +330,7 @@ fn predictions(
     t: Option<usize>,
 ) -> Result<Vec<u32>, Box<dyn std::error::Error>> {
     let idx: Vec<usize> = (0..data.split.len()).collect();
-    let (x, _) = agd::batch_tensors(data.split, data.shape, &idx, &dev())?;
+    let (x, _) = driver::batch_tensors(data.split, data.shape, &idx, &dev())?;
     let spec = RunSpec {
         ann: t.is_none(),
         checkpoints: vec![t.unwrap_or(1)],
@@ -457,7 +458,7 @@ fn energy_matches_hand_computation() {
             _ => {}
         }
     }
-    let (a, s, ee) = energy(&net, &sa, 10);
+    let (a, s, ee) = energy_from_input_density(&net, &sa, 10);
     assert!((a - 57.6).abs() < 1e-9);
     assert!((s - 7.5).abs() < 1e-9);
     assert!((ee - 7.68).abs() < 1e-9);
@@ -514,7 +515,7 @@ fn hybrid_network_converts() -> R {
     let sp = split(imgs, vec![0; 8]);
     let data = SplitImages::new(&sp, [1, 4, 4]);
     let idx: Vec<usize> = (0..8).collect();
-    let (x, _) = agd::batch_tensors(&sp, [1, 4, 4], &idx, &dev())?;
+    let (x, _) = driver::batch_tensors(&sp, [1, 4, 4], &idx, &dev())?;
     let want = model.forward(&x, &ForwardOptions::ann(false), &mut derive_rng(0, 0))?;
     let mut sim = Simulator::new(&model, Reset::Subtract, PathPolicy::Dense)?;
     let ann = RunSpec {
@@ -663,7 +664,7 @@ fn stepper_and_batched_if_runs_agree_through_observers() -> R {
     }
     let sp = synthetic(5, &mut derive_rng(2, 2));
     let idx: Vec<usize> = (0..5).collect();
-    let (x, _) = agd::batch_tensors(&sp, S8, &idx, &dev())?;
+    let (x, _) = driver::batch_tensors(&sp, S8, &idx, &dev())?;
     let t = 7;
     let slots = model.thresholds().len();
     let mut batched = SpikeCounter {

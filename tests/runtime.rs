@@ -7,8 +7,9 @@ use snnc::backend::candle::neuron::{lif_scan_reference, NeuronParams};
 use snnc::backend::candle::observe::Recorder;
 use snnc::data::{Dataset, Split};
 use snnc::ir::{Activation, Classifier, Encoding, JoinMode, Network, PoolKind, Shape};
-use snnc::train::agd::{self, TrainConfig, TrainError, TrainMethod};
 use snnc::train::checkpoint;
+use snnc::train::driver::{self, TrainConfig, TrainError};
+use snnc::train::method;
 
 type R = Result<(), Box<dyn std::error::Error>>;
 
@@ -310,7 +311,7 @@ fn tiny_training_learns_and_is_deterministic() -> R {
     let run = |seed: u64| {
         let mut m = Model::new(&small_net(), &dev(), seed).unwrap();
         let c = TrainConfig { seed, ..cfg(3) };
-        agd::train(&mut m, &d, &c).unwrap()
+        driver::train(&mut m, &d, &c).unwrap()
     };
     let r = run(7);
     let first = &r.epochs[0];
@@ -334,10 +335,10 @@ fn ann_baseline_trains() -> R {
     let d = data(2);
     let mut m = Model::new(&small_net(), &dev(), 1)?;
     let c = TrainConfig {
-        method: TrainMethod::Ann,
+        method: method::ANN,
         ..cfg(2)
     };
-    let r = agd::train(&mut m, &d, &c)?;
+    let r = driver::train(&mut m, &d, &c)?;
     assert!(
         r.epochs.last().unwrap().test_accuracy > 0.6,
         "{:?}",
@@ -358,31 +359,31 @@ fn checkpoint_round_trip_and_resume() -> R {
         out: Some(dir_a.path().into()),
         ..cfg(2)
     };
-    agd::train(&mut a, &d, &ca)?;
+    driver::train(&mut a, &d, &ca)?;
     // The same run, interrupted after one epoch and resumed.
     let mut b = Model::new(&small_net(), &dev(), 5)?;
     let cb = TrainConfig {
         out: Some(dir_b.path().into()),
         ..cfg(1)
     };
-    agd::train(&mut b, &d, &cb)?;
+    driver::train(&mut b, &d, &cb)?;
     let mut b2 = Model::new(&small_net(), &dev(), 99)?;
     let cb2 = TrainConfig {
         out: Some(dir_b.path().into()),
         resume: true,
         ..cfg(2)
     };
-    let rb = agd::train(&mut b2, &d, &cb2)?;
+    let rb = driver::train(&mut b2, &d, &cb2)?;
     assert_eq!(rb.epochs.len(), 2);
     // Resuming a finished run trains nothing and returns its report.
-    let again = agd::train(&mut b2, &d, &cb2)?;
+    let again = driver::train(&mut b2, &d, &cb2)?;
     assert_eq!(again.epochs, rb.epochs);
     // Another method's checkpoint is refused.
     let ann = TrainConfig {
-        method: TrainMethod::Ann,
+        method: method::ANN,
         ..cb2.clone()
     };
-    let e = agd::train(&mut b2, &d, &ann).unwrap_err();
+    let e = driver::train(&mut b2, &d, &ann).unwrap_err();
     assert!(e.to_string().contains("cannot resume"), "{e}");
     for (name, v) in a.vars() {
         let w = b2.weight(&name).unwrap();
@@ -413,12 +414,12 @@ fn non_finite_loss_stops_training_and_keeps_the_checkpoint() -> R {
         out: Some(dir.path().into()),
         ..cfg(1)
     };
-    agd::train(&mut m, &d, &c)?;
+    driver::train(&mut m, &d, &c)?;
     let before = std::fs::read(checkpoint::weights_path(dir.path()))?;
     let w = m.weight("FC1").unwrap();
     w.set(&(w.as_tensor() * f64::NAN)?)?;
     let c2 = TrainConfig { epochs: 2, ..c };
-    let e = agd::train(&mut m, &d, &c2).unwrap_err();
+    let e = driver::train(&mut m, &d, &c2).unwrap_err();
     assert!(
         matches!(
             e,
@@ -469,7 +470,7 @@ fn energy_from_measured_activity_by_hand() {
         step: 1,
         spike_rate: r,
     });
-    let e = agd::energy(&net, &activity, 4, TrainMethod::Agd);
+    let e = driver::energy(&net, &activity, 4, false);
     assert!((e.e_ann_pj - 384.0 * 3.2).abs() < 1e-9);
     let want = (288.0 * 0.5 + 96.0 * 0.25) * 4.0 * 0.1;
     assert!((e.e_snn_pj - want).abs() < 1e-9, "{e:?}");
@@ -488,7 +489,7 @@ fn stochmax_training_learns() -> R {
         .build();
     let mut m = Model::new(&net, &dev(), 3)?;
     assert!(m.vars().iter().any(|(n, _)| n.starts_with("stochmax.")));
-    let r = agd::train(&mut m, &d, &cfg(3))?;
+    let r = driver::train(&mut m, &d, &cfg(3))?;
     assert!(r.test_accuracy > 0.6, "chance is 0.25: {:?}", r.epochs);
     Ok(())
 }
@@ -549,7 +550,7 @@ fn tiny_training_on_embedded_fashion_mnist_learns() -> R {
         lr: 2e-3,
         ..cfg(3)
     };
-    let r = agd::train(&mut m, &d, &c)?;
+    let r = driver::train(&mut m, &d, &c)?;
     let (first, last) = (&r.epochs[0], r.epochs.last().unwrap());
     assert!(last.loss < first.loss, "{:?}", r.epochs);
     assert!(r.test_accuracy > 0.5, "{:?}", r.epochs);

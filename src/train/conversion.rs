@@ -21,7 +21,6 @@
 //! SNN→ANN boundary) is an error, never a panic.
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Instant;
 
@@ -34,24 +33,24 @@ use crate::analysis;
 use crate::backend::candle::classifier::correct_count;
 use crate::backend::candle::event::PathPolicy;
 use crate::backend::candle::model::rng_for as derive_rng;
-use crate::backend::candle::model::Model;
+use crate::backend::candle::model::{ForwardOptions, Model};
 pub use crate::backend::candle::step::{Counters, RunOutput, RunSpec, Simulator};
-use crate::data::Split;
-use crate::ir::{Activation, Domain, LayerKind, Network, Op, Reset, SlotId};
-use crate::train::agd::batch_tensors;
+use crate::data::{Dataset, Split};
+use crate::ir::{Activation, Network, Op, Reset, SlotId};
 use crate::train::checkpoint::{self, Meta};
+use crate::train::driver::{
+    batch_tensors, check_data, load_data, EvalConfig, EvalOutcome, TrainConfig,
+};
+use crate::train::error::TrainError;
+use crate::train::method::TrainingMethod;
 use crate::train::report::{ActivityRecord, EnergyRecord, Report};
-
-/// Table I: energy of one multiply-accumulate and one accumulate (pJ, 45 nm).
-pub const E_MAC_PJ: f64 = 3.2;
-pub const E_AC_PJ: f64 = 0.1;
+use crate::train::{defaults, progress};
 
 const BALANCE_STREAM: u64 = 1 << 40;
 const EVAL_STREAM: u64 = (1 << 40) + 1;
 /// Percentile balancing keeps at most about this many activations per slot.
 const PERCENTILE_SAMPLE: f64 = 4.0e6;
-/// The checkpoint key of the reset mode (0: subtract, 1: zero).
-pub const RESET_KEY: &str = "conversion.reset";
+pub use crate::train::checkpoint::RESET_KEY;
 
 use crate::backend::candle::err;
 
@@ -164,11 +163,11 @@ impl Default for ConversionConfig {
     fn default() -> Self {
         ConversionConfig {
             balance: Balance::MaxInput,
-            balance_images: 256,
-            balance_steps: 100,
+            balance_images: defaults::BALANCE_IMAGES,
+            balance_steps: defaults::BALANCE_STEPS,
             reset: Reset::Subtract,
-            eval_timesteps: vec![50, 100, 250, 500],
-            batch: 100,
+            eval_timesteps: defaults::CONVERSION_TIMESTEPS.to_vec(),
+            batch: defaults::CONVERSION_BATCH,
             policy: PathPolicy::default(),
             seed: 0,
             progress: false,
@@ -177,16 +176,7 @@ impl Default for ConversionConfig {
 }
 
 fn progress_bar(len: usize, show: bool, prefix: &str) -> indicatif::ProgressBar {
-    if !show || !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let pb = indicatif::ProgressBar::new(len as u64);
-    let style =
-        indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-    pb.set_style(style.progress_chars("=> "));
-    pb.set_prefix(prefix.to_string());
-    pb
+    progress::bar(len, show, prefix, false)
 }
 
 /// One balanced threshold.
@@ -409,45 +399,47 @@ pub struct SnnEvaluation {
     pub event_calls: usize,
 }
 
-/// Operations per time step of a weighted node: Eq. 8 for a convolution (K²·I·O·H·W of
-/// its output), X·Y for an FC layer.
-fn ops(net: &Network, n: NodeIndex) -> f64 {
-    let node = &net.graph[n];
-    let Some(w) = node.op.weights() else {
-        return 0.0;
+/// E_ANN, E_SNN and EE (pJ) by `analysis::estimate`'s rows at latency `t`, with each
+/// accumulate layer's SA replaced by the measured fraction of non-zero inputs of that node
+/// (`density`, indexed by node; unmeasured nodes 1): Eq. 11 with the input density instead
+/// of the upstream spike rate (after an average pool the density exceeds the spike rate).
+pub fn energy_from_input_density(net: &Network, density: &[f64], t: usize) -> (f64, f64, f64) {
+    let opts = analysis::Options {
+        timesteps: Some(u32::try_from(t).unwrap_or(u32::MAX)),
+        activity: analysis::Activity::Uniform(1.0),
+        energy: analysis::EnergyModel::INT32,
     };
-    let out = node.out_shape.unwrap_or(crate::ir::Shape::new(0, 0, 0));
-    match net.weights[w.0].kind {
-        LayerKind::Conv {
-            in_ch,
-            out_ch,
-            kernel,
-            ..
-        } => (kernel * kernel) as f64 * in_ch as f64 * out_ch as f64 * (out.h * out.w) as f64,
-        LayerKind::Fc { inputs, outputs } => inputs as f64 * outputs as f64,
+    let est = analysis::estimate(net, &opts);
+    let by_layer: HashMap<(&str, u32), f64> = net
+        .graph
+        .node_indices()
+        .map(|n| {
+            let node = &net.graph[n];
+            let d = density.get(n.index()).copied().unwrap_or(1.0);
+            ((node.name.as_str(), node.step), d)
+        })
+        .collect();
+    let mut e_snn = 0.0;
+    for row in &est.layers {
+        let ops = row.ops as f64;
+        e_snn += match row.op {
+            analysis::OpKind::Ac => {
+                let sa = by_layer
+                    .get(&(row.name.as_str(), row.step))
+                    .copied()
+                    .unwrap_or(1.0);
+                ops * sa * t as f64 * est.energy.e_ac
+            }
+            analysis::OpKind::Mac => ops * est.energy.e_mac,
+            analysis::OpKind::None => 0.0,
+        };
     }
-}
-
-/// E_ANN (Eq. 10: every layer MAC) and E_SNN (Eq. 11: an SNN-domain layer costs ops·SA·T
-/// accumulates with its measured input activity SA; an ANN-domain layer ops MACs).
-/// `sa` is indexed by node. Returns (E_ANN, E_SNN, EE) in pJ.
-pub fn energy(net: &Network, sa: &[f64], timesteps: usize) -> (f64, f64, f64) {
-    let (mut e_ann, mut e_snn) = (0.0, 0.0);
-    for n in net.graph.node_indices() {
-        if net.graph[n].op.weights().is_none() {
-            continue;
-        }
-        let o = ops(net, n);
-        e_ann += o * E_MAC_PJ;
-        if net.graph[n].domain == Some(Domain::Snn) {
-            let a = sa.get(n.index()).copied().unwrap_or(1.0);
-            e_snn += o * a * timesteps as f64 * E_AC_PJ;
-        } else {
-            e_snn += o * E_MAC_PJ;
-        }
-    }
-    let ee = if e_snn > 0.0 { e_ann / e_snn } else { 0.0 };
-    (e_ann, e_snn, ee)
+    let ee = if e_snn > 0.0 {
+        est.e_ann_pj / e_snn
+    } else {
+        0.0
+    };
+    (est.e_ann_pj, e_snn, ee)
 }
 
 fn c_has_weights(net: &Network, n: NodeIndex) -> bool {
@@ -582,7 +574,7 @@ pub fn evaluate_snn(
                 .find(|&c| c_has_weights(sim.network(), c))
                 .map(|c| sa[c.index()])
                 .unwrap_or(1.0);
-            let (_, e_dens, ee_dens) = energy(sim.network(), &sa, t);
+            let (_, e_dens, ee_dens) = energy_from_input_density(sim.network(), &sa, t);
             let (e_ann, e_snn, ee) = energy_from_rates(sim.network(), &activity, input_rate, t);
             TimestepResult {
                 timesteps: t,
@@ -723,5 +715,153 @@ pub fn checkpoint_reset(map: &HashMap<String, Tensor>) -> Result<Reset> {
             Some(1) => Ok(Reset::Zero),
             _ => Ok(Reset::Subtract),
         },
+    }
+}
+
+/// The conversion method: the driver trains the ANN (`Mode::Ann`, checkpoints as `ann`);
+/// then thresholds are balanced, the SNN is evaluated at every latency, and the checkpoint
+/// (ANN weights, thresholds, reset) and report become `conversion`'s.
+#[derive(Debug, Clone, Copy)]
+pub struct ConversionMethod;
+
+impl TrainingMethod for ConversionMethod {
+    fn name(&self) -> &'static str {
+        "conversion"
+    }
+
+    fn about(&self) -> &'static str {
+        "the ANN, then balanced IF thresholds"
+    }
+
+    fn forward_options(&self, _timesteps: usize, train: bool) -> ForwardOptions {
+        ForwardOptions::ann(train)
+    }
+
+    fn training_timesteps(&self, _timesteps: usize) -> usize {
+        1
+    }
+
+    fn checkpoint_method(&self) -> &'static str {
+        "ann"
+    }
+
+    fn validate(&self, cfg: &TrainConfig) -> std::result::Result<(), TrainError> {
+        let c = &cfg.conversion;
+        if c.balance_images == 0
+            || c.balance_steps == 0
+            || c.batch == 0
+            || c.eval_timesteps.is_empty()
+            || c.eval_timesteps.contains(&0)
+        {
+            return Err(TrainError::Config(
+                "--balance-images, --balance-steps and --eval-timesteps must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn after_training(
+        &self,
+        model: &mut Model,
+        data: &Dataset,
+        cfg: &TrainConfig,
+        report: &mut Report,
+        out: &Path,
+    ) -> std::result::Result<Vec<String>, TrainError> {
+        let cc = ConversionConfig {
+            seed: cfg.seed,
+            progress: cfg.progress,
+            ..cfg.conversion.clone()
+        };
+        let train = SplitImages::new(&data.train, data.shape);
+        let test = SplitImages::new(&data.test, data.shape);
+        if cfg.progress {
+            eprintln!(
+                "balancing thresholds ({}, {} images × {} steps), then the SNN at T = {:?}",
+                cc.balance, cc.balance_images, cc.balance_steps, cc.eval_timesteps
+            );
+        }
+        let conv = convert(model, &train, &test, &cc).map_err(TrainError::Conversion)?;
+        let meta = Meta {
+            epoch: report.epochs.len(),
+            seed: cc.seed,
+            network: report.network.clone(),
+            method: self.name().into(),
+        };
+        save_checkpoint(model, cc.reset, &checkpoint::weights_path(out), &meta)?;
+        apply_to_report(report, &conv);
+        report.write_json(&out.join("report.json"))?;
+        let mut lines = vec![format!(
+            "ANN test accuracy {:.2}%",
+            100.0 * conv.ann_test_accuracy
+        )];
+        for t in &conv.thresholds {
+            lines.push(format!(
+                "  v_thresh {:<10} step {:>2}  {:.4}",
+                t.layer, t.step, t.threshold
+            ));
+        }
+        for (l, inc) in &conv.backres_increasing {
+            lines.push(format!("  {l}: v_thresh,1 < v_thresh,2 < … holds: {inc}"));
+        }
+        for r in &conv.snn.results {
+            lines.push(format!(
+                "SNN T = {:>4}: accuracy {:6.2}% (conversion loss {:+.2} points), E_SNN {:.3e} pJ, EE = {:.2}",
+                r.timesteps,
+                100.0 * r.test_accuracy,
+                100.0 * (conv.ann_test_accuracy - r.test_accuracy),
+                r.e_snn_pj,
+                r.ee
+            ));
+        }
+        Ok(lines)
+    }
+
+    /// The SNN with its balanced thresholds and IF neurons, step by step (no balancing
+    /// again), at T (default: the network's `timesteps`, else 100).
+    fn evaluate_checkpoint(
+        &self,
+        model: &Model,
+        tensors: &HashMap<String, Tensor>,
+        meta: &Meta,
+        cfg: &EvalConfig,
+    ) -> std::result::Result<EvalOutcome, TrainError> {
+        let t = defaults::timesteps(
+            model.network(),
+            cfg.timesteps,
+            defaults::CONVERSION_EVAL_TIMESTEPS,
+        );
+        if t == 0 || cfg.batch == 0 {
+            return Err(TrainError::Config(
+                "--timesteps and --batch must be at least 1".into(),
+            ));
+        }
+        let data = load_data(cfg.data.as_deref(), Some(0), cfg.test_limit)?;
+        check_data(model, &data)?;
+        let reset = checkpoint_reset(tensors).map_err(TrainError::Conversion)?;
+        let sim =
+            Simulator::new(model, reset, PathPolicy::default()).map_err(TrainError::Conversion)?;
+        let test = SplitImages::new(&data.test, data.shape);
+        let ev = evaluate_snn(&sim, &test, &[t], cfg.batch, meta.seed, cfg.progress)
+            .map_err(TrainError::Conversion)?;
+        let r = &ev.results[0];
+        Ok(EvalOutcome {
+            label: "conversion, IF".into(),
+            timesteps: t,
+            accuracy: r.test_accuracy,
+            images: ev.images,
+            loss: None,
+            images_per_s: ev.images as f64 / ev.seconds.max(1e-9),
+            activity: r.activity.clone(),
+            energy: Some(EnergyRecord {
+                e_ann_pj: r.e_ann_pj,
+                e_snn_pj: r.e_snn_pj,
+                ee: r.ee,
+            }),
+        })
+    }
+
+    fn as_dyn(&self) -> &dyn TrainingMethod {
+        self
     }
 }

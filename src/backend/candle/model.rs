@@ -292,7 +292,7 @@ impl Model {
     /// The checkpoint name of a slot's threshold: `threshold.<layer>.<step>`.
     pub fn threshold_name(&self, slot: SlotId) -> String {
         let s = &self.net.thresholds[slot.0];
-        format!("threshold.{}.{}", s.layer, s.step)
+        crate::train::checkpoint::threshold_key(&s.layer, s.step)
     }
 
     /// Copies parameters and thresholds found in `map` (checkpoint names) into the model.
