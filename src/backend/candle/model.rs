@@ -511,31 +511,14 @@ impl Model {
                     BoundaryKind::AnnToSnn => repeat_t(first()?, t)?,
                     BoundaryKind::SnnToAnn => mean_over_t(first()?, t)?,
                 },
-                Op::Layer { .. } => {
-                    return Err(err(format!(
-                        "`{}` is an unresolved layer: the network is not in final form",
-                        node.name
-                    )))
-                }
+                Op::Layer { .. } => return Err(unresolved(node)),
             };
             v = match node.activation {
                 Activation::None => v,
                 Activation::Relu => v.relu()?,
                 Activation::Spiking(spec) => {
-                    let slot = node
-                        .slot
-                        .ok_or_else(|| err(format!("spiking `{}` has no slot", node.name)))?;
-                    let th = *self
-                        .thresholds
-                        .get(slot.0)
-                        .ok_or_else(|| err(format!("no threshold slot {}", slot.0)))?;
-                    let app = Application {
-                        node: n,
-                        layer: &node.name,
-                        step: node.step,
-                        slot,
-                        time: None,
-                    };
+                    let (slot, th) = spiking_slot(node, &self.thresholds)?;
+                    let app = Application::of(n, node, slot, None);
                     obs.current(&app, &v)?;
                     if as_ann {
                         v.relu()?
@@ -621,6 +604,26 @@ fn dropout(x: &Tensor, p: f32, t: usize, rng: &mut SeededRng) -> Result<Tensor> 
     x.reshape(tb)?
         .broadcast_mul(&mask.unsqueeze(0)?)?
         .reshape(dims)
+}
+
+/// The threshold slot of spiking node `node` and its threshold in `thresholds` (shared by
+/// the batched and the step-by-step run).
+pub(crate) fn spiking_slot(node: &crate::ir::Node, thresholds: &[f32]) -> Result<(SlotId, f32)> {
+    let slot = node
+        .slot
+        .ok_or_else(|| err(format!("spiking `{}` has no slot", node.name)))?;
+    let th = *thresholds
+        .get(slot.0)
+        .ok_or_else(|| err(format!("no threshold slot {}", slot.0)))?;
+    Ok((slot, th))
+}
+
+/// The error for a node the runtime cannot run: a layer not resolved by the passes.
+pub(crate) fn unresolved(node: &crate::ir::Node) -> candle_core::Error {
+    err(format!(
+        "`{}` is an unresolved layer: the network is not in final form",
+        node.name
+    ))
 }
 
 /// Sets one slot of a per-slot threshold table: the value must be positive and finite and the

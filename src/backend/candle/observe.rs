@@ -28,6 +28,19 @@ pub struct Application<'a> {
     pub time: Option<usize>,
 }
 
+impl<'a> Application<'a> {
+    /// The application of graph node `n` (`node`) with threshold slot `slot` at `time`.
+    pub fn of(n: NodeIndex, node: &'a crate::ir::Node, slot: SlotId, time: Option<usize>) -> Self {
+        Application {
+            node: n,
+            layer: &node.name,
+            step: node.step,
+            slot,
+            time,
+        }
+    }
+}
+
 /// Hooks called while a network runs.
 pub trait Observer {
     /// The encoded input: Poisson spikes (`[T·B, C, H, W]` batched, `[B, C, H, W]` per step).

@@ -512,31 +512,14 @@ impl Simulator {
             Op::Dropout { .. } => first()?,
             Op::Join { mode } => model::join(ins.clone(), *mode)?,
             Op::Boundary { .. } => first()?,
-            Op::Layer { .. } => {
-                return Err(err(format!(
-                    "`{}` is an unresolved layer: the network is not in final form",
-                    node.name
-                )))
-            }
+            Op::Layer { .. } => return Err(model::unresolved(node)),
         };
         match node.activation {
             Activation::None => Ok(v),
             Activation::Relu => v.relu(),
             Activation::Spiking(_) => {
-                let slot = node
-                    .slot
-                    .ok_or_else(|| err(format!("spiking `{}` has no slot", node.name)))?;
-                let th = *self
-                    .thresholds
-                    .get(slot.0)
-                    .ok_or_else(|| err(format!("no threshold slot {}", slot.0)))?;
-                let app = Application {
-                    node: n,
-                    layer: &node.name,
-                    step: node.step,
-                    slot,
-                    time: if ann { None } else { st.time },
-                };
+                let (slot, th) = model::spiking_slot(node, &self.thresholds)?;
+                let app = Application::of(n, node, slot, if ann { None } else { st.time });
                 obs.current(&app, &v)?;
                 let shape = v.shape().clone();
                 let cur = v.flatten_all()?.to_vec1::<f32>()?;
