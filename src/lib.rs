@@ -3,7 +3,7 @@
 //! The folders are the pipeline (see `docs/architecture.md`):
 //! `syntax` (grammar glue, AST, spans) → `ir` (graph, builder) → `passes` (one pass per
 //! file) → `analysis` (cost and energy side tables) → `backend::candle` (lowering, neurons,
-//! encoders, classifiers) → `train` (agd, conversion, stdp); `data` (datasets); `cli`.
+//! encoders, classifiers, the runtime) → `train` (driver, methods); `data` (datasets); `cli`.
 
 pub mod analysis;
 pub mod backend;

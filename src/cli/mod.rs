@@ -28,7 +28,7 @@ pub enum Command {
     /// Print the IR of a network after any pass (text, graphviz dot or JSON).
     Show(show::ShowArgs),
     /// Train a network (AGD surrogate gradients, an ANN baseline, or ANN-to-SNN conversion).
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Evaluate trained weights on the test set: accuracy and spike activity.
     Eval(eval::EvalArgs),
 }
@@ -46,7 +46,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Estimate(args) => estimate::run(args),
         Command::Show(args) => show::run(args),
-        Command::Train(args) => train::run(args),
+        Command::Train(args) => train::run(*args),
         Command::Eval(args) => eval::run(args),
     }
 }

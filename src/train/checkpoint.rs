@@ -2,16 +2,31 @@
 //! folder, synced, then renamed over the old one), so Ctrl-C or a kill at any moment leaves
 //! the last complete checkpoint intact.
 //!
-//! Contents, by name: the weight sets (IR names, e.g. `Conv3`, `FC1`) and stochmax's head
-//! (`stochmax.weight`, `stochmax.bias`); thresholds `threshold.<layer>.<step>`; optimiser
-//! state `opt.<param>.m|v`, `opt.step`; metadata `meta.epoch` (epochs completed, i64),
-//! `meta.seed` (i64, the u64 seed's bits), `meta.network` and `meta.method` (UTF-8 bytes).
+//! This module owns every name in a checkpoint (the bundle an exporter reads):
+//! - weights: one tensor per weight set, named by the IR (`Conv3`, `FC1`), shared by every
+//!   unroll step of a BackRes layer; stochmax's head `stochmax.{rho,aux}.{weight,bias}`;
+//! - thresholds: [`threshold_key`] = `threshold.<layer>.<step>` (f32, one per slot);
+//! - neuron parameters: the reset of a converted network, [`RESET_KEY`] = `conversion.reset`
+//!   (u8: 0 subtract, 1 zero); leak and threshold of trained SNNs come from the network file;
+//! - optimiser state (written by `optim`): Adam `adam.step`, `adam.m.<param>`,
+//!   `adam.v.<param>`; SGD `sgd.step`, `sgd.momentum.<param>`;
+//! - metadata: `meta.epoch` (epochs completed, i64), `meta.seed` (i64, the u64 seed's bits),
+//!   `meta.network` and `meta.method` (UTF-8 bytes; the method's registry name).
+//!
 //! Randomness is derived from (seed, epoch), so seed and epoch are all `--resume` needs.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Result, Tensor};
+
+/// The key of a converted network's reset mode (u8: 0 subtract, 1 zero).
+pub const RESET_KEY: &str = "conversion.reset";
+
+/// The key of a threshold slot: `threshold.<layer>.<step>`.
+pub fn threshold_key(layer: &str, step: u32) -> String {
+    format!("threshold.{layer}.{step}")
+}
 
 /// The checkpoint file inside an output folder.
 pub fn weights_path(dir: &Path) -> PathBuf {
@@ -28,9 +43,7 @@ pub struct Meta {
     pub method: String,
 }
 
-fn err(msg: impl Into<String>) -> candle_core::Error {
-    candle_core::Error::Msg(msg.into())
-}
+use crate::backend::candle::err;
 
 /// Writes `tensors` plus `meta` to `path` atomically.
 pub fn save(path: &Path, tensors: &HashMap<String, Tensor>, meta: &Meta) -> Result<()> {
