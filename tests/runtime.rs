@@ -528,7 +528,7 @@ fn stochmax_training_learns() -> R {
     // Predictions follow the test-time rule log σ(W_ρ h + b_ρ) + o, computed by hand here, and
     // ρ is not uniform over the classes (it shifts the logits by different amounts).
     let idx: Vec<usize> = (0..d.test.len()).collect();
-    let (x, y) = agd::batch_tensors(&d.test, [1, 8, 8], &idx, &dev())?;
+    let (x, y) = driver::batch_tensors(&d.test, [1, 8, 8], &idx, &dev())?;
     let out = m.forward(&x, &ForwardOptions::snn(4, false), &mut derive_rng(7, 9))?;
     let p = |n: &str| -> Vec<f32> {
         let v = m.vars().into_iter().find(|(k, _)| k == n).unwrap().1;
