@@ -350,21 +350,14 @@ impl Exporter<'_> {
                 Some(c) => c,
                 None => return,
             },
-            Op::Boundary { .. } => {
-                self.refuse(
-                    &display,
-                    node.span,
-                    "an ANN/SNN boundary",
-                    "a hybrid network's domain boundary (spike rates or repeated real values) has no NIR form",
-                    Some("export a network whose layers are all spiking (LIF or IF)"),
-                );
-                return;
-            }
+            // Boundaries exist only next to ReLU layers, which are refused (once) above.
+            Op::Boundary { .. } => return,
             Op::Layer { .. } => return,
             Op::Join { mode } => match mode {
                 JoinMode::Concat => {
+                    let layer = display.trim_start_matches("Join→").to_string();
                     self.refuse(
-                        &display,
+                        &layer,
                         node.span,
                         "a concatenating skip joins here",
                         "NIR has no concatenation (several edges into a node are summed)",
