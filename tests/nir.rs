@@ -885,3 +885,104 @@ fn cli_import_then_check_and_estimate() {
     assert_eq!(st.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&st.stderr).contains("snnc::nir::malformed"));
 }
+
+// ---- eval of the re-imported network ----------------------------------------------------
+
+/// `snnc eval` prints "`NAME` (...): accuracy A% on N test images, loss L, ..."; the part
+/// from "accuracy" to the loss, and the activity lines, must agree.
+fn eval_summary(bin: &str, snn: &Path, weights: &Path, timesteps: &str) -> String {
+    let out = std::process::Command::new(bin)
+        .arg("eval")
+        .arg(snn)
+        .arg("--weights")
+        .arg(weights)
+        .args([
+            "--data",
+            "embedded",
+            "--test-limit",
+            "200",
+            "--timesteps",
+            timesteps,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let first = text.lines().next().unwrap_or_default();
+    let start = first.find("accuracy").unwrap_or(0);
+    let end = first
+        .find(" images/s")
+        .map(|e| first[..e].rfind(',').unwrap_or(e))
+        .unwrap_or(first.len());
+    let mut s = first[start..end].to_string();
+    for l in text.lines().skip(1).filter(|l| !l.contains("images/s")) {
+        s.push('\n');
+        s.push_str(l);
+    }
+    s
+}
+
+#[test]
+fn eval_of_the_reimported_network_matches_the_original() {
+    let bin = env!("CARGO_BIN_EXE_snnc");
+    let dir = tempfile::tempdir().unwrap();
+    for (file, t, method) in [
+        ("fashion-mnist/agd/backres.snn", "4", "agd"),
+        (
+            "fashion-mnist/conversion/vgg-backres.snn",
+            "5",
+            "conversion",
+        ),
+    ] {
+        let path = root().join("networks").join(file);
+        let src = std::fs::read_to_string(&path).unwrap();
+        let n = net(&src);
+        // The model's seeded initial weights stand in for trained ones.
+        let state = initial_state(&n);
+        let w = dir.path().join("orig.safetensors");
+        let meta = snnc::train::checkpoint::Meta {
+            epoch: 0,
+            seed: 0,
+            network: n.name.clone(),
+            method: method.into(),
+        };
+        snnc::train::checkpoint::save(&w, &state, &meta).unwrap();
+        let nir_path = dir.path().join("n.nir");
+        let st = std::process::Command::new(bin)
+            .arg("export")
+            .arg(&path)
+            .arg("--weights")
+            .arg(&w)
+            .arg("-o")
+            .arg(&nir_path)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        assert!(String::from_utf8_lossy(&st.stderr).contains("snnc::nir::reset_subtract"));
+        let snn = dir.path().join("back.snn");
+        let st = std::process::Command::new(bin)
+            .arg("import")
+            .arg(&nir_path)
+            .arg("-o")
+            .arg(&snn)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+        let a = eval_summary(bin, &path, &w, t);
+        let b = eval_summary(bin, &snn, &dir.path().join("back.safetensors"), t);
+        assert!(a.contains("on 200 test images"), "{a}");
+        assert_eq!(a, b, "{file}");
+    }
+}
