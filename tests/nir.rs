@@ -986,3 +986,31 @@ fn eval_of_the_reimported_network_matches_the_original() {
         assert_eq!(a, b, "{file}");
     }
 }
+
+#[test]
+fn corrupted_files_never_panic() {
+    // Every 97th byte of a real file flipped, and the file cut at many lengths: each import
+    // ends in a result, and a failure is a `snnc::nir::*` diagnostic.
+    let good = std::fs::read(root().join("tests/fixtures/nir/snntorch_affine_lif.nir")).unwrap();
+    let mut variants = Vec::new();
+    for i in (0..good.len()).step_by(97) {
+        let mut b = good.clone();
+        b[i] ^= 0xff;
+        variants.push(b);
+    }
+    for cut in (0..good.len()).step_by(good.len() / 40 + 1) {
+        variants.push(good[..cut].to_vec());
+    }
+    let mut failures = 0;
+    for b in variants {
+        if let Err(d) = import::import_bytes(b, &ImportOptions::default()) {
+            failures += 1;
+            assert!(
+                d.codes().iter().all(|c| c.starts_with("snnc::nir::")),
+                "{:?}",
+                d.codes()
+            );
+        }
+    }
+    assert!(failures > 0);
+}

@@ -601,7 +601,7 @@ impl Walk {
             "Output" => {
                 let f = self.flow(name, kind)?;
                 if let Ok(s) = ints(name, n, "shape", "the output shape") {
-                    let e: u64 = s.iter().product();
+                    let e: u64 = s.iter().fold(1u64, |a, &x| a.saturating_mul(x));
                     if e != f.elems() {
                         return Err(ImportError::ShapeMismatch {
                             node: name.into(),
@@ -849,7 +849,7 @@ impl Walk {
                     });
                 }
                 if kind == "SumPool2d" {
-                    self.gain *= (k * k) as f64;
+                    self.gain *= (k as f64) * (k as f64);
                 }
                 self.items.push(Item::Pool {
                     window: k,
