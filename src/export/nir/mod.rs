@@ -221,7 +221,8 @@ struct Exporter<'a> {
     subtract: Vec<Span>,
 }
 
-/// A NIR node name from an IR name: letters, digits, `_`, `@` and `-` kept, others `_`.
+/// A NIR node name from an IR name: letters, digits, `_`, `@` and `-` kept, runs of
+/// others one `_` (`Pool1 (skip)` → `Pool1_skip`).
 fn sanitize(name: &str) -> String {
     let s: String = name
         .chars()
@@ -233,7 +234,13 @@ fn sanitize(name: &str) -> String {
             }
         })
         .collect();
-    let s = s.trim_matches('_').to_string();
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if !(c == '_' && out.ends_with('_')) {
+            out.push(c);
+        }
+    }
+    let s = out.trim_matches('_').to_string();
     if s.is_empty() {
         "node".into()
     } else {
