@@ -10,6 +10,11 @@ pub mod backend;
 pub mod cli;
 pub mod data;
 pub mod diagnostics;
+/// Export formats. (Merge note: becomes `pub mod export;` with `pub mod nir;` in export/mod.rs.)
+pub mod export {
+    pub mod nir;
+}
+pub mod import;
 pub mod ir;
 pub mod passes;
 pub mod syntax;

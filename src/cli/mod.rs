@@ -4,6 +4,8 @@
 pub mod check;
 pub mod estimate;
 pub mod eval;
+pub mod export;
+pub mod import;
 pub mod show;
 pub mod train;
 
@@ -31,6 +33,10 @@ pub enum Command {
     Train(Box<train::TrainArgs>),
     /// Evaluate trained weights on the test set: accuracy and spike activity.
     Eval(eval::EvalArgs),
+    /// Write a trained network as a NIR graph (HDF5) for other simulators and chips.
+    Export(export::ExportArgs),
+    /// Turn a NIR graph into a .snn file plus weights.
+    Import(import::ImportArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -48,5 +54,7 @@ pub fn main() -> ExitCode {
         Command::Show(args) => show::run(args),
         Command::Train(args) => train::run(*args),
         Command::Eval(args) => eval::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Import(args) => import::run(args),
     }
 }
