@@ -1,6 +1,6 @@
 //! Diagnostics: the list of errors and warnings one compilation produced.
 //!
-//! Every stage has its own error enum (`syntax::SyntaxError`, `ir::builder::NetworkError`,
+//! Every stage has its own error enum (`syntax::SyntaxError`, `syntax::lower_ir::NetworkError`,
 //! `passes::resolve::ResolveError`, ...) deriving `thiserror::Error` and
 //! `miette::Diagnostic`, with a code `snnc::<stage>::<what>`, labels on spans and help where a
 //! fix is evident. Invariant: a diagnostic never holds source text; [`Diagnostics::render_text`]

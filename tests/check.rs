@@ -232,7 +232,7 @@ fn cli_exit_codes() {
 }
 
 fn ir_text(src: &str) -> String {
-    snnc::cli::show::to_text(&net(src))
+    snnc::export::text::to_text(&net(src))
 }
 
 #[test]
@@ -422,7 +422,7 @@ fn several_networks_and_pass_prefix() {
     let p = snnc::compile(src).unwrap();
     assert_eq!(p.networks.len(), 2);
     let p = snnc::passes::run(
-        snnc::ir::builder::build(&snnc::syntax::parse(src).0).0,
+        snnc::syntax::lower_ir::build(&snnc::syntax::parse(src).0).0,
         Some("resolve"),
     )
     .unwrap();
@@ -432,7 +432,7 @@ fn several_networks_and_pass_prefix() {
         .node_weights()
         .all(|n| n.out_shape.is_none()));
     assert_eq!(
-        snnc::passes::PIPELINE,
+        snnc::passes::names().collect::<Vec<_>>(),
         [
             "resolve",
             "unroll",

@@ -77,7 +77,7 @@ proptest! {
         prop_assert_eq!(convs(&a), applications);
         prop_assert_eq!(a.thresholds.len() as u32, applications);
         // The two spellings are the same IR.
-        prop_assert_eq!(snnc::cli::show::to_text(&a), snnc::cli::show::to_text(&b));
+        prop_assert_eq!(snnc::export::text::to_text(&a), snnc::export::text::to_text(&b));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `snnc show`: golden text and DOT output for small networks, JSON structure, `--after`.
 
-use snnc::cli::show::{to_dot, to_json, to_text};
+use snnc::export::{dot::to_dot, json::to_json, text::to_text};
 
 const VGG3X2: &str = "network VGG3x2 {
     input 3x32x32

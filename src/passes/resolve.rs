@@ -10,7 +10,7 @@ use thiserror::Error;
 use super::{channels, channels_reaching};
 use crate::diagnostics::Diagnostics;
 use crate::ir::{LayerKind, Network, Op, WeightId, WeightSet};
-use crate::syntax::span::Span;
+use crate::span::Span;
 
 #[derive(Debug, Error, Diagnostic)]
 pub enum ResolveError {

@@ -14,7 +14,7 @@ use thiserror::Error;
 use super::resolve::signature_text;
 use crate::diagnostics::Diagnostics;
 use crate::ir::{JoinMode, LayerKind, Network, Op, Shape};
-use crate::syntax::span::Span;
+use crate::span::Span;
 
 #[derive(Debug, Error, Diagnostic)]
 pub enum ShapeError {

@@ -534,7 +534,7 @@ impl Cx<'_, '_> {
                     "too large",
                     Some(format!(
                         "at most {} applications are unrolled",
-                        crate::passes::MAX_APPLICATIONS
+                        crate::ir::MAX_APPLICATIONS
                     )),
                 ));
                 None

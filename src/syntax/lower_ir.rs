@@ -14,10 +14,10 @@ use miette::Diagnostic;
 use petgraph::graph::{DiGraph, NodeIndex};
 use thiserror::Error;
 
-use super::*;
 use crate::diagnostics::Diagnostics;
+use crate::ir::*;
+use crate::span::Span;
 use crate::syntax::ast::{self, ActivationDecl, ChainItem, ChainKind, NetworkDecl, SettingKind};
-use crate::syntax::span::Span;
 
 #[derive(Debug, Error, Diagnostic)]
 pub enum NetworkError {
@@ -89,7 +89,7 @@ pub enum NetworkError {
         span: Span,
     },
 
-    #[error("the skip paths need more than {max} pool copies", max = crate::passes::MAX_APPLICATIONS)]
+    #[error("the skip paths need more than {max} pool copies", max = crate::ir::MAX_APPLICATIONS)]
     #[diagnostic(
         code(snnc::skip::too_large),
         help("pools between a skip's ends are copied onto its path; use fewer skips across many pools")
@@ -508,7 +508,7 @@ impl Builder<'_> {
             let needed = hi.saturating_sub(lo);
             let path = paths.entry(from_pos).or_default();
             while path.len() < needed {
-                if self.g.node_count() as u64 >= crate::passes::MAX_APPLICATIONS {
+                if self.g.node_count() as u64 >= crate::ir::MAX_APPLICATIONS {
                     self.diags.push(NetworkError::SkipPathsTooLarge { span });
                     return;
                 }
