@@ -717,3 +717,89 @@ fn unknown_name_help_names_a_signature_that_fits() {
     let t = help("network N { input 3x8x8; Conv1(3,16,3x3/1); FC2; FC1(1024,10) }");
     assert!(t.contains("`FC2(INPUTS,OUTPUTS)`"), "{t}");
 }
+
+/// Number grammar (issue 11 item 1): every ordinary decimal form, wherever a real is read.
+#[test]
+fn numbers_in_every_decimal_form() {
+    let threshold = |t: &str| {
+        net(&format!(
+            "network N {{\n input 1x2x2\n neuron LIF(threshold = {t})\n FC1(4,2) LIF\n FC2(2,2)\n}}"
+        ))
+        .settings
+        .neuron
+        .threshold
+    };
+    for (text, want) in [
+        ("5e-1", 0.5f32),
+        (".5", 0.5),
+        ("5.", 5.0),
+        ("1E3", 1000.0),
+        ("9.9e-1", 0.99),
+        ("2.5E+2", 250.0),
+        ("+0.25", 0.25),
+        ("0.5", 0.5),
+        ("3", 3.0),
+    ] {
+        assert_eq!(threshold(text), want, "threshold = {text}");
+    }
+    // The issue's own inputs: leak, gamma and Dropout with negative exponents.
+    let n = net("network N {\n input 1x2x2\n neuron LIF(leak = 9.9e-1, threshold = 5e-1)\n surrogate linear(gamma = 3e-1)\n FC1(4,4) LIF\n Dropout(5e-1)\n FC2(4,2)\n}");
+    assert_eq!(n.settings.neuron.leak, 0.99);
+    assert_eq!(n.settings.neuron.threshold, 0.5);
+    assert_eq!(n.settings.surrogate_gamma, 0.3);
+    let p = n
+        .graph
+        .node_weights()
+        .find_map(|x| match x.op {
+            Op::Dropout { p } => Some(p),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(p, 0.5);
+    // A layer's own neuron, and `.5`/`5.` in a Dropout.
+    let n = net("network N {\n input 1x2x2\n FC1(4,4) LIF(leak=.5, threshold=2.)\n Dropout(.25)\n FC2(4,2)\n}");
+    let fc1 = n.graph.node_weights().find(|x| x.name == "FC1").unwrap();
+    match fc1.activation {
+        Activation::Spiking(s) => assert_eq!((s.leak, s.threshold), (0.5, 2.0)),
+        ref a => panic!("FC1 activation {a:?}"),
+    }
+}
+
+/// A number that rounds to 0 or overflows in f32 gets the range diagnostic, not a parse
+/// error; a malformed exponent is a bad value; negative thresholds stay range errors.
+#[test]
+fn numbers_out_of_f32_range_are_range_errors() {
+    let with = |t: &str| {
+        format!("network N {{\n input 1x2x2\n neuron LIF(threshold = {t})\n FC1(4,2) LIF\n FC2(2,2)\n}}")
+    };
+    for t in [
+        "1e-50",
+        "1e39",
+        "-1e39",
+        "0.0000000000000000000000000000000000000000000000001",
+    ] {
+        assert_eq!(
+            codes(&with(t)),
+            vec!["snnc::syntax::range"],
+            "threshold = {t}"
+        );
+    }
+    assert_eq!(codes(&with("-5e-1")), vec!["snnc::syntax::range"]);
+    assert_eq!(codes(&with("1e")), vec!["snnc::syntax::bad_value"]);
+    assert_eq!(codes(&with("inf")), vec!["snnc::syntax::bad_value"]);
+    assert_eq!(codes(&with("nan")), vec!["snnc::syntax::bad_value"]);
+    // Exactly zero is a value (and then the threshold's own range check speaks).
+    assert_eq!(codes(&with("0e-5")), vec!["snnc::syntax::range"]);
+    let d = snnc::compile(&with("1e-50")).unwrap_err();
+    let text = d.render_text("n.snn", &with("1e-50"), 100, false);
+    assert!(text.contains("rounds to 0"), "{text}");
+    // Dropout(1e-50) and gamma=1e39 too.
+    assert_eq!(
+        codes("network N {\n input 1x2x2\n FC1(4,4) LIF\n Dropout(1e-50)\n FC2(4,2)\n}"),
+        vec!["snnc::syntax::range"]
+    );
+    assert_eq!(
+        codes("network N {\n input 1x2x2\n surrogate linear(gamma=1e39)\n FC1(4,2)\n}"),
+        vec!["snnc::syntax::range"]
+    );
+}

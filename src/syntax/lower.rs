@@ -895,9 +895,42 @@ impl Cx<'_, '_> {
         Some(v)
     }
 
+    /// A real number: any ordinary decimal form (`0.5`, `.5`, `5.`, `5e-1`, `1E3`, signed).
+    /// A number that is not zero but rounds to 0 in f32 (`1e-50`), or that overflows f32
+    /// (`1e39`), is a range error; words (`inf`, `nan`) are not numbers.
     fn float(&mut self, text: &str, span: Span) -> Option<f32> {
+        let digits = text.trim_start_matches(['-', '+']);
+        let decimal = !digits.is_empty()
+            && digits.bytes().any(|b| b.is_ascii_digit())
+            && digits
+                .bytes()
+                .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'));
         match text.parse::<f32>() {
-            Ok(v) if v.is_finite() => Some(v),
+            Ok(v) if decimal && v.is_infinite() => {
+                self.diags.push(range(
+                    format!("the number {text} is too large"),
+                    span,
+                    "overflows a 32-bit float",
+                    Some(format!(
+                        "real numbers are at most {:e} in magnitude",
+                        f32::MAX
+                    )),
+                ));
+                None
+            }
+            Ok(v) if decimal && v == 0.0 && mantissa_nonzero(digits) => {
+                self.diags.push(range(
+                    format!("the number {text} is too small"),
+                    span,
+                    "rounds to 0 as a 32-bit float",
+                    Some(format!(
+                        "non-zero real numbers are at least {:e} in magnitude",
+                        f32::from_bits(1)
+                    )),
+                ));
+                None
+            }
+            Ok(v) if decimal && v.is_finite() => Some(v),
             _ => {
                 self.diags.push(SyntaxError::BadValue {
                     message: format!("`{text}` is not a number"),
@@ -1273,4 +1306,13 @@ fn item_end(toks: &[Tok<'_>], i: usize) -> usize {
         j += 1;
     }
     toks.len()
+}
+
+/// Whether the digits before the exponent of a decimal number (`0.000`, `1.5`) are not all
+/// zero.
+fn mantissa_nonzero(number: &str) -> bool {
+    number
+        .split(['e', 'E'])
+        .next()
+        .is_some_and(|m| m.bytes().any(|b| (b'1'..=b'9').contains(&b)))
 }
