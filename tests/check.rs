@@ -803,3 +803,37 @@ fn numbers_out_of_f32_range_are_range_errors() {
         vec!["snnc::syntax::range"]
     );
 }
+
+/// Two-place diagnostics (issue 11 item 8): the primary location is the site to edit, the
+/// other place a secondary label, in text (`file:line:col` header) and in JSON (first label,
+/// `"primary": true`).
+#[test]
+fn two_place_diagnostics_point_at_the_site_to_edit() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/errors");
+    for (stem, line, column, other_line) in [
+        ("resolve_signature_mismatch", 5, 5, 4),
+        ("skip_join_shapes", 7, 5, 5),
+        ("skip_join_far", 8, 5, 4),
+        ("skip_mode_conflict", 7, 5, 6),
+        ("network_duplicate_name", 2, 9, 1),
+    ] {
+        let (source, diags) = check_fixture(&dir.join(format!("{stem}.snn")));
+        let v = diags.to_json("f.snn", &source);
+        let labels = v[0]["labels"].as_array().unwrap();
+        assert_eq!(labels.len(), 2, "{stem}: {v}");
+        assert_eq!(labels[0]["primary"], true, "{stem}");
+        assert_eq!(labels[1]["primary"], false, "{stem}");
+        assert_eq!(
+            (labels[0]["line"].as_u64(), labels[0]["column"].as_u64()),
+            (Some(line), Some(column)),
+            "{stem}: {v}"
+        );
+        assert_eq!(labels[1]["line"].as_u64(), Some(other_line), "{stem}");
+        let text = diags.render_text("f.snn", &source, 100, false);
+        let first_header = text.lines().find(|l| l.contains("╭─[")).unwrap();
+        assert!(
+            first_header.contains(&format!("f.snn:{line}:{column}]")),
+            "{stem}: {text}"
+        );
+    }
+}

@@ -35,7 +35,8 @@ pub enum ResolveError {
         second: String,
         /// The signature that fits: see [`consistent_signature`].
         suggest: String,
-        #[label("{second}")]
+        /// The use with the second signature: the site to edit (primary label).
+        #[label(primary, "second signature {second}")]
         span: Span,
         #[label("first declared as {first}")]
         first_span: Span,

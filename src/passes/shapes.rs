@@ -44,9 +44,14 @@ pub enum ShapeError {
     #[diagnostic(code(snnc::shape::join))]
     Join {
         message: String,
-        #[label("{label}")]
+        /// The (first) `skip` line into the join: the site to edit.
+        #[label(primary, "{label}")]
         span: Span,
         label: String,
+        /// The layer the join feeds (secondary label).
+        #[label("{target_label}")]
+        target_span: Option<Span>,
+        target_label: String,
         #[help]
         help: Option<String>,
     },
@@ -264,9 +269,16 @@ fn join_shape(
             JoinMode::Concat => ("concatenated", "concatenation needs equal height and width; pool the skip path or the main path to match"),
             JoinMode::Add => ("added", "addition needs equal shapes; use `concat`, or make the channels and sizes agree"),
         };
+        let fed = net
+            .graph
+            .edges_directed(idx, Direction::Outgoing)
+            .map(|e| e.target())
+            .next();
         diags.push(ShapeError::Join {
             message: format!("{} cannot be {verb}", listing.join(" and ")),
             span,
+            target_span: fed.map(|t| net.graph[t].span),
+            target_label: format!("joined into `{}` here", target.trim_start_matches("Join→")),
             label: format!("shapes cannot be {verb} here"),
             help: Some(help.into()),
         });

@@ -50,7 +50,7 @@ pub enum NetworkError {
     )]
     DuplicateName {
         name: String,
-        #[label("already used")]
+        #[label(primary, "already used")]
         span: Span,
         #[label("first network `{name}`")]
         first: Span,
@@ -106,7 +106,7 @@ pub enum NetworkError {
     )]
     SkipModeConflict {
         to: String,
-        #[label("this one differs")]
+        #[label(primary, "this one differs")]
         span: Span,
         #[label("first skip into `{to}`")]
         first: Span,
@@ -462,7 +462,9 @@ impl Builder<'_> {
             };
             let pred = self.chain[pos - 1];
             let tname = self.g[target].name.clone();
-            let span = self.g[target].span;
+            // A join is made by its skips: its span is the first skip's (the line to edit
+            // when the join fails), not the target layer's.
+            let span = entry.2;
             let join = self.g.add_node(Node::new(
                 format!("Join→{tname}"),
                 Op::Join { mode: entry.1 },
