@@ -837,3 +837,102 @@ fn two_place_diagnostics_point_at_the_site_to_edit() {
         );
     }
 }
+
+/// The first `Name(...)` suggestion of a help (`write `Conv3(32,32,3x3/1)``), if any.
+fn suggested_signature(help: &str) -> Option<String> {
+    help.split('`')
+        .skip(1)
+        .step_by(2)
+        .find(|s| {
+            s.ends_with(')')
+                && s.starts_with(|c: char| c.is_ascii_uppercase())
+                && s[..s.find('(').unwrap_or(0)]
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric())
+                && s.find('(').is_some()
+                && !s.contains(['I', 'K', 'X']) // placeholders such as `ConvN(I,O,KxK/S)`
+        })
+        .map(str::to_string)
+}
+
+/// `source` with the layer written at `at` (`Name(...)`, up to its `)`) replaced by `new`;
+/// `None` when the text at `at` is not a call of the suggestion's name.
+fn apply_suggestion(source: &str, at: usize, new: &str) -> Option<String> {
+    let name = &new[..new.find('(')?];
+    let rest = source.get(at..)?;
+    if !rest.starts_with(&format!("{name}(")) {
+        return None;
+    }
+    let end = at + rest.find(')')? + 1;
+    Some(format!("{}{new}{}", &source[..at], &source[end..]))
+}
+
+/// The pipeline position of a diagnostic's stage (`snnc::<stage>::<what>`).
+fn stage(code: &str) -> usize {
+    let order = [
+        "syntax", "network", "skip", "resolve", "unroll", "shape", "hybrid",
+    ];
+    let stage = code.split("::").nth(1).unwrap_or("");
+    order
+        .iter()
+        .position(|s| *s == stage)
+        .unwrap_or(order.len())
+}
+
+/// Issue 13 item 6: every help that suggests a replacement signature leads to a file where
+/// that error is gone: no diagnostic of the same or an earlier stage at the same place.
+#[test]
+fn applying_a_help_suggestion_removes_its_error() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/errors");
+    let mut sources: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "snn"))
+        .map(|p| (p.display().to_string(), check_fixture(&p).0))
+        .collect();
+    sources.sort();
+    for (i, src) in [
+        "network N {\n input 3x32x32\n Conv1(3,32,3x3/1)\n Conv2(32,32,3x3/1)\n Conv3(64,64,3x3/1) x2\n Pool(2x2/2)\n FC1(16384,10)\n}",
+        "network N {\n input 3x32x32\n Conv1(3,32,3x3/1)\n [Conv2(64,64,3x3/1) Conv3(64,64,3x3/1)] x2\n FC1(65536,10)\n}",
+        "network N {\n input 1x4x4\n FC1(16,8)\n FC2(9,9) x2\n FC3(9,2)\n}",
+        "network N {\n input 1x4x4\n Conv1(1,8,3x3/1)\n Conv2(4,4,3x3/1)\n Conv2\n FC1(128,2)\n}",
+        "network N {\n input 3x8x8\n Conv1(3,8,3x3/1)\n Conv1(3,8,5x5/1)\n FC1(512,2)\n}",
+        "network N {\n input 3x8x8\n Conv1(3,8,3x3/1) x2\n FC1(512,2)\n}",
+    ]
+    .iter()
+    .enumerate()
+    {
+        sources.push((format!("inline {i}"), src.to_string()));
+    }
+    let mut applied = 0;
+    for (name, source) in &sources {
+        let (_, diags) = snnc::compile_with_diagnostics(source, None);
+        for d in diags.iter() {
+            let (Some(help), Some(primary)) = (d.help(), d.primary()) else {
+                continue;
+            };
+            let Some(new) = suggested_signature(&help) else {
+                continue;
+            };
+            let Some(fixed) = apply_suggestion(source, primary.offset(), &new) else {
+                continue;
+            };
+            let (_, after) = snnc::compile_with_diagnostics(&fixed, None);
+            // The same error, or one of an earlier stage, at the same place: the help led
+            // into another error of that check (e.g. `Conv3(32,64,…) x2`: not C→C).
+            let still = after.iter().any(|e| {
+                e.primary().map(|l| l.offset()) == Some(primary.offset())
+                    && stage(&e.code()) <= stage(&d.code())
+            });
+            assert!(
+                !still,
+                "{name}: applying `{new}` from the help of {} did not remove it:\n{}",
+                d.code(),
+                after.render_text("fixed.snn", &fixed, 100, false)
+            );
+            applied += 1;
+        }
+    }
+    // The fixtures and the inline cases above hold at least this many such helps.
+    assert!(applied >= 8, "only {applied} suggestions applied");
+}

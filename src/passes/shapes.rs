@@ -132,7 +132,11 @@ pub fn run(net: &mut Network, diags: &mut Diagnostics) {
                 let wname = ws.name.clone();
                 main.and_then(|s| {
                     if s.c != in_ch {
-                        let fixed = LayerKind::Conv { in_ch: s.c, out_ch, kernel, stride, pad };
+                        // A weight set applied more than once that maps C→C (a repeat
+                        // feeds itself) must stay C→C: suggest the channels received both ways.
+                        let repeated = apps.get(weights.0).is_some_and(|&a| a > 1) && in_ch == out_ch;
+                        let out_fixed = if repeated { s.c } else { out_ch };
+                        let fixed = LayerKind::Conv { in_ch: s.c, out_ch: out_fixed, kernel, stride, pad };
                         diags.push(ShapeError::Mismatch {
                             message: format!("{name} declares {in_ch} input channels but receives {} ({s}) from {from}", s.c),
                             span,
@@ -173,11 +177,13 @@ pub fn run(net: &mut Network, diags: &mut Diagnostics) {
                     }
                     Some(f) => {
                         if f != declared {
+                            let repeated = apps.get(weights.0).is_some_and(|&a| a > 1) && declared == outputs;
+                            let fixed = LayerKind::Fc { inputs: f, outputs: if repeated { f } else { outputs } };
                             diags.push(ShapeError::Mismatch {
                                 message: format!("{name} declares {declared} inputs but receives {} from {from}", features_text(&s)),
                                 span,
                                 label: format!("declares {declared}, receives {f}"),
-                                help: Some(format!("write `{}`", signature_text(&wname, &LayerKind::Fc { inputs: f, outputs }))),
+                                help: Some(format!("write `{}`", signature_text(&wname, &fixed))),
                             });
                         }
                         Some(Shape::new(outputs, 1, 1))
