@@ -936,3 +936,32 @@ fn applying_a_help_suggestion_removes_its_error() {
     // The fixtures and the inline cases above hold at least this many such helps.
     assert!(applied >= 8, "only {applied} suggestions applied");
 }
+
+/// Issue 13 item 8: snnTorch's names get a "did you mean", the classifier help has no
+/// stray backtick.
+#[test]
+fn snntorch_names_and_classifier_near_misses_get_clean_helps() {
+    let help_of = |src: &str| {
+        let d = snnc::compile(src).unwrap_err();
+        let first = d.iter().next().unwrap();
+        (
+            first.code(),
+            first.message(),
+            first.help().unwrap_or_default(),
+        )
+    };
+    let (code, _, help) =
+        help_of("network N {\n input 1x2x2\n neuron LIF(beta=0.9)\n FC1(4,2) LIF\n FC2(2,2)\n}");
+    assert_eq!(code, "snnc::syntax::arguments");
+    assert!(help.starts_with("did you mean `leak`?"), "{help}");
+    let (code, _, help) = help_of("network N {\n input 1x2x2\n FC1(4,2) Leaky\n FC2(2,2)\n}");
+    assert_eq!(code, "snnc::syntax::unknown_activation");
+    assert!(help.starts_with("did you mean `LIF`?"), "{help}");
+    let (code, message, help) = help_of("network N {\n input 1x2x2\n FC1(4,2)\n Softmax\n}");
+    assert_eq!(code, "snnc::syntax::unknown_classifier");
+    assert_eq!(message, "unknown classifier `Softmax`");
+    assert_eq!(help, "did you mean `softmax`?");
+    let (_, message, help) = help_of("network N {\n input 1x2x2\n FC1(4,2)\n argmax\n}");
+    assert_eq!(message, "unknown classifier `argmax`");
+    assert_eq!(help, "the classifiers are `softmax` and `stochmax`");
+}

@@ -40,7 +40,35 @@ fn golden_dot() {
     let dot = to_dot(&first(HYBRID_SKIP));
     assert!(dot.starts_with("digraph \"Hybrid\" {"));
     assert!(dot.contains("style=dashed"));
+    assert!(dot.contains("classifier [label=\"softmax\\nclassifier\""));
+    assert!(dot.contains("subgraph cluster_legend"));
     insta::assert_snapshot!("hybrid_skip_dot", dot);
+}
+
+/// Issue 13 item 8: the DOT graph shows which applications share weights (a dotted line
+/// from `Conv3@1` to `Conv3@2`), the classifier, and a legend.
+#[test]
+fn dot_shows_shared_weights_classifier_and_legend() {
+    let n = first(VGG3X2);
+    let dot = to_dot(&n);
+    let id = |name: &str, step: u32| {
+        n.graph
+            .node_indices()
+            .find(|&i| n.graph[i].name == name && n.graph[i].step == step)
+            .unwrap()
+            .index()
+    };
+    let shared = format!(
+        "n{} -> n{} [style=dotted, dir=none, constraint=false, color=gray40, label=\"same weights Conv3\"",
+        id("Conv3", 1),
+        id("Conv3", 2)
+    );
+    assert!(dot.contains(&shared), "{dot}");
+    // Exactly one such line: one weight set is applied twice.
+    assert_eq!(dot.matches("same weights").count(), 2, "{dot}"); // the edge and the legend
+    assert!(dot.contains(&format!("n{} -> classifier;", n.output.index())));
+    assert!(dot.contains("label=\"stochmax\\nclassifier\""));
+    assert!(dot.contains("legend_snn"));
 }
 
 #[test]

@@ -17,16 +17,30 @@ pub fn to_text(net: &Network) -> String {
     let _ = writeln!(s, "network {}", net.name);
     let _ = writeln!(
         s,
-        "  settings: input {} timesteps {} encode {:?} method {:?} classifier {:?} surrogate gamma={}",
-        st.input.map(|i| i.to_string()).unwrap_or_else(|| "?".into()),
-        st.timesteps.map(|t| t.to_string()).unwrap_or_else(|| format!("default({})", passes::default_timesteps(st.method))),
-        st.encode,
-        st.method,
-        st.classifier,
+        "  settings: input {} timesteps {} encode {} method {} classifier {} surrogate gamma={}",
+        st.input
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| "?".into()),
+        st.timesteps
+            .map(|t| t.to_string())
+            .unwrap_or_else(|| format!("default({})", passes::default_timesteps(st.method))),
+        lower(&st.encode),
+        lower(&st.method),
+        lower(&st.classifier),
         st.surrogate_gamma,
     );
     let _ = writeln!(s, "  nodes:");
-    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut rows: Vec<Vec<String>> = vec![[
+        "node",
+        "operation",
+        "activation",
+        "domain",
+        "shape",
+        "slot",
+        "inputs",
+    ]
+    .map(String::from)
+    .to_vec()];
     for idx in net.topo_order() {
         let n = &net.graph[idx];
         let ins: Vec<String> = net
@@ -66,23 +80,20 @@ pub fn to_text(net: &Network) -> String {
     }
     write_table(&mut s, &rows);
     let _ = writeln!(s, "  weights:");
-    let rows: Vec<Vec<String>> = net
-        .weights
-        .iter()
-        .enumerate()
-        .map(|(i, w)| {
+    let header = ["weights", "signature", "params", "applied"]
+        .map(String::from)
+        .to_vec();
+    let rows: Vec<Vec<String>> = std::iter::once(header)
+        .chain(net.weights.iter().enumerate().map(|(i, w)| {
             vec![
                 w.name.clone(),
                 kind_text(&w.kind),
-                format!(
-                    "params {}",
-                    w.params()
-                        .map(|p| p.to_string())
-                        .unwrap_or_else(|| "overflow".into())
-                ),
-                format!("applied {}", apps.get(i).copied().unwrap_or(0)),
+                w.params()
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "overflow".into()),
+                apps.get(i).copied().unwrap_or(0).to_string(),
             ]
-        })
+        }))
         .collect();
     write_table(&mut s, &rows);
     let _ = writeln!(
@@ -111,6 +122,11 @@ pub fn to_text(net: &Network) -> String {
         }
     }
     s
+}
+
+/// `Agd` → `agd`: a setting's value as the language writes it.
+fn lower(v: &impl std::fmt::Debug) -> String {
+    format!("{v:?}").to_lowercase()
 }
 
 /// Writes `rows` indented by four spaces, each column as wide as its widest cell (in

@@ -134,7 +134,7 @@ pub fn run(net: &mut Network, diags: &mut Diagnostics) {
                     if s.c != in_ch {
                         // A weight set applied more than once that maps C→C (a repeat
                         // feeds itself) must stay C→C: suggest the channels received both ways.
-                        let repeated = apps.get(weights.0).is_some_and(|&a| a > 1) && in_ch == out_ch;
+                        let repeated = in_ch == out_ch && unrolled_repeat(net, idx);
                         let out_fixed = if repeated { s.c } else { out_ch };
                         let fixed = LayerKind::Conv { in_ch: s.c, out_ch: out_fixed, kernel, stride, pad };
                         diags.push(ShapeError::Mismatch {
@@ -177,7 +177,7 @@ pub fn run(net: &mut Network, diags: &mut Diagnostics) {
                     }
                     Some(f) => {
                         if f != declared {
-                            let repeated = apps.get(weights.0).is_some_and(|&a| a > 1) && declared == outputs;
+                            let repeated = declared == outputs && unrolled_repeat(net, idx);
                             let fixed = LayerKind::Fc { inputs: f, outputs: if repeated { f } else { outputs } };
                             diags.push(ShapeError::Mismatch {
                                 message: format!("{name} declares {declared} inputs but receives {} from {from}", features_text(&s)),
@@ -194,6 +194,19 @@ pub fn run(net: &mut Network, diags: &mut Diagnostics) {
         };
         net.graph[idx].out_shape = out;
     }
+}
+
+/// Whether the weighted node `idx` comes from an `xN` repeat (a layer or block feeding
+/// itself, which must stay C→C): the unrolled applications of one written layer share its
+/// span, while a name written again has a span of its own.
+fn unrolled_repeat(net: &Network, idx: NodeIndex) -> bool {
+    let node = &net.graph[idx];
+    let Some(w) = node.op.weights() else {
+        return false;
+    };
+    net.graph
+        .node_weights()
+        .any(|m| m.op.weights() == Some(w) && m.step != node.step && m.span == node.span)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -630,6 +630,18 @@ impl Cx<'_, '_> {
         (item_start, is_last): (bool, bool),
     ) {
         let lower = name.to_ascii_lowercase();
+        // snnTorch's neuron names.
+        if lower == "leaky" {
+            self.diags.push(SyntaxError::UnknownActivation {
+                name: name.into(),
+                span,
+                help: Some(
+                    "did you mean `LIF`? (snnTorch's `Leaky` is the LIF neuron; its `beta` is `leak`)"
+                        .into(),
+                ),
+            });
+            return;
+        }
         let near = |list: &[&str]| {
             list.iter()
                 .find(|k| k.to_ascii_lowercase() == lower)
@@ -653,8 +665,9 @@ impl Cx<'_, '_> {
         }
         if let Some(c) = near(&CLASSIFIERS) {
             self.diags.push(SyntaxError::UnknownClassifier {
-                name: format!("{name}` (did you mean `{c}`?)"),
+                name: name.into(),
                 span,
+                help: Some(format!("did you mean `{c}`?")),
             });
             return;
         }
@@ -703,6 +716,7 @@ impl Cx<'_, '_> {
             self.diags.push(SyntaxError::UnknownClassifier {
                 name: name.into(),
                 span,
+                help: Some("the classifiers are `softmax` and `stochmax`".into()),
             });
         } else if has_args
             || name.starts_with(|c: char| c.is_ascii_uppercase()) && !is_activation_like(name)
@@ -1040,11 +1054,21 @@ impl Cx<'_, '_> {
                     }
                 },
                 _ => {
+                    // snnTorch's names for the same parameters.
+                    let help = match (key, kind) {
+                        ("beta" | "alpha" | "decay", NeuronKind::Lif) => {
+                            format!("did you mean `leak`? (snnTorch's `beta` is the leak α); write `{form}`")
+                        }
+                        ("threshold_" | "thr" | "vth" | "v_th", _) => {
+                            format!("did you mean `threshold`?; write `{form}`")
+                        }
+                        _ => format!("write `{form}`"),
+                    };
                     self.diags.push(bad_args(
                         format!("unknown neuron parameter `{key}`"),
                         kspan,
                         "unknown parameter",
-                        Some(format!("write `{form}`")),
+                        Some(help),
                     ));
                     ok = false;
                 }
