@@ -65,7 +65,7 @@ fn dot_shows_shared_weights_classifier_and_legend() {
     );
     assert!(dot.contains(&shared), "{dot}");
     // Exactly one such line: one weight set is applied twice.
-    assert_eq!(dot.matches("same weights").count(), 2, "{dot}"); // the edge and the legend
+    assert_eq!(dot.matches("same weights").count(), 1, "{dot}");
     assert!(dot.contains(&format!("n{} -> classifier;", n.output.index())));
     assert!(dot.contains("label=\"stochmax\\nclassifier\""));
     assert!(dot.contains("legend_snn"));
@@ -145,7 +145,20 @@ fn text_columns_are_as_wide_as_their_content() {
         .skip(1)
         .take_while(|l| *l != "  weights:")
         .collect();
-    assert_eq!(rows.len(), 7, "{text}");
+    assert_eq!(rows.len(), 8, "{text}");
+    // The first row names the columns.
+    assert!(
+        rows[0].split_whitespace().eq([
+            "node",
+            "operation",
+            "activation",
+            "domain",
+            "shape",
+            "slot",
+            "inputs"
+        ]),
+        "{text}"
+    );
     // Every column starts at the same character offset on every row: the `<-` column, the
     // shape column (after the domain) and the activation column all line up.
     for needle in ["<- ", "  SNN  ", "  ANN  "] {
