@@ -373,11 +373,17 @@ fn settings_and_defaults() {
         (d.neuron.leak, d.neuron.threshold, d.surrogate_gamma),
         (0.99, 1.0, 0.3)
     );
-    assert_eq!(snnc::passes::default_timesteps(snnc::ir::Method::Agd), 25);
+    // The one place that decides the default T: what `snnc train` runs with.
+    use snnc::ir::{defaults, Method};
+    assert_eq!(defaults::timesteps(Method::Agd), 10);
+    assert_eq!(defaults::timesteps(Method::Conversion), 500);
+    assert_eq!(defaults::timesteps(Method::Stdp), 100);
+    assert_eq!(defaults::CONVERSION_EVAL_TIMESTEPS, [50, 100, 250, 500]);
     assert_eq!(
-        snnc::passes::default_timesteps(snnc::ir::Method::Conversion),
-        100
+        snnc::train::conversion::ConversionConfig::default().eval_timesteps,
+        defaults::CONVERSION_EVAL_TIMESTEPS.to_vec()
     );
+    assert_eq!(snnc::train::agd::TrainConfig::default().timesteps, 10);
 }
 
 #[test]

@@ -23,7 +23,7 @@ pub fn to_text(net: &Network) -> String {
             .unwrap_or_else(|| "?".into()),
         st.timesteps
             .map(|t| t.to_string())
-            .unwrap_or_else(|| format!("default({})", passes::default_timesteps(st.method))),
+            .unwrap_or_else(|| format!("default({})", crate::ir::defaults::timesteps(st.method))),
         lower(&st.encode),
         lower(&st.method),
         lower(&st.classifier),

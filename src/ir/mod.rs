@@ -21,6 +21,8 @@
 //! - every spiking node (activation [`Activation::Spiking`]) has `slot` set, indexing
 //!   [`Network::thresholds`], one slot per (weight set, step).
 
+pub mod defaults;
+
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;

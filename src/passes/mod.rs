@@ -21,7 +21,7 @@ use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 
 use crate::diagnostics::Diagnostics;
-use crate::ir::{EdgeKind, JoinMode, LayerKind, Method, Network, Node, Op, Program};
+use crate::ir::{EdgeKind, JoinMode, LayerKind, Network, Node, Op, Program};
 
 /// A pass: mutates one network, reports what it finds.
 pub type PassFn = fn(&mut Network, &mut Diagnostics);
@@ -53,14 +53,6 @@ pub fn position(name: &str) -> Option<usize> {
 }
 
 pub use crate::ir::MAX_APPLICATIONS;
-
-/// Time steps when the file sets none: AGD 25, conversion 100, STDP 100.
-pub fn default_timesteps(method: Method) -> u32 {
-    match method {
-        Method::Agd => 25,
-        Method::Conversion | Method::Stdp => 100,
-    }
-}
 
 #[derive(Debug, Error, Diagnostic)]
 pub enum PipelineError {
