@@ -963,6 +963,10 @@ fn snntorch_names_and_classifier_near_misses_get_clean_helps() {
     let (code, _, help) = help_of("network N {\n input 1x2x2\n FC1(4,2) Leaky\n FC2(2,2)\n}");
     assert_eq!(code, "snnc::syntax::unknown_activation");
     assert!(help.starts_with("did you mean `LIF`?"), "{help}");
+    let (code, _, help) =
+        help_of("network N {\n input 1x2x2\n neuron Leaky(beta=0.9)\n FC1(4,2) LIF\n FC2(2,2)\n}");
+    assert_eq!(code, "snnc::syntax::bad_value");
+    assert!(help.starts_with("did you mean `LIF`?"), "{help}");
     let (code, message, help) = help_of("network N {\n input 1x2x2\n FC1(4,2)\n Softmax\n}");
     assert_eq!(code, "snnc::syntax::unknown_classifier");
     assert_eq!(message, "unknown classifier `Softmax`");

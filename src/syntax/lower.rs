@@ -1191,6 +1191,15 @@ impl Cx<'_, '_> {
                 let kind = match *name {
                     "LIF" => NeuronKind::Lif,
                     "IF" => NeuronKind::If,
+                    "Leaky" | "leaky" => {
+                        self.diags.push(SyntaxError::BadValue {
+                            message: format!("`neuron` expects {expect}"),
+                            span: *span,
+                            label: "not a neuron of the language".into(),
+                            help: Some("did you mean `LIF`? (snnTorch's `Leaky` is the LIF neuron; its `beta` is `leak`)".into()),
+                        });
+                        return None;
+                    }
                     _ => return missing(self, *span),
                 };
                 let args: &[Arg<'_>] = args.as_ref().map(|a| a.0.as_slice()).unwrap_or(&[]);
