@@ -69,6 +69,10 @@ pub struct TrainConfig {
     /// Settings of the conversion method (balancing, reset, latencies); other methods
     /// ignore them.
     pub conversion: ConversionConfig,
+    /// The data limits the run was loaded with (recorded in checkpoints for `--resume`; the
+    /// data given to [`train`] is already limited).
+    pub train_limit: Option<usize>,
+    pub test_limit: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -88,6 +92,8 @@ impl Default for TrainConfig {
             resume: false,
             progress: false,
             conversion: ConversionConfig::default(),
+            train_limit: None,
+            test_limit: None,
         }
     }
 }
@@ -391,6 +397,7 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
                 seed: cfg.seed,
                 network: report.network.clone(),
                 method: report.method.clone(),
+                settings: Some(run_settings(cfg)),
             };
             checkpoint::save(&checkpoint::weights_path(dir), &state, &meta)?;
             report.write_json(&dir.join("report.json"))?;
@@ -447,12 +454,11 @@ pub fn run(net: &Network, cfg: &RunConfig) -> Result<RunOutcome, TrainError> {
         return Err(TrainError::Config("--lr must be a positive number".into()));
     }
     t.method.validate(t)?;
-    let out = t
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", net.name, t.method.name())));
+    let out = t.out.clone().unwrap_or_else(|| default_out(net, t.method));
     let train_cfg = TrainConfig {
         out: Some(out.clone()),
+        train_limit: cfg.train_limit,
+        test_limit: cfg.test_limit,
         ..t.clone()
     };
     let mut model = Model::new(net, &Device::Cpu, t.seed).map_err(|e| TrainError::Lower {
@@ -568,4 +574,44 @@ pub fn evaluate_batched(
         activity: ev.activity,
         energy: None,
     })
+}
+
+/// The settings of `cfg` a checkpoint records.
+pub fn run_settings(cfg: &TrainConfig) -> checkpoint::RunSettings {
+    checkpoint::RunSettings {
+        batch: cfg.batch,
+        timesteps: cfg.timesteps,
+        optimizer: match cfg.optimizer {
+            OptimizerKind::Adam => "adam".into(),
+            OptimizerKind::Sgd => "sgd".into(),
+        },
+        train_limit: cfg.train_limit,
+        test_limit: cfg.test_limit,
+    }
+}
+
+/// A setting of a resumed run: the checkpoint's value, unless `flag` gives another, which is
+/// refused naming both (`what` is the flag's name).
+pub fn resumed<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    flag: Option<T>,
+    saved: T,
+) -> Result<T, TrainError> {
+    match flag {
+        Some(f) if f != saved => Err(TrainError::Config(format!(
+            "--resume continues the checkpoint's run, trained with {what} {saved:?}, but {what} {f:?} was given; drop {what} or start a new run"
+        ))),
+        _ => Ok(saved),
+    }
+}
+
+/// The metadata of the checkpoint in `out`, for `--resume`.
+pub fn resume_meta(out: &Path) -> Result<Meta, TrainError> {
+    let path = checkpoint::weights_path(out);
+    Ok(checkpoint::load(&path)?.1)
+}
+
+/// The output folder when none is given: `runs/<network>-<method>`.
+pub fn default_out(net: &Network, method: &dyn TrainingMethod) -> PathBuf {
+    PathBuf::from(format!("runs/{}-{}", net.name, method.name()))
 }

@@ -1,0 +1,115 @@
+//! `--resume` (issue 12.1): a resumed run takes seed, batch, T, optimiser and data limits
+//! from its checkpoint and continues exactly as the uninterrupted run; a flag contradicting
+//! the checkpoint is refused naming both values.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use snnc::train::checkpoint;
+
+type R = Result<(), Box<dyn std::error::Error>>;
+
+const TINY: &str = "network Tiny {\n  input 1x28x28\n  timesteps 4\n  \
+    neuron LIF(leak = 0.9, threshold = 1.0)\n  Conv1(1,4,3x3/2) LIF\n  \
+    Conv2(4,4,3x3/1) x2\n  AvgPool(2x2/2)\n  FC1(196,10)\n}\n";
+
+fn snnc(args: &[&str], out: &Path) -> Result<Output, Box<dyn std::error::Error>> {
+    Ok(Command::new(env!("CARGO_BIN_EXE_snnc"))
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .output()?)
+}
+
+fn losses(dir: &Path) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json"))?)?;
+    Ok(r["epochs"]
+        .as_array()
+        .ok_or("epochs")?
+        .iter()
+        .filter_map(|e| e["loss"].as_f64())
+        .collect())
+}
+
+#[test]
+fn resume_continues_the_checkpoints_run() -> R {
+    let dir = tempfile::tempdir()?;
+    let snn = dir.path().join("tiny.snn");
+    std::fs::write(&snn, TINY)?;
+    let snn = snn.to_str().ok_or("path")?;
+    let common = ["train", snn, "--data", "embedded", "--test-limit", "16"];
+    let first = [
+        "--seed",
+        "5",
+        "--batch",
+        "16",
+        "--timesteps",
+        "3",
+        "--optimizer",
+        "sgd",
+        "--train-limit",
+        "64",
+    ];
+    let (resumed, whole) = (dir.path().join("r"), dir.path().join("u"));
+    // Uninterrupted: two epochs.
+    let o = snnc(
+        &[&common[..], &first[..], &["--epochs", "2"]].concat(),
+        &whole,
+    )?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // One epoch, then --resume to two with none of the settings repeated.
+    let o = snnc(
+        &[&common[..], &first[..], &["--epochs", "1"]].concat(),
+        &resumed,
+    )?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = snnc(
+        &[&common[..], &["--epochs", "2", "--resume"]].concat(),
+        &resumed,
+    )?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (a, b) = (losses(&resumed)?, losses(&whole)?);
+    assert_eq!(a.len(), 2);
+    assert_eq!(a, b, "resumed {a:?} vs uninterrupted {b:?}");
+    let (wa, ma) = checkpoint::load(&checkpoint::weights_path(&resumed))?;
+    let (wb, _) = checkpoint::load(&checkpoint::weights_path(&whole))?;
+    for name in ["Conv1", "Conv2", "FC1"] {
+        let x: Vec<f32> = wa[name].flatten_all()?.to_vec1()?;
+        let y: Vec<f32> = wb[name].flatten_all()?.to_vec1()?;
+        assert_eq!(x, y, "{name}");
+    }
+    let s = ma.settings.ok_or("no settings recorded")?;
+    assert_eq!(
+        (
+            ma.seed,
+            s.batch,
+            s.timesteps,
+            s.optimizer.as_str(),
+            s.train_limit
+        ),
+        (5, 16, 3, "sgd", Some(64))
+    );
+    // A contradicting flag is refused, naming both values.
+    let o = snnc(
+        &[&common[..], &["--epochs", "3", "--resume", "--seed", "6"]].concat(),
+        &resumed,
+    )?;
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--seed 5") && err.contains("--seed 6"),
+        "{err}"
+    );
+    let o = snnc(
+        &[&common[..], &["--epochs", "3", "--resume", "--batch", "8"]].concat(),
+        &resumed,
+    )?;
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--batch 16") && err.contains("--batch 8"),
+        "{err}"
+    );
+    Ok(())
+}
