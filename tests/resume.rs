@@ -113,3 +113,63 @@ fn resume_continues_the_checkpoints_run() -> R {
     );
     Ok(())
 }
+
+/// Issue 11.3: a run whose update makes the weights or the loss non-finite (here at
+/// `--lr 1e38`) exits 1 naming what diverged and the last good checkpoint, which is kept.
+#[test]
+fn divergence_exits_1_and_names_the_last_good_checkpoint() -> R {
+    let dir = tempfile::tempdir()?;
+    let snn = dir.path().join("fc.snn");
+    std::fs::write(
+        &snn,
+        "network Fc {\n  input 1x28x28\n  timesteps 2\n  FC1(784,32) LIF\n  FC2(32,10)\n}\n",
+    )?;
+    let snn = snn.to_str().ok_or("path")?;
+    let common = [
+        "train",
+        snn,
+        "--data",
+        "embedded",
+        "--train-limit",
+        "32",
+        "--test-limit",
+        "64",
+        "--batch",
+        "32",
+    ];
+    let fresh = dir.path().join("fresh");
+    let o = snnc(
+        &[&common[..], &["--epochs", "1", "--lr", "1e38"]].concat(),
+        &fresh,
+    )?;
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("non-finite") || err.contains("NaN") || err.contains("inf"),
+        "{err}"
+    );
+    assert!(err.contains("No checkpoint was written"), "{err}");
+    assert!(!checkpoint::weights_path(&fresh).exists());
+
+    let run = dir.path().join("run");
+    let o = snnc(&[&common[..], &["--epochs", "1"]].concat(), &run)?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let good = std::fs::read(checkpoint::weights_path(&run))?;
+    let o = snnc(
+        &[&common[..], &["--epochs", "2", "--resume", "--lr", "1e38"]].concat(),
+        &run,
+    )?;
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("last good checkpoint is kept") && err.contains("(epoch 1)"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(checkpoint::weights_path(&run))?, good);
+    Ok(())
+}

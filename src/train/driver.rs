@@ -295,6 +295,8 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
     report.extra.insert("seed".into(), cfg.seed.into());
     report.extra.insert("batch".into(), cfg.batch.into());
     let mut start_epoch = 0;
+    // The epoch of the last checkpoint written (or resumed from): the last good one.
+    let mut saved_epoch: Option<usize> = None;
     if cfg.resume {
         let dir = cfg
             .out
@@ -315,6 +317,7 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
         model.load(&map)?;
         opt.load_state(&map)?;
         start_epoch = meta.epoch;
+        saved_epoch = Some(meta.epoch);
         if let Ok(old) = Report::read_json(&dir.join("report.json")) {
             if start_epoch >= cfg.epochs {
                 // Nothing left to train: the run is complete as saved.
@@ -354,6 +357,8 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
                     epoch: epoch + 1,
                     batch: bi + 1,
                     loss: l,
+                    what: format!("the loss became {l}"),
+                    kept: kept(cfg, saved_epoch),
                 });
             }
             let grads = loss.backward()?;
@@ -361,6 +366,16 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
                 return Err(TrainError::NoGradient(name.clone()));
             }
             opt.step(&grads)?;
+            if let Some(name) = non_finite_param(&vars)? {
+                pb.finish_and_clear();
+                return Err(TrainError::NonFinite {
+                    epoch: epoch + 1,
+                    batch: bi + 1,
+                    loss: l,
+                    what: format!("the weights `{name}` became non-finite after the update"),
+                    kept: kept(cfg, saved_epoch),
+                });
+            }
             loss_sum += l as f64 * chunk.len() as f64;
             right += correct_count(&model.eval_logits(&out)?, &y)?;
             seen += chunk.len();
@@ -375,6 +390,15 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
         pb.finish_and_clear();
         let eval_opts = cfg.method.forward_options(cfg.timesteps, false);
         let eval = evaluate(model, test, data.shape, eval_opts, batch, cfg.seed)?;
+        if !eval.loss.is_finite() {
+            return Err(TrainError::NonFinite {
+                epoch: epoch + 1,
+                batch: seen.div_ceil(batch),
+                loss: eval.loss as f32,
+                what: format!("the test loss became {}", eval.loss),
+                kept: kept(cfg, saved_epoch),
+            });
+        }
         report.epochs.push(EpochRecord {
             epoch: epoch + 1,
             loss: loss_sum / seen.max(1) as f64,
@@ -400,6 +424,7 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
                 settings: Some(run_settings(cfg)),
             };
             checkpoint::save(&checkpoint::weights_path(dir), &state, &meta)?;
+            saved_epoch = Some(epoch + 1);
             report.write_json(&dir.join("report.json"))?;
         }
     }
@@ -564,6 +589,12 @@ pub fn evaluate_batched(
     check_data(model, &data)?;
     let opts = method.forward_options(t, false);
     let ev = evaluate(model, &data.test, data.shape, opts, cfg.batch, meta.seed)?;
+    if !ev.loss.is_finite() {
+        return Err(TrainError::Checkpoint(format!(
+            "the checkpoint gives a non-finite test loss ({}): its weights diverged",
+            ev.loss
+        )));
+    }
     Ok(EvalOutcome {
         label: method.name().to_string(),
         timesteps: method.training_timesteps(t),
@@ -614,4 +645,26 @@ pub fn resume_meta(out: &Path) -> Result<Meta, TrainError> {
 /// The output folder when none is given: `runs/<network>-<method>`.
 pub fn default_out(net: &Network, method: &dyn TrainingMethod) -> PathBuf {
     PathBuf::from(format!("runs/{}-{}", net.name, method.name()))
+}
+
+/// The first parameter holding a non-finite value, if any.
+fn non_finite_param(vars: &[(String, candle_core::Var)]) -> Result<Option<String>, TrainError> {
+    for (name, v) in vars {
+        let m = v.as_tensor().abs()?.max_all()?.to_scalar::<f32>()?;
+        if !m.is_finite() {
+            return Ok(Some(name.clone()));
+        }
+    }
+    Ok(None)
+}
+
+/// What a stopped run leaves behind: the last good checkpoint, named, or none.
+fn kept(cfg: &TrainConfig, saved_epoch: Option<usize>) -> String {
+    match (&cfg.out, saved_epoch) {
+        (Some(dir), Some(e)) => format!(
+            "The last good checkpoint is kept: {} (epoch {e}).",
+            checkpoint::weights_path(dir).display()
+        ),
+        _ => "No checkpoint was written.".into(),
+    }
 }
