@@ -173,3 +173,40 @@ fn divergence_exits_1_and_names_the_last_good_checkpoint() -> R {
     assert_eq!(std::fs::read(checkpoint::weights_path(&run))?, good);
     Ok(())
 }
+
+/// Issue 13.1: off a terminal (stderr is a pipe here), training and the converted SNN's
+/// evaluation print progress lines at a steady interval (`SNNC_PROGRESS_SECS`, here 0: every
+/// update) with the images done, their rate, the running loss and the ETA.
+#[test]
+fn progress_lines_off_a_terminal() -> R {
+    let dir = tempfile::tempdir()?;
+    let snn = dir.path().join("tiny.snn");
+    std::fs::write(&snn, TINY)?;
+    let o = Command::new(env!("CARGO_BIN_EXE_snnc"))
+        .env("SNNC_PROGRESS_SECS", "0")
+        .args(["train", snn.to_str().ok_or("path")?, "--data", "embedded"])
+        .args(["--train-limit", "64", "--test-limit", "20", "--batch", "32"])
+        .args(["--method", "conversion", "--balance-images", "8"])
+        .args(["--balance-steps", "4", "--eval-timesteps", "4"])
+        .arg("--out")
+        .arg(dir.path().join("o"))
+        .output()?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let epoch: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("epoch 1/1: "))
+        .collect();
+    assert_eq!(epoch.len(), 2, "{err}");
+    assert!(epoch[0].starts_with("epoch 1/1: 32/64 images, "), "{err}");
+    assert!(epoch[1].starts_with("epoch 1/1: 64/64 images, "), "{err}");
+    assert!(
+        epoch[1].contains(" images/s, loss ") && epoch[1].contains(", ETA 0 s"),
+        "{err}"
+    );
+    assert!(
+        err.lines().any(|l| l.starts_with("SNN: 1/1 batches, ")),
+        "{err}"
+    );
+    Ok(())
+}

@@ -337,7 +337,7 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
     for epoch in start_epoch..cfg.epochs {
         opt.set_lr(cfg.schedule.lr_at(cfg.lr, epoch))?;
         let mut rng = rng_for(cfg.seed, EPOCH_STREAM + epoch as u64);
-        let pb = progress::bar(
+        let mut pb = progress::Progress::new(
             train.len(),
             cfg.progress,
             &format!("epoch {}/{}", epoch + 1, cfg.epochs),

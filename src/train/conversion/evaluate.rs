@@ -162,7 +162,7 @@ pub fn evaluate_snn(
     let mut rng = derive_rng(seed, EVAL_STREAM);
     let start = Instant::now();
     let chunks: Vec<&[usize]> = idx.chunks(batch.max(1)).collect();
-    let pb = progress_bar(chunks.len(), progress, "SNN");
+    let mut pb = progress_bar(chunks.len(), progress, "SNN");
     for c in chunks {
         let (x, y) = data.images(c, sim.device())?;
         let out = sim.run(&x, &spec, &mut rng)?;

@@ -183,8 +183,8 @@ impl Default for ConversionConfig {
     }
 }
 
-fn progress_bar(len: usize, show: bool, prefix: &str) -> indicatif::ProgressBar {
-    progress::bar(len, show, prefix, false)
+fn progress_bar(len: usize, show: bool, prefix: &str) -> progress::Progress {
+    progress::Progress::new(len, show, prefix, false)
 }
 
 /// The whole conversion after the ANN phase.
