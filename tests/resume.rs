@@ -69,6 +69,42 @@ fn resume_continues_the_checkpoints_run() -> R {
         &resumed,
     )?;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Issue 13.3: the report records the whole resolved configuration, version and source.
+    let rep: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(whole.join("report.json"))?)?;
+    let c = &rep["config"];
+    assert_eq!(
+        (
+            c["method"].as_str(),
+            c["batch"].as_u64(),
+            c["timesteps"].as_u64(),
+            c["optimizer"].as_str(),
+            c["seed"].as_u64(),
+            c["train_limit"].as_u64(),
+            c["epochs"].as_u64(),
+        ),
+        (
+            Some("agd"),
+            Some(16),
+            Some(3),
+            Some("sgd"),
+            Some(5),
+            Some(64),
+            Some(2)
+        )
+    );
+    assert_eq!(c["lr"].as_f64(), Some(1e-3));
+    assert_eq!(c["lr_schedule"].as_str(), Some("constant"));
+    assert_eq!(c["classifier"].as_str(), Some("softmax"));
+    assert_eq!(c["data_spec"].as_str(), Some("embedded"));
+    assert_eq!(
+        rep["snnc_version"].as_str(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(
+        rep["source_fnv1a64"].as_str(),
+        Some(snnc::train::driver::fnv1a64(TINY.as_bytes()).as_str())
+    );
     let (a, b) = (losses(&resumed)?, losses(&whole)?);
     assert_eq!(a.len(), 2);
     assert_eq!(a, b, "resumed {a:?} vs uninterrupted {b:?}");
@@ -208,5 +244,32 @@ fn progress_lines_off_a_terminal() -> R {
         err.lines().any(|l| l.starts_with("SNN: 1/1 batches, ")),
         "{err}"
     );
+    // The conversion report: the Poisson input's rate as a top-level field, the rate of the
+    // largest T's run, and conversion's settings in the configuration.
+    let rep: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        dir.path().join("o").join("report.json"),
+    )?)?;
+    let rate = rep["input_spike_rate"]
+        .as_f64()
+        .ok_or("no input_spike_rate")?;
+    assert!(rate > 0.05 && rate < 0.6, "{rate}");
+    assert_eq!(
+        rep["conversion"][0]["input_spike_rate"].as_f64(),
+        Some(rate)
+    );
+    assert_eq!(
+        rep["config"]["conversion"]["balance_images"].as_u64(),
+        Some(8)
+    );
+    assert_eq!(rep["config"]["timesteps"].as_u64(), Some(1));
     Ok(())
+}
+
+/// FNV-1a 64 against its published test vectors.
+#[test]
+fn fnv1a64_vectors() {
+    use snnc::train::driver::fnv1a64;
+    assert_eq!(fnv1a64(b""), "cbf29ce484222325");
+    assert_eq!(fnv1a64(b"a"), "af63dc4c8601ec8c");
+    assert_eq!(fnv1a64(b"foobar"), "85944171f73967e8");
 }

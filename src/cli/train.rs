@@ -333,6 +333,7 @@ fn run_config(args: &TrainArgs, net: &Network) -> Result<RunConfig, TrainError> 
         resume: args.resume,
         progress: true,
         conversion,
+        describe: serde_json::Map::new(),
         train_limit,
         test_limit,
     };
@@ -341,6 +342,7 @@ fn run_config(args: &TrainArgs, net: &Network) -> Result<RunConfig, TrainError> 
         data: args.data.clone(),
         train_limit,
         test_limit,
+        source: std::fs::read_to_string(&args.file).ok(),
     })
 }
 

@@ -69,6 +69,9 @@ pub struct TrainConfig {
     /// Settings of the conversion method (balancing, reset, latencies); other methods
     /// ignore them.
     pub conversion: ConversionConfig,
+    /// Keys every report of the run carries (the resolved configuration, version, source
+    /// hash: [`describe`]).
+    pub describe: serde_json::Map<String, serde_json::Value>,
     /// The data limits the run was loaded with (recorded in checkpoints for `--resume`; the
     /// data given to [`train`] is already limited).
     pub train_limit: Option<usize>,
@@ -92,6 +95,7 @@ impl Default for TrainConfig {
             resume: false,
             progress: false,
             conversion: ConversionConfig::default(),
+            describe: serde_json::Map::new(),
             train_limit: None,
             test_limit: None,
         }
@@ -294,6 +298,7 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
     );
     report.extra.insert("seed".into(), cfg.seed.into());
     report.extra.insert("batch".into(), cfg.batch.into());
+    report.extra.extend(cfg.describe.clone());
     let mut start_epoch = 0;
     // The epoch of the last checkpoint written (or resumed from): the last good one.
     let mut saved_epoch: Option<usize> = None;
@@ -453,6 +458,8 @@ pub struct RunConfig {
     pub data: Option<String>,
     pub train_limit: Option<usize>,
     pub test_limit: Option<usize>,
+    /// The network's source text, hashed into every report (`source_fnv1a64`).
+    pub source: Option<String>,
 }
 
 /// What a finished run produced besides its files.
@@ -480,7 +487,7 @@ pub fn run(net: &Network, cfg: &RunConfig) -> Result<RunOutcome, TrainError> {
     }
     t.method.validate(t)?;
     let out = t.out.clone().unwrap_or_else(|| default_out(net, t.method));
-    let train_cfg = TrainConfig {
+    let mut train_cfg = TrainConfig {
         out: Some(out.clone()),
         train_limit: cfg.train_limit,
         test_limit: cfg.test_limit,
@@ -492,6 +499,7 @@ pub fn run(net: &Network, cfg: &RunConfig) -> Result<RunOutcome, TrainError> {
     })?;
     let data = load_data(cfg.data.as_deref(), cfg.train_limit, cfg.test_limit)?;
     check_data(&model, &data)?;
+    train_cfg.describe = describe(net, cfg, &data, cfg.source.as_deref());
     std::fs::create_dir_all(&out)?;
     if t.progress {
         eprintln!(
@@ -667,4 +675,68 @@ fn kept(cfg: &TrainConfig, saved_epoch: Option<usize>) -> String {
         ),
         _ => "No checkpoint was written.".into(),
     }
+}
+
+/// 64-bit FNV-1a of `bytes`, as 16 hex digits: identifies the source a run was compiled from.
+pub fn fnv1a64(bytes: &[u8]) -> String {
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{h:016x}")
+}
+
+/// The report keys that say what was run: `config` (the whole resolved configuration: method,
+/// network, classifier, data set and limits, epochs, T, batch, optimiser, learning rate and
+/// schedule, momentum, weight decay, seed, and conversion's settings), `snnc_version` and
+/// `source_fnv1a64` (when the source is known).
+pub fn describe(
+    net: &Network,
+    cfg: &RunConfig,
+    data: &Dataset,
+    source: Option<&str>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let t = &cfg.train;
+    let mut c = serde_json::json!({
+        "method": t.method.name(),
+        "network": net.name,
+        "classifier": format!("{:?}", net.settings.classifier).to_lowercase(),
+        "data": data.name,
+        "data_spec": cfg.data,
+        "train_images": data.train.len(),
+        "test_images": data.test.len(),
+        "train_limit": cfg.train_limit,
+        "test_limit": cfg.test_limit,
+        "epochs": t.epochs,
+        "timesteps": t.method.training_timesteps(t.timesteps),
+        "batch": t.batch,
+        "optimizer": run_settings(t).optimizer,
+        "lr": t.lr,
+        "lr_schedule": match t.schedule {
+            LrSchedule::Constant => "constant",
+            LrSchedule::Step { .. } => "step",
+            LrSchedule::Cosine { .. } => "cosine",
+        },
+        "momentum": t.momentum,
+        "weight_decay": t.weight_decay,
+        "seed": t.seed,
+        "resume": t.resume,
+    });
+    if t.method.name() == "conversion" {
+        let cc = &t.conversion;
+        c["conversion"] = serde_json::json!({
+            "balance": cc.balance.to_string(),
+            "balance_images": cc.balance_images,
+            "balance_steps": cc.balance_steps,
+            "reset": format!("{:?}", cc.reset).to_lowercase(),
+            "eval_timesteps": cc.eval_timesteps,
+            "batch": cc.batch,
+        });
+    }
+    let mut m = serde_json::Map::new();
+    m.insert("config".into(), c);
+    m.insert("snnc_version".into(), env!("CARGO_PKG_VERSION").into());
+    if let Some(src) = source {
+        m.insert("source_fnv1a64".into(), fnv1a64(src.as_bytes()).into());
+    }
+    m
 }
