@@ -356,15 +356,16 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
             let out = model.forward(&x, &opts, &mut rng)?;
             let loss = model.loss(&out, &y, true, &mut rng)?;
             let l = loss.to_scalar::<f32>()?;
+            let stop = |what: String| TrainError::NonFinite {
+                epoch: epoch + 1,
+                batch: bi + 1,
+                loss: l,
+                what,
+                kept: kept(cfg, saved_epoch),
+            };
             if !l.is_finite() {
                 pb.finish_and_clear();
-                return Err(TrainError::NonFinite {
-                    epoch: epoch + 1,
-                    batch: bi + 1,
-                    loss: l,
-                    what: format!("the loss became {l}"),
-                    kept: kept(cfg, saved_epoch),
-                });
+                return Err(stop(format!("the loss became {l}")));
             }
             let grads = loss.backward()?;
             if let Some((name, _)) = vars.iter().find(|(_, v)| grads.get(v).is_none()) {
@@ -373,13 +374,9 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
             opt.step(&grads)?;
             if let Some(name) = non_finite_param(&vars)? {
                 pb.finish_and_clear();
-                return Err(TrainError::NonFinite {
-                    epoch: epoch + 1,
-                    batch: bi + 1,
-                    loss: l,
-                    what: format!("the weights `{name}` became non-finite after the update"),
-                    kept: kept(cfg, saved_epoch),
-                });
+                return Err(stop(format!(
+                    "the weights `{name}` became non-finite after the update"
+                )));
             }
             loss_sum += l as f64 * chunk.len() as f64;
             right += correct_count(&model.eval_logits(&out)?, &y)?;
