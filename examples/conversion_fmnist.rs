@@ -129,6 +129,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             seed: 1,
             network: net.name.clone(),
             method: "ann".into(),
+            settings: None,
         };
         checkpoint::save(&ann_path, &model.state()?, &meta)?;
     }
@@ -155,6 +156,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             seed: 1,
             network: net.name.clone(),
             method: "conversion".into(),
+            settings: None,
         },
     )?;
     println!(

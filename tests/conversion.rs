@@ -357,6 +357,7 @@ fn checkpoint_round_trip_keeps_thresholds() -> R {
         seed: 8,
         network: "small".into(),
         method: "ann".into(),
+        settings: None,
     };
     conversion::save_checkpoint(&model, Reset::Zero, &path, &meta)?;
     let (map, meta2) = checkpoint::load(&path)?;

@@ -72,6 +72,8 @@ fn exit_codes_follow_the_variant() {
         epoch: 1,
         batch: 2,
         loss: f32::NAN,
+        what: "the loss became NaN".into(),
+        kept: "No checkpoint was written.".into(),
     };
     assert_eq!(nf.exit_code(), 1);
     assert_eq!(

@@ -269,7 +269,37 @@ fn run_config(args: &TrainArgs, net: &Network) -> Result<RunConfig, TrainError> 
         None => method::for_network(net)?,
     };
     let epochs = args.epochs.unwrap_or(defaults::EPOCHS);
-    let seed = args.seed.unwrap_or(defaults::SEED);
+    let optimizer_flag = args.optimizer.map(|o| match o {
+        OptimizerArg::Adam => OptimizerKind::Adam,
+        OptimizerArg::Sgd => OptimizerKind::Sgd,
+    });
+    let mut seed = args.seed.unwrap_or(defaults::SEED);
+    let mut batch = args.batch.unwrap_or(defaults::BATCH);
+    let mut timesteps = defaults::timesteps(net, args.timesteps, defaults::TIMESTEPS);
+    let mut optimizer = optimizer_flag.unwrap_or(OptimizerKind::Adam);
+    let (mut train_limit, mut test_limit) = (args.train_limit, args.test_limit);
+    if args.resume {
+        // A resumed run continues the checkpoint's run: its settings, not the defaults.
+        let out = args
+            .out
+            .clone()
+            .unwrap_or_else(|| driver::default_out(net, method));
+        let meta = driver::resume_meta(&out)?;
+        seed = driver::resumed("--seed", args.seed, meta.seed)?;
+        if let Some(r) = &meta.settings {
+            batch = driver::resumed("--batch", args.batch, r.batch)?;
+            timesteps = driver::resumed("--timesteps", args.timesteps, r.timesteps)?;
+            let saved = if r.optimizer == "sgd" {
+                OptimizerKind::Sgd
+            } else {
+                OptimizerKind::Adam
+            };
+            optimizer = driver::resumed("--optimizer", optimizer_flag, saved)?;
+            train_limit =
+                driver::resumed("--train-limit", args.train_limit.map(Some), r.train_limit)?;
+            test_limit = driver::resumed("--test-limit", args.test_limit.map(Some), r.test_limit)?;
+        }
+    }
     let d = conversion::ConversionConfig::default();
     let conversion = conversion::ConversionConfig {
         balance: args.balance.unwrap_or(d.balance),
@@ -292,13 +322,10 @@ fn run_config(args: &TrainArgs, net: &Network) -> Result<RunConfig, TrainError> 
             Some(ScheduleArg::Cosine) => LrSchedule::Cosine { total: epochs },
             _ => LrSchedule::Constant,
         },
-        timesteps: defaults::timesteps(net, args.timesteps, defaults::TIMESTEPS),
-        batch: args.batch.unwrap_or(defaults::BATCH),
+        timesteps,
+        batch,
         lr: args.lr.unwrap_or(defaults::LR),
-        optimizer: match args.optimizer {
-            Some(OptimizerArg::Sgd) => OptimizerKind::Sgd,
-            _ => OptimizerKind::Adam,
-        },
+        optimizer,
         momentum: args.momentum.unwrap_or(defaults::MOMENTUM),
         weight_decay: args.weight_decay.unwrap_or(defaults::WEIGHT_DECAY),
         seed,
@@ -306,12 +333,16 @@ fn run_config(args: &TrainArgs, net: &Network) -> Result<RunConfig, TrainError> 
         resume: args.resume,
         progress: true,
         conversion,
+        describe: serde_json::Map::new(),
+        train_limit,
+        test_limit,
     };
     Ok(RunConfig {
         train,
         data: args.data.clone(),
-        train_limit: args.train_limit,
-        test_limit: args.test_limit,
+        train_limit,
+        test_limit,
+        source: std::fs::read_to_string(&args.file).ok(),
     })
 }
 

@@ -69,6 +69,13 @@ pub struct TrainConfig {
     /// Settings of the conversion method (balancing, reset, latencies); other methods
     /// ignore them.
     pub conversion: ConversionConfig,
+    /// Keys every report of the run carries (the resolved configuration, version, source
+    /// hash: [`describe`]).
+    pub describe: serde_json::Map<String, serde_json::Value>,
+    /// The data limits the run was loaded with (recorded in checkpoints for `--resume`; the
+    /// data given to [`train`] is already limited).
+    pub train_limit: Option<usize>,
+    pub test_limit: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -88,6 +95,9 @@ impl Default for TrainConfig {
             resume: false,
             progress: false,
             conversion: ConversionConfig::default(),
+            describe: serde_json::Map::new(),
+            train_limit: None,
+            test_limit: None,
         }
     }
 }
@@ -288,7 +298,10 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
     );
     report.extra.insert("seed".into(), cfg.seed.into());
     report.extra.insert("batch".into(), cfg.batch.into());
+    report.extra.extend(cfg.describe.clone());
     let mut start_epoch = 0;
+    // The epoch of the last checkpoint written (or resumed from): the last good one.
+    let mut saved_epoch: Option<usize> = None;
     if cfg.resume {
         let dir = cfg
             .out
@@ -309,6 +322,7 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
         model.load(&map)?;
         opt.load_state(&map)?;
         start_epoch = meta.epoch;
+        saved_epoch = Some(meta.epoch);
         if let Ok(old) = Report::read_json(&dir.join("report.json")) {
             if start_epoch >= cfg.epochs {
                 // Nothing left to train: the run is complete as saved.
@@ -328,7 +342,7 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
     for epoch in start_epoch..cfg.epochs {
         opt.set_lr(cfg.schedule.lr_at(cfg.lr, epoch))?;
         let mut rng = rng_for(cfg.seed, EPOCH_STREAM + epoch as u64);
-        let pb = progress::bar(
+        let mut pb = progress::Progress::new(
             train.len(),
             cfg.progress,
             &format!("epoch {}/{}", epoch + 1, cfg.epochs),
@@ -342,19 +356,28 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
             let out = model.forward(&x, &opts, &mut rng)?;
             let loss = model.loss(&out, &y, true, &mut rng)?;
             let l = loss.to_scalar::<f32>()?;
+            let stop = |what: String| TrainError::NonFinite {
+                epoch: epoch + 1,
+                batch: bi + 1,
+                loss: l,
+                what,
+                kept: kept(cfg, saved_epoch),
+            };
             if !l.is_finite() {
                 pb.finish_and_clear();
-                return Err(TrainError::NonFinite {
-                    epoch: epoch + 1,
-                    batch: bi + 1,
-                    loss: l,
-                });
+                return Err(stop(format!("the loss became {l}")));
             }
             let grads = loss.backward()?;
             if let Some((name, _)) = vars.iter().find(|(_, v)| grads.get(v).is_none()) {
                 return Err(TrainError::NoGradient(name.clone()));
             }
             opt.step(&grads)?;
+            if let Some(name) = non_finite_param(&vars)? {
+                pb.finish_and_clear();
+                return Err(stop(format!(
+                    "the weights `{name}` became non-finite after the update"
+                )));
+            }
             loss_sum += l as f64 * chunk.len() as f64;
             right += correct_count(&model.eval_logits(&out)?, &y)?;
             seen += chunk.len();
@@ -369,6 +392,15 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
         pb.finish_and_clear();
         let eval_opts = cfg.method.forward_options(cfg.timesteps, false);
         let eval = evaluate(model, test, data.shape, eval_opts, batch, cfg.seed)?;
+        if !eval.loss.is_finite() {
+            return Err(TrainError::NonFinite {
+                epoch: epoch + 1,
+                batch: seen.div_ceil(batch),
+                loss: eval.loss as f32,
+                what: format!("the test loss became {}", eval.loss),
+                kept: kept(cfg, saved_epoch),
+            });
+        }
         report.epochs.push(EpochRecord {
             epoch: epoch + 1,
             loss: loss_sum / seen.max(1) as f64,
@@ -391,8 +423,10 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
                 seed: cfg.seed,
                 network: report.network.clone(),
                 method: report.method.clone(),
+                settings: Some(run_settings(cfg)),
             };
             checkpoint::save(&checkpoint::weights_path(dir), &state, &meta)?;
+            saved_epoch = Some(epoch + 1);
             report.write_json(&dir.join("report.json"))?;
         }
     }
@@ -421,6 +455,8 @@ pub struct RunConfig {
     pub data: Option<String>,
     pub train_limit: Option<usize>,
     pub test_limit: Option<usize>,
+    /// The network's source text, hashed into every report (`source_fnv1a64`).
+    pub source: Option<String>,
 }
 
 /// What a finished run produced besides its files.
@@ -447,12 +483,11 @@ pub fn run(net: &Network, cfg: &RunConfig) -> Result<RunOutcome, TrainError> {
         return Err(TrainError::Config("--lr must be a positive number".into()));
     }
     t.method.validate(t)?;
-    let out = t
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", net.name, t.method.name())));
-    let train_cfg = TrainConfig {
+    let out = t.out.clone().unwrap_or_else(|| default_out(net, t.method));
+    let mut train_cfg = TrainConfig {
         out: Some(out.clone()),
+        train_limit: cfg.train_limit,
+        test_limit: cfg.test_limit,
         ..t.clone()
     };
     let mut model = Model::new(net, &Device::Cpu, t.seed).map_err(|e| TrainError::Lower {
@@ -461,6 +496,7 @@ pub fn run(net: &Network, cfg: &RunConfig) -> Result<RunOutcome, TrainError> {
     })?;
     let data = load_data(cfg.data.as_deref(), cfg.train_limit, cfg.test_limit)?;
     check_data(&model, &data)?;
+    train_cfg.describe = describe(net, cfg, &data, cfg.source.as_deref());
     std::fs::create_dir_all(&out)?;
     if t.progress {
         eprintln!(
@@ -558,6 +594,12 @@ pub fn evaluate_batched(
     check_data(model, &data)?;
     let opts = method.forward_options(t, false);
     let ev = evaluate(model, &data.test, data.shape, opts, cfg.batch, meta.seed)?;
+    if !ev.loss.is_finite() {
+        return Err(TrainError::Checkpoint(format!(
+            "the checkpoint gives a non-finite test loss ({}): its weights diverged",
+            ev.loss
+        )));
+    }
     Ok(EvalOutcome {
         label: method.name().to_string(),
         timesteps: method.training_timesteps(t),
@@ -568,4 +610,130 @@ pub fn evaluate_batched(
         activity: ev.activity,
         energy: None,
     })
+}
+
+/// The settings of `cfg` a checkpoint records.
+pub fn run_settings(cfg: &TrainConfig) -> checkpoint::RunSettings {
+    checkpoint::RunSettings {
+        batch: cfg.batch,
+        timesteps: cfg.timesteps,
+        optimizer: match cfg.optimizer {
+            OptimizerKind::Adam => "adam".into(),
+            OptimizerKind::Sgd => "sgd".into(),
+        },
+        train_limit: cfg.train_limit,
+        test_limit: cfg.test_limit,
+    }
+}
+
+/// A setting of a resumed run: the checkpoint's value, unless `flag` gives another, which is
+/// refused naming both (`what` is the flag's name).
+pub fn resumed<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    flag: Option<T>,
+    saved: T,
+) -> Result<T, TrainError> {
+    match flag {
+        Some(f) if f != saved => Err(TrainError::Config(format!(
+            "--resume continues the checkpoint's run, trained with {what} {saved:?}, but {what} {f:?} was given; drop {what} or start a new run"
+        ))),
+        _ => Ok(saved),
+    }
+}
+
+/// The metadata of the checkpoint in `out`, for `--resume`.
+pub fn resume_meta(out: &Path) -> Result<Meta, TrainError> {
+    let path = checkpoint::weights_path(out);
+    Ok(checkpoint::load(&path)?.1)
+}
+
+/// The output folder when none is given: `runs/<network>-<method>`.
+pub fn default_out(net: &Network, method: &dyn TrainingMethod) -> PathBuf {
+    PathBuf::from(format!("runs/{}-{}", net.name, method.name()))
+}
+
+/// The first parameter holding a non-finite value, if any.
+fn non_finite_param(vars: &[(String, candle_core::Var)]) -> Result<Option<String>, TrainError> {
+    for (name, v) in vars {
+        let m = v.as_tensor().abs()?.max_all()?.to_scalar::<f32>()?;
+        if !m.is_finite() {
+            return Ok(Some(name.clone()));
+        }
+    }
+    Ok(None)
+}
+
+/// What a stopped run leaves behind: the last good checkpoint, named, or none.
+fn kept(cfg: &TrainConfig, saved_epoch: Option<usize>) -> String {
+    match (&cfg.out, saved_epoch) {
+        (Some(dir), Some(e)) => format!(
+            "The last good checkpoint is kept: {} (epoch {e}).",
+            checkpoint::weights_path(dir).display()
+        ),
+        _ => "No checkpoint was written.".into(),
+    }
+}
+
+/// 64-bit FNV-1a of `bytes`, as 16 hex digits: identifies the source a run was compiled from.
+pub fn fnv1a64(bytes: &[u8]) -> String {
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{h:016x}")
+}
+
+/// The report keys that say what was run: `config` (the whole resolved configuration: method,
+/// network, classifier, data set and limits, epochs, T, batch, optimiser, learning rate and
+/// schedule, momentum, weight decay, seed, and conversion's settings), `snnc_version` and
+/// `source_fnv1a64` (when the source is known).
+pub fn describe(
+    net: &Network,
+    cfg: &RunConfig,
+    data: &Dataset,
+    source: Option<&str>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let t = &cfg.train;
+    let mut c = serde_json::json!({
+        "method": t.method.name(),
+        "network": net.name,
+        "classifier": format!("{:?}", net.settings.classifier).to_lowercase(),
+        "data": data.name,
+        "data_spec": cfg.data,
+        "train_images": data.train.len(),
+        "test_images": data.test.len(),
+        "train_limit": cfg.train_limit,
+        "test_limit": cfg.test_limit,
+        "epochs": t.epochs,
+        "timesteps": t.method.training_timesteps(t.timesteps),
+        "batch": t.batch,
+        "optimizer": run_settings(t).optimizer,
+        "lr": t.lr,
+        "lr_schedule": match t.schedule {
+            LrSchedule::Constant => "constant",
+            LrSchedule::Step { .. } => "step",
+            LrSchedule::Cosine { .. } => "cosine",
+        },
+        "momentum": t.momentum,
+        "weight_decay": t.weight_decay,
+        "seed": t.seed,
+        "resume": t.resume,
+    });
+    if t.method.name() == "conversion" {
+        let cc = &t.conversion;
+        c["conversion"] = serde_json::json!({
+            "balance": cc.balance.to_string(),
+            "balance_images": cc.balance_images,
+            "balance_steps": cc.balance_steps,
+            "reset": format!("{:?}", cc.reset).to_lowercase(),
+            "eval_timesteps": cc.eval_timesteps,
+            "batch": cc.batch,
+        });
+    }
+    let mut m = serde_json::Map::new();
+    m.insert("config".into(), c);
+    m.insert("snnc_version".into(), env!("CARGO_PKG_VERSION").into());
+    if let Some(src) = source {
+        m.insert("source_fnv1a64".into(), fnv1a64(src.as_bytes()).into());
+    }
+    m
 }

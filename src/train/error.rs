@@ -51,12 +51,18 @@ pub enum TrainError {
     #[error("parameter `{0}` received no gradient: it does not influence the loss")]
     #[diagnostic(code(snnc::train::no_gradient))]
     NoGradient(String),
-    #[error("the loss became {loss} at epoch {epoch}, batch {batch}; training stopped (the last checkpoint, if any, is kept). Try a lower learning rate.")]
+    /// The loss, the weights after an update, or the test loss stopped being finite.
+    #[error("{what} at epoch {epoch}, batch {batch}; training stopped. {kept} Try a lower learning rate.")]
     #[diagnostic(code(snnc::train::non_finite))]
     NonFinite {
         epoch: usize,
         batch: usize,
+        /// The training loss of that batch (the test loss at evaluation).
         loss: f32,
+        /// What became non-finite.
+        what: String,
+        /// The last good checkpoint, named, or that there is none.
+        kept: String,
     },
 }
 

@@ -66,7 +66,7 @@ pub fn balance(
         Balance::MaxInput => {
             let steps = cfg.balance_steps.max(1);
             let slots = sim.slots_in_order();
-            let pb = progress_bar(slots.len() * chunks.len(), cfg.progress, "balancing");
+            let mut pb = progress_bar(slots.len() * chunks.len(), cfg.progress, "balancing");
             for slot in slots {
                 let target = sim.network().thresholds[slot.0].node;
                 let spec = RunSpec {
@@ -109,7 +109,7 @@ pub fn balance(
             };
             let mut rng = derive_rng(cfg.seed, BALANCE_STREAM);
             let mut acts: Vec<Vec<f32>> = vec![Vec::new(); sim.thresholds().len()];
-            let pb = progress_bar(chunks.len(), cfg.progress, "percentiles");
+            let mut pb = progress_bar(chunks.len(), cfg.progress, "percentiles");
             for c in &chunks {
                 let (x, _) = data.images(c, &dev)?;
                 let out = sim.run(&x, &spec, &mut rng)?;

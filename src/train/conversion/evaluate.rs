@@ -21,6 +21,9 @@ pub struct TimestepResult {
     /// average pool this is larger than the spike rate), and the EE it gives.
     pub e_snn_input_density_pj: f64,
     pub ee_input_density: f64,
+    /// Spikes per pixel per step of the Poisson-coded input (the input density of the first
+    /// layer fed by the encoder; 1 when there is none).
+    pub input_spike_rate: f64,
 }
 
 /// E_ANN, E_SNN and EE by `analysis::estimate` at latency `t` with measured spike rates
@@ -162,7 +165,7 @@ pub fn evaluate_snn(
     let mut rng = derive_rng(seed, EVAL_STREAM);
     let start = Instant::now();
     let chunks: Vec<&[usize]> = idx.chunks(batch.max(1)).collect();
-    let pb = progress_bar(chunks.len(), progress, "SNN");
+    let mut pb = progress_bar(chunks.len(), progress, "SNN");
     for c in chunks {
         let (x, y) = data.images(c, sim.device())?;
         let out = sim.run(&x, &spec, &mut rng)?;
@@ -246,6 +249,7 @@ pub fn evaluate_snn(
                 ee,
                 e_snn_input_density_pj: e_dens,
                 ee_input_density: ee_dens,
+                input_spike_rate: input_rate,
             }
         })
         .collect();

@@ -71,6 +71,7 @@ impl TrainingMethod for ConversionMethod {
             seed: cc.seed,
             network: report.network.clone(),
             method: self.name().into(),
+            settings: Some(crate::train::driver::run_settings(cfg)),
         };
         save_checkpoint(model, cc.reset, &checkpoint::weights_path(out), &meta)?;
         apply_to_report(report, &conv);

@@ -183,8 +183,8 @@ impl Default for ConversionConfig {
     }
 }
 
-fn progress_bar(len: usize, show: bool, prefix: &str) -> indicatif::ProgressBar {
-    progress::bar(len, show, prefix, false)
+fn progress_bar(len: usize, show: bool, prefix: &str) -> progress::Progress {
+    progress::Progress::new(len, show, prefix, false)
 }
 
 /// The whole conversion after the ANN phase.
@@ -244,6 +244,11 @@ pub fn apply_to_report(report: &mut Report, conv: &Conversion) {
         }
     }
     report.extra.extend(conv.to_extra());
+    if let Some(r) = conv.snn.results.last() {
+        report
+            .extra
+            .insert("input_spike_rate".into(), r.input_spike_rate.into());
+    }
 }
 
 /// Balances the trained `model` on `balance_data`, writes the thresholds into it, and
