@@ -1,8 +1,8 @@
 //! Datasets: IDX (MNIST, Fashion-MNIST), CIFAR-10 binary, and the embedded Fashion-MNIST
 //! slice; plus the deterministic batch-index iterator used by training.
 //!
-//! Owns: finding dataset files (raw or `.gz`), reading them with size and magic checks, and
-//! turning them into [`Dataset`]s. Nothing is downloaded.
+//! Owns: finding dataset files (raw or `.gz`: IDX files and CIFAR-10 batches alike), reading
+//! them with size and magic checks, and turning them into [`Dataset`]s. Nothing is downloaded.
 //!
 //! Invariants of a loaded [`Dataset`]: every [`Split`] holds `labels.len()` images of
 //! `C·H·W` values each (`images.len() == labels.len() · C·H·W`), row-major NCHW, values in
@@ -15,7 +15,7 @@
 //! regenerated from Debian's `dataset-fashion-mnist` files by
 //! `python3 src/data/embedded/regenerate.py [/usr/share/datasets/fashion-mnist]`.
 
-mod cifar;
+pub mod cifar;
 mod error;
 pub mod idx;
 
@@ -246,6 +246,8 @@ fn find_file(dir: &Path, base: &str) -> Result<PathBuf, DataError> {
 }
 
 /// Reads a file whole; decompresses it if it is gzip (by its magic bytes or `.gz` name).
+/// Used for IDX files and CIFAR-10 batches alike: a raw CIFAR record starts with its label
+/// (< 10), a raw IDX file with 0x00, so neither is mistaken for gzip (magic 1f 8b).
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
     let bytes = std::fs::read(path).map_err(|source| DataError::Io {
         path: path.to_path_buf(),
@@ -255,7 +257,14 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
     decompress_if_gz(bytes, path, named_gz)
 }
 
-fn decompress_if_gz(bytes: Vec<u8>, path: &Path, named_gz: bool) -> Result<Vec<u8>, DataError> {
+/// `bytes` decompressed if they start with the gzip magic (1f 8b), else returned unchanged.
+/// `path` only names the data in errors; `named_gz` (the file is called `*.gz`) makes data
+/// without the magic an error.
+///
+/// Errors: [`DataError::Gzip`] for a corrupt or truncated stream (or a `.gz` name on data that
+/// is not gzip), [`DataError::TooLarge`] past [`MAX_DECOMPRESSED`] bytes of output; memory
+/// use is bounded by that cap whatever the input.
+pub fn decompress_if_gz(bytes: Vec<u8>, path: &Path, named_gz: bool) -> Result<Vec<u8>, DataError> {
     let is_gz = bytes.starts_with(&[0x1f, 0x8b]);
     if !is_gz {
         if named_gz {
@@ -358,10 +367,7 @@ fn load_cifar_dir(
             break;
         }
         let path = find_file(dir, &format!("data_batch_{i}.bin"))?;
-        let bytes = std::fs::read(&path).map_err(|source| DataError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let bytes = read_maybe_gz(&path)?;
         let room = train_cap - train.len();
         cifar::append_records(&bytes, &path, room, &mut train.images, &mut train.labels)?;
     }
@@ -369,10 +375,7 @@ fn load_cifar_dir(
     let test_cap = test_limit.unwrap_or(usize::MAX);
     if test_cap > 0 {
         let path = find_file(dir, "test_batch.bin")?;
-        let bytes = std::fs::read(&path).map_err(|source| DataError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let bytes = read_maybe_gz(&path)?;
         cifar::append_records(&bytes, &path, test_cap, &mut test.images, &mut test.labels)?;
     }
     Ok(Dataset {
