@@ -17,7 +17,8 @@
 //!
 //! Crashes: a panic is minimised (chunk deletion while the same location still panics) and
 //! saved as `DIR/crashes/panic-<hash>.bin` with the message in `.txt`, once per panic
-//! location. An abort, stack overflow or hang kills the worker process: the supervisor (this
+//! location. An abort, stack overflow or hang (more than `--timeout` seconds, default 20, of CPU time
+//! for one execution) kills the worker process: the supervisor (this
 //! program without `--worker`) finds the input in `DIR/current.bin` (rewritten before every
 //! execution), saves it as `DIR/crashes/abort-<hash>.bin` or `hang-<hash>.bin`, and starts a
 //! new worker with the next seed until `--seconds` have passed. The summary (executions,
@@ -118,6 +119,15 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// CPU time of the main thread (Linux `schedstat`), else wall time, in nanoseconds.
+fn main_thread_ns() -> u64 {
+    let pid = std::process::id();
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/schedstat"))
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| now_ms() * 1_000_000)
 }
 
 /// FNV-1a 64: names saved inputs by content.
@@ -299,18 +309,27 @@ fn worker(args: &Args) -> ExitCode {
     let current_path = args.out.join("current.bin");
     let current = std::fs::File::create(&current_path).expect("creating current.bin");
 
-    // Watchdog: an execution running longer than --timeout is a hang.
-    let exec_started = Arc::new(AtomicU64::new(0));
+    // Watchdog: an execution that uses more than --timeout seconds of the main thread's CPU
+    // time (wall time where that cannot be read) is a hang. CPU time, because on a loaded
+    // machine a `nice`d fuzzer can wait for the CPU far longer than it runs.
+    let running = Arc::new(AtomicU64::new(0));
     {
-        let exec_started = Arc::clone(&exec_started);
-        let timeout_ms = args.timeout * 1000;
+        let running = Arc::clone(&running);
+        let timeout_ns = args.timeout * 1_000_000_000;
         let name = args.target.name();
-        std::thread::spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(500));
-            let s = exec_started.load(Ordering::Relaxed);
-            if s != 0 && now_ms().saturating_sub(s) > timeout_ms {
-                eprintln!("[{name}] an execution ran past {timeout_ms} ms: a hang");
-                std::process::exit(HANG_EXIT);
+        std::thread::spawn(move || {
+            let (mut seen, mut since) = (0, 0);
+            loop {
+                std::thread::sleep(Duration::from_millis(500));
+                let r = running.load(Ordering::Relaxed);
+                if r == 0 || r != seen {
+                    (seen, since) = (r, main_thread_ns());
+                    continue;
+                }
+                if main_thread_ns().saturating_sub(since) > timeout_ns {
+                    eprintln!("[{name}] one execution used more than {timeout_ns} ns: a hang");
+                    std::process::exit(HANG_EXIT);
+                }
             }
         });
     }
@@ -364,9 +383,9 @@ fn worker(args: &Args) -> ExitCode {
         // The input of the running execution, for the supervisor if this process dies.
         let _ = current.write_all_at(&input, 0);
         let _ = current.set_len(input.len() as u64);
-        exec_started.store(now_ms(), Ordering::Relaxed);
+        running.store(execs + 1, Ordering::Relaxed);
         let r = exec(args.target, &input, &scratch);
-        exec_started.store(0, Ordering::Relaxed);
+        running.store(0, Ordering::Relaxed);
         execs += 1;
         match r {
             Ok(sig) => {
