@@ -265,6 +265,16 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
 /// is not gzip), [`DataError::TooLarge`] past [`MAX_DECOMPRESSED`] bytes of output; memory
 /// use is bounded by that cap whatever the input.
 pub fn decompress_if_gz(bytes: Vec<u8>, path: &Path, named_gz: bool) -> Result<Vec<u8>, DataError> {
+    decompress_capped(bytes, path, named_gz, MAX_DECOMPRESSED)
+}
+
+/// [`decompress_if_gz`] with the output cap as a parameter (tests use a small one).
+fn decompress_capped(
+    bytes: Vec<u8>,
+    path: &Path,
+    named_gz: bool,
+    cap: u64,
+) -> Result<Vec<u8>, DataError> {
     let is_gz = bytes.starts_with(&[0x1f, 0x8b]);
     if !is_gz {
         if named_gz {
@@ -277,16 +287,16 @@ pub fn decompress_if_gz(bytes: Vec<u8>, path: &Path, named_gz: bool) -> Result<V
     }
     let mut out = Vec::new();
     flate2::read::MultiGzDecoder::new(&bytes[..])
-        .take(MAX_DECOMPRESSED + 1)
+        .take(cap + 1)
         .read_to_end(&mut out)
         .map_err(|e| DataError::Gzip {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-    if out.len() as u64 > MAX_DECOMPRESSED {
+    if out.len() as u64 > cap {
         return Err(DataError::TooLarge {
             path: path.to_path_buf(),
-            limit: MAX_DECOMPRESSED,
+            limit: cap,
         });
     }
     Ok(out)
@@ -423,4 +433,34 @@ fn load_embedded(
         train,
         test,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn gz(bytes: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// A gzip bomb stops at the cap: 1 MiB of zeros (about 1 KiB compressed) against a
+    /// 4,096-byte cap reads at most cap + 1 bytes and is refused as too large; exactly the
+    /// cap is accepted.
+    #[test]
+    fn gzip_output_is_capped() {
+        let bomb = gz(&vec![0u8; 1 << 20]);
+        assert!(bomb.len() < 4096, "{}", bomb.len());
+        let e = decompress_capped(bomb, Path::new("bomb.gz"), true, 4096).unwrap_err();
+        assert!(
+            matches!(&e, DataError::TooLarge { limit: 4096, path } if path == Path::new("bomb.gz")),
+            "{e:?}"
+        );
+        let exact = decompress_capped(gz(&[7u8; 4096]), Path::new("x.gz"), true, 4096).unwrap();
+        assert_eq!(exact, vec![7u8; 4096]);
+        assert_eq!(MAX_DECOMPRESSED, 512 * 1024 * 1024);
+    }
 }
