@@ -80,9 +80,8 @@ fn slow_render_input_gives_every_diagnostic() {
 
 /// Rendering diagnostics as text must stay linear in the input: today each of the 791
 /// diagnostics on the 3,513-byte line reprints the whole line, 5.9 MB of text for a 3.6 KB
-/// file (quadratic: a 64 KiB file of such words renders for tens of seconds, which the
-/// fuzzer's watchdog reported as a hang). Bound: 1,000 bytes per diagnostic plus 10 per input
-/// byte. Owner of the fix: `Diagnostics::render_text` (src/diagnostics.rs), e.g. by eliding
+/// file (quadratic: 16 KB of such words render 130 MB; the fuzzer's watchdog reported this
+/// input as a hang). Bound: 1,000 bytes per diagnostic plus 10 per input byte. Owner of the fix: `Diagnostics::render_text` (src/diagnostics.rs), e.g. by eliding
 /// long source lines around the label or capping the diagnostics rendered.
 #[test]
 #[ignore = "known: Diagnostics::render_text reprints long lines per diagnostic (see docs/reliability.md)"]
