@@ -540,8 +540,10 @@ fn method_ann_trains_the_ann() -> R {
     Ok(())
 }
 
-/// `--balance`: percentile:50 gives every slot a lower threshold than percentile:100 on the
-/// first layer (same ANN activations, a lower rank), and max-input balancing others still.
+/// `--balance`: on FC1 (the first spiking layer, whose input scale is 1) percentile:50 picks
+/// a lower rank of the same ANN activations than percentile:100, so a lower threshold;
+/// max-input balancing (SNN currents over the balancing steps) gives others still, and the
+/// report names the rule used.
 #[test]
 fn balance_chooses_the_thresholds() -> R {
     let d = tempfile::tempdir()?;
