@@ -5,4 +5,6 @@ pub mod agd;
 pub mod checkpoint;
 pub mod conversion;
 pub mod optim;
+pub mod plot;
+pub mod records;
 pub mod report;
