@@ -123,10 +123,9 @@ fn training_plot_draws_every_point_and_legend_from_round_tripped_records() {
     assert_eq!(count(&svg, "circle"), 4 * 3);
     let lines = polyline_lengths(&svg);
     // Per-batch loss and accuracy: 12 points each; per-epoch series: 3 points each (4 of
-    // them); legend samples: 2 points each (6 of them).
+    // them).
     assert_eq!(lines.iter().filter(|&&n| n == 12).count(), 2, "{lines:?}");
     assert_eq!(lines.iter().filter(|&&n| n == 3).count(), 4, "{lines:?}");
-    assert_eq!(lines.iter().filter(|&&n| n == 2).count(), 6, "{lines:?}");
     let contents: Vec<String> = texts(&svg).into_iter().map(|t| t.content).collect();
     for name in TRAINING_SERIES {
         assert!(
@@ -163,7 +162,8 @@ fn one_epoch_run_has_distinct_y_ticks() {
             "repeated tick labels {ticks:?}"
         );
     }
-    // The loss axis brackets the single value 0.4321 (padded by 5 %: [0.4105, 0.4537]).
+    // The loss axis brackets the single value 0.4321 (padded by max(5 %, 0.05): [0.3821,
+    // 0.4821]), with ticks 0.400, 0.420, ..., 0.480.
     let loss_axis: Vec<f64> = groups
         .iter()
         .find(|g| {
@@ -175,8 +175,8 @@ fn one_epoch_run_has_distinct_y_ticks() {
         .map(|t| t.parse().unwrap())
         .collect();
     assert!(
-        loss_axis.iter().all(|&v| (0.41..0.46).contains(&v)),
-        "{loss_axis:?}"
+        loss_axis.iter().all(|&v| (0.3821..0.4821).contains(&v)) && loss_axis.len() >= 4,
+        "{loss_axis:?} {groups:?}"
     );
     assert!(loss_axis.iter().any(|&v| v < 0.4321) && loss_axis.iter().any(|&v| v > 0.4321));
 }
@@ -216,7 +216,13 @@ fn activity_plot_tells_unroll_steps_apart() {
     // No unrolled layer: bare names and no step legend.
     plot_activity(&[rec("Conv1", 1, 0.1), rec("FC1", 1, 0.2)], &path).unwrap();
     let svg = read(&path);
-    assert!(!svg.contains("unroll step") && !svg.contains("@1"));
+    let contents: Vec<String> = texts(&svg).into_iter().map(|t| t.content).collect();
+    assert!(
+        !contents
+            .iter()
+            .any(|c| c.starts_with("unroll step") || c.contains('@')),
+        "{contents:?}"
+    );
 }
 
 #[test]
