@@ -594,7 +594,9 @@ mod tests {
     #[test]
     fn finite_range_pads_a_single_value_visibly() {
         let (lo, hi) = finite_range([0.5].into_iter());
-        assert!((lo - 0.475).abs() < 1e-12 && (hi - 0.525).abs() < 1e-12);
+        assert!((lo - 0.45).abs() < 1e-12 && (hi - 0.55).abs() < 1e-12);
+        let (lo, hi) = finite_range([100.0].into_iter());
+        assert!((lo - 95.0).abs() < 1e-12 && (hi - 105.0).abs() < 1e-12);
         let (lo, hi) = finite_range([0.0, 0.0].into_iter());
         assert!((lo + 0.05).abs() < 1e-12 && (hi - 0.05).abs() < 1e-12);
         let (lo, hi) = finite_range([1.0, 3.0, f64::NAN].into_iter());

@@ -89,27 +89,23 @@ impl BatchLog {
     }
 
     /// Opens the records file at `path` for appending (created if absent), for a resumed
-    /// run. A last line cut off by a crash is completed by a newline first, so the next
-    /// record starts on its own line (and the cut line is skipped by [`read_batches`]).
+    /// run. A last line cut off by a crash (no trailing newline) is removed first, so the
+    /// next record starts on its own line.
     pub fn open_append(path: &Path) -> io::Result<BatchLog> {
-        let ends_cut = match fs::read(path) {
-            Ok(bytes) => bytes.last().is_some_and(|&b| b != b'\n'),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-            Err(e) => return Err(e),
-        };
         let file = fs::OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(path)?;
-        let mut log = BatchLog {
+        let bytes = fs::read(path)?;
+        if bytes.last().is_some_and(|&b| b != b'\n') {
+            let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            file.set_len(keep as u64)?;
+        }
+        Ok(BatchLog {
             path: path.to_path_buf(),
             file: BufWriter::new(file),
-        };
-        if ends_cut {
-            log.file.write_all(b"\n")?;
-            log.file.flush()?;
-        }
-        Ok(log)
+        })
     }
 
     /// The file this log writes.
