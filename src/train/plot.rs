@@ -466,6 +466,16 @@ pub fn plot_accuracy_vs_t(
     root.present().map_err(&err)
 }
 
+/// A tick label for an integer axis (steps, neuron rows): the integer, or nothing for a
+/// tick between two integers (so that no two labels read the same).
+fn integer_label(v: &f64) -> String {
+    if (v - v.round()).abs() < 1e-6 {
+        format!("{:.0}", v.round() + 0.0)
+    } else {
+        String::new()
+    }
+}
+
 /// The spikes of one layer application for one input: `spikes[step][neuron]` (flattened
 /// neurons, e.g. C×H×W), every step the same length.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -535,7 +545,8 @@ pub fn plot_raster(
         .disable_mesh()
         .x_desc("time step")
         .y_desc("neuron (sampled, by layer)")
-        .y_label_formatter(&|v| format!("{v:.0}"))
+        .x_label_formatter(&integer_label)
+        .y_label_formatter(&integer_label)
         .draw()
         .map_err(&err)?;
     let mut base = 0usize;
@@ -624,6 +635,14 @@ mod tests {
         };
         let xs = batch_x(&[b(1, 1), b(1, 2), b(1, 3), b(1, 4), b(2, 1), b(2, 2)]);
         assert_eq!(xs, [0.25, 0.5, 0.75, 1.0, 1.5, 2.0]);
+    }
+
+    #[test]
+    fn integer_labels_only_at_integers() {
+        assert_eq!(integer_label(&5.0), "5");
+        assert_eq!(integer_label(&-0.0), "0");
+        assert_eq!(integer_label(&0.5), "");
+        assert_eq!(integer_label(&2.9999999), "3");
     }
 
     #[test]
