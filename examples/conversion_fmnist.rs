@@ -19,9 +19,10 @@ use snnc::backend::candle::model::Model;
 use snnc::backend::candle::netbuild::NetBuilder;
 use snnc::data::{self, DataSpec};
 use snnc::ir::{Activation, Encoding, Network, NeuronKind, NeuronSpec, PoolKind, Reset, Shape};
-use snnc::train::agd::{self, TrainConfig, TrainMethod};
 use snnc::train::checkpoint::{self, Meta};
 use snnc::train::conversion::{self, Balance, ConversionConfig, Simulator, SplitImages};
+use snnc::train::driver::{self, TrainConfig};
+use snnc::train::method;
 
 fn vgg(backres: bool) -> Network {
     let b = NetBuilder::new(
@@ -106,7 +107,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("loaded the ANN from {}", ann_path.display());
     } else {
         let cfg = TrainConfig {
-            method: TrainMethod::Ann,
+            method: method::ANN,
             epochs,
             batch: 64,
             lr: 1e-3,
@@ -114,7 +115,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             progress: true,
             ..TrainConfig::default()
         };
-        let r = agd::train(&mut model, &data, &cfg)?;
+        let r = driver::train(&mut model, &data, &cfg)?;
         eprintln!(
             "ANN: {} epochs on {} images in {:.0} s, test accuracy {:.4} ({} test images)",
             epochs,
@@ -128,6 +129,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             seed: 1,
             network: net.name.clone(),
             method: "ann".into(),
+            settings: None,
         };
         checkpoint::save(&ann_path, &model.state()?, &meta)?;
     }
@@ -154,6 +156,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             seed: 1,
             network: net.name.clone(),
             method: "conversion".into(),
+            settings: None,
         },
     )?;
     println!(

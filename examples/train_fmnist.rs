@@ -5,7 +5,7 @@
 
 use candle_core::Device;
 use snnc::backend::candle::model::Model;
-use snnc::train::agd::{self, TrainConfig};
+use snnc::train::driver::{self, TrainConfig};
 
 const SOURCE: &str = "
 network SnnTorchConvnet {
@@ -45,7 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         progress: true,
         ..TrainConfig::default()
     };
-    let r = agd::train(&mut model, &data, &cfg)?;
+    let r = driver::train(&mut model, &data, &cfg)?;
     for e in &r.epochs {
         println!(
             "epoch {}: loss {:.4} train acc {:.3} test acc {:.3}",

@@ -1,6 +1,6 @@
 //! Diagnostics: the list of errors and warnings one compilation produced.
 //!
-//! Every stage has its own error enum (`syntax::SyntaxError`, `ir::builder::NetworkError`,
+//! Every stage has its own error enum (`syntax::SyntaxError`, `syntax::lower_ir::NetworkError`,
 //! `passes::resolve::ResolveError`, ...) deriving `thiserror::Error` and
 //! `miette::Diagnostic`, with a code `snnc::<stage>::<what>`, labels on spans and help where a
 //! fix is evident. Invariant: a diagnostic never holds source text; [`Diagnostics::render_text`]
@@ -44,8 +44,20 @@ impl Diagnostic {
         self.0.help().map(|h| h.to_string())
     }
 
+    /// The labels, the primary one (the site to edit) first, the others in source order.
+    /// Without a label marked primary, the first label is the primary one.
     pub fn labels(&self) -> Vec<LabeledSpan> {
-        self.0.labels().map(|l| l.collect()).unwrap_or_default()
+        let mut labels: Vec<LabeledSpan> = self.0.labels().map(|l| l.collect()).unwrap_or_default();
+        if let Some(i) = labels.iter().position(LabeledSpan::primary) {
+            let p = labels.remove(i);
+            labels.insert(0, p);
+        }
+        labels
+    }
+
+    /// The primary label (see [`Diagnostic::labels`]).
+    pub fn primary(&self) -> Option<LabeledSpan> {
+        self.labels().into_iter().next()
     }
 
     pub fn inner(&self) -> &(dyn MietteDiagnostic + Send + Sync + 'static) {
@@ -84,11 +96,11 @@ impl Diagnostics {
         self.items.extend(other.items);
     }
 
-    /// Orders the diagnostics by the position of their first label (stable; unlabelled
+    /// Orders the diagnostics by the position of their primary label (stable; unlabelled
     /// ones first).
     pub fn sort_by_position(&mut self) {
         self.items
-            .sort_by_cached_key(|d| d.labels().first().map(|l| l.offset()).unwrap_or(0));
+            .sort_by_cached_key(|d| d.primary().map(|l| l.offset()).unwrap_or(0));
     }
 
     pub fn has_errors(&self) -> bool {
@@ -134,10 +146,7 @@ impl Diagnostics {
         let named = IndexedSource::new(file_name, source);
         let mut out = String::new();
         for d in &self.items {
-            let with = WithSource {
-                diag: d.inner(),
-                source: &named,
-            };
+            let with = WithSource::new(d, &named);
             if handler.render_report(&mut out, &with).is_err() {
                 out.push_str(&format!("{}: {}\n", d.code(), d.message()));
             }
@@ -170,9 +179,11 @@ impl Diagnostics {
                 let labels: Vec<Value> = d
                     .labels()
                     .iter()
-                    .map(|l| {
+                    .enumerate()
+                    .map(|(i, l)| {
                         let (line, column) = index.line_col(l.offset());
                         json!({
+                            "primary": i == 0,
                             "label": l.label(),
                             "offset": l.offset(),
                             "length": l.len(),
@@ -305,10 +316,80 @@ impl SourceCode for IndexedSource<'_> {
     }
 }
 
-/// A diagnostic seen together with the file it points into.
+/// A diagnostic seen together with the file it points into. miette prints the snippets of
+/// a diagnostic in source order, each headed by its `file:line:col`; so that the first
+/// location printed is the primary label's (the site to edit), secondary labels more than
+/// [`NOTE_DISTANCE`] lines before it are printed after it, as notes.
 struct WithSource<'a> {
     diag: &'a (dyn MietteDiagnostic + Send + Sync + 'static),
     source: &'a IndexedSource<'a>,
+    /// The labels shown with the diagnostic itself.
+    labels: Vec<LabeledSpan>,
+    notes: Vec<Note<'a>>,
+}
+
+/// Secondary labels this many lines or more before the primary one become notes.
+const NOTE_DISTANCE: usize = 3;
+
+impl<'a> WithSource<'a> {
+    fn new(d: &'a Diagnostic, source: &'a IndexedSource<'a>) -> Self {
+        let all = d.labels();
+        let mut labels = Vec::new();
+        let mut notes = Vec::new();
+        let primary_line = all.first().map(|p| source.line_of(p.offset()));
+        for (i, l) in all.into_iter().enumerate() {
+            let far_before = primary_line
+                .is_some_and(|p| i > 0 && source.line_of(l.offset()) + NOTE_DISTANCE <= p);
+            if far_before {
+                notes.push(Note {
+                    message: l.label().unwrap_or("related").to_string(),
+                    label: LabeledSpan::new(None, l.offset(), l.len()),
+                    source,
+                });
+            } else {
+                labels.push(l);
+            }
+        }
+        WithSource {
+            diag: d.inner(),
+            source,
+            labels,
+            notes,
+        }
+    }
+}
+
+/// A secondary location printed after its diagnostic (an advice with one unnamed label).
+struct Note<'a> {
+    message: String,
+    label: LabeledSpan,
+    source: &'a IndexedSource<'a>,
+}
+
+impl fmt::Debug for Note<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl fmt::Display for Note<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Note<'_> {}
+
+impl MietteDiagnostic for Note<'_> {
+    fn severity(&self) -> Option<Severity> {
+        Some(Severity::Advice)
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        Some(Box::new(std::iter::once(self.label.clone())))
+    }
+    fn source_code(&self) -> Option<&dyn SourceCode> {
+        Some(self.source)
+    }
 }
 
 impl fmt::Debug for WithSource<'_> {
@@ -336,9 +417,20 @@ impl MietteDiagnostic for WithSource<'_> {
         self.diag.help()
     }
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
-        self.diag.labels()
+        if self.labels.is_empty() {
+            return None;
+        }
+        Some(Box::new(self.labels.iter().cloned()))
     }
     fn source_code(&self) -> Option<&dyn SourceCode> {
         Some(self.source)
+    }
+    fn related<'b>(&'b self) -> Option<Box<dyn Iterator<Item = &'b dyn MietteDiagnostic> + 'b>> {
+        if self.notes.is_empty() {
+            return None;
+        }
+        Some(Box::new(
+            self.notes.iter().map(|n| n as &dyn MietteDiagnostic),
+        ))
     }
 }

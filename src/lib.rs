@@ -1,17 +1,22 @@
 //! snnc: a compiler for spiking neural networks written the way papers print them.
 //!
 //! The folders are the pipeline (see `docs/architecture.md`):
-//! `syntax` (grammar glue, AST, spans) → `ir` (graph, builder) → `passes` (one pass per
-//! file) → `analysis` (cost and energy side tables) → `backend::candle` (lowering, neurons,
-//! encoders, classifiers) → `train` (agd, conversion, stdp); `data` (datasets); `cli`.
+//! `syntax` (grammar glue, AST, AST → IR lowering) → `ir` (the graph, plain data) → `passes`
+//! (one pass per file) → `analysis` (cost and energy side tables) → `backend::candle`
+//! (lowering, neurons, encoders, classifiers, the step-by-step runtime) → `train` (driver,
+//! methods); `export` (the text, DOT, JSON and NIR printers); `import` (NIR → `.snn`); `data` (datasets); `cli`. `span` (byte ranges
+//! into a source file) is shared by every stage.
 
 pub mod analysis;
 pub mod backend;
 pub mod cli;
 pub mod data;
 pub mod diagnostics;
+pub mod export;
+pub mod import;
 pub mod ir;
 pub mod passes;
+pub mod span;
 pub mod syntax;
 pub mod train;
 
@@ -34,7 +39,7 @@ pub fn compile_with_diagnostics(
     stop_after: Option<&str>,
 ) -> (Option<ir::Program>, Diagnostics) {
     let (file, mut diags) = syntax::parse(source);
-    let (program, d) = ir::builder::build(&file);
+    let (program, d) = syntax::lower_ir::build(&file);
     diags.extend(d);
     let (program, d) = passes::run_with_diagnostics(program, stop_after);
     diags.extend(d);

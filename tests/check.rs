@@ -232,7 +232,7 @@ fn cli_exit_codes() {
 }
 
 fn ir_text(src: &str) -> String {
-    snnc::cli::show::to_text(&net(src))
+    snnc::export::text::to_text(&net(src))
 }
 
 #[test]
@@ -373,11 +373,17 @@ fn settings_and_defaults() {
         (d.neuron.leak, d.neuron.threshold, d.surrogate_gamma),
         (0.99, 1.0, 0.3)
     );
-    assert_eq!(snnc::passes::default_timesteps(snnc::ir::Method::Agd), 25);
+    // The one place that decides the default T: what `snnc train` runs with.
+    use snnc::ir::{defaults, Method};
+    assert_eq!(defaults::timesteps(Method::Agd), 10);
+    assert_eq!(defaults::timesteps(Method::Conversion), 500);
+    assert_eq!(defaults::timesteps(Method::Stdp), 100);
+    assert_eq!(defaults::CONVERSION_EVAL_TIMESTEPS, [50, 100, 250, 500]);
     assert_eq!(
-        snnc::passes::default_timesteps(snnc::ir::Method::Conversion),
-        100
+        snnc::train::conversion::ConversionConfig::default().eval_timesteps,
+        defaults::CONVERSION_EVAL_TIMESTEPS.to_vec()
     );
+    assert_eq!(snnc::train::defaults::TIMESTEPS, 10);
 }
 
 #[test]
@@ -422,7 +428,7 @@ fn several_networks_and_pass_prefix() {
     let p = snnc::compile(src).unwrap();
     assert_eq!(p.networks.len(), 2);
     let p = snnc::passes::run(
-        snnc::ir::builder::build(&snnc::syntax::parse(src).0).0,
+        snnc::syntax::lower_ir::build(&snnc::syntax::parse(src).0).0,
         Some("resolve"),
     )
     .unwrap();
@@ -432,7 +438,7 @@ fn several_networks_and_pass_prefix() {
         .node_weights()
         .all(|n| n.out_shape.is_none()));
     assert_eq!(
-        snnc::passes::PIPELINE,
+        snnc::passes::names().collect::<Vec<_>>(),
         [
             "resolve",
             "unroll",
@@ -716,4 +722,256 @@ fn unknown_name_help_names_a_signature_that_fits() {
     );
     let t = help("network N { input 3x8x8; Conv1(3,16,3x3/1); FC2; FC1(1024,10) }");
     assert!(t.contains("`FC2(INPUTS,OUTPUTS)`"), "{t}");
+}
+
+/// Number grammar (issue 11 item 1): every ordinary decimal form, wherever a real is read.
+#[test]
+fn numbers_in_every_decimal_form() {
+    let threshold = |t: &str| {
+        net(&format!(
+            "network N {{\n input 1x2x2\n neuron LIF(threshold = {t})\n FC1(4,2) LIF\n FC2(2,2)\n}}"
+        ))
+        .settings
+        .neuron
+        .threshold
+    };
+    for (text, want) in [
+        ("5e-1", 0.5f32),
+        (".5", 0.5),
+        ("5.", 5.0),
+        ("1E3", 1000.0),
+        ("9.9e-1", 0.99),
+        ("2.5E+2", 250.0),
+        ("+0.25", 0.25),
+        ("0.5", 0.5),
+        ("3", 3.0),
+    ] {
+        assert_eq!(threshold(text), want, "threshold = {text}");
+    }
+    // The issue's own inputs: leak, gamma and Dropout with negative exponents.
+    let n = net("network N {\n input 1x2x2\n neuron LIF(leak = 9.9e-1, threshold = 5e-1)\n surrogate linear(gamma = 3e-1)\n FC1(4,4) LIF\n Dropout(5e-1)\n FC2(4,2)\n}");
+    assert_eq!(n.settings.neuron.leak, 0.99);
+    assert_eq!(n.settings.neuron.threshold, 0.5);
+    assert_eq!(n.settings.surrogate_gamma, 0.3);
+    let p = n
+        .graph
+        .node_weights()
+        .find_map(|x| match x.op {
+            Op::Dropout { p } => Some(p),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(p, 0.5);
+    // A layer's own neuron, and `.5`/`5.` in a Dropout.
+    let n = net("network N {\n input 1x2x2\n FC1(4,4) LIF(leak=.5, threshold=2.)\n Dropout(.25)\n FC2(4,2)\n}");
+    let fc1 = n.graph.node_weights().find(|x| x.name == "FC1").unwrap();
+    match fc1.activation {
+        Activation::Spiking(s) => assert_eq!((s.leak, s.threshold), (0.5, 2.0)),
+        ref a => panic!("FC1 activation {a:?}"),
+    }
+}
+
+/// A number that rounds to 0 or overflows in f32 gets the range diagnostic, not a parse
+/// error; a malformed exponent is a bad value; negative thresholds stay range errors.
+#[test]
+fn numbers_out_of_f32_range_are_range_errors() {
+    let with = |t: &str| {
+        format!("network N {{\n input 1x2x2\n neuron LIF(threshold = {t})\n FC1(4,2) LIF\n FC2(2,2)\n}}")
+    };
+    for t in [
+        "1e-50",
+        "1e39",
+        "-1e39",
+        "0.0000000000000000000000000000000000000000000000001",
+    ] {
+        assert_eq!(
+            codes(&with(t)),
+            vec!["snnc::syntax::range"],
+            "threshold = {t}"
+        );
+    }
+    assert_eq!(codes(&with("-5e-1")), vec!["snnc::syntax::range"]);
+    assert_eq!(codes(&with("1e")), vec!["snnc::syntax::bad_value"]);
+    assert_eq!(codes(&with("inf")), vec!["snnc::syntax::bad_value"]);
+    assert_eq!(codes(&with("nan")), vec!["snnc::syntax::bad_value"]);
+    // Exactly zero is a value (and then the threshold's own range check speaks).
+    assert_eq!(codes(&with("0e-5")), vec!["snnc::syntax::range"]);
+    let d = snnc::compile(&with("1e-50")).unwrap_err();
+    let text = d.render_text("n.snn", &with("1e-50"), 100, false);
+    assert!(text.contains("rounds to 0"), "{text}");
+    // Dropout(1e-50) and gamma=1e39 too.
+    assert_eq!(
+        codes("network N {\n input 1x2x2\n FC1(4,4) LIF\n Dropout(1e-50)\n FC2(4,2)\n}"),
+        vec!["snnc::syntax::range"]
+    );
+    assert_eq!(
+        codes("network N {\n input 1x2x2\n surrogate linear(gamma=1e39)\n FC1(4,2)\n}"),
+        vec!["snnc::syntax::range"]
+    );
+}
+
+/// Two-place diagnostics (issue 11 item 8): the primary location is the site to edit, the
+/// other place a secondary label, in text (`file:line:col` header) and in JSON (first label,
+/// `"primary": true`).
+#[test]
+fn two_place_diagnostics_point_at_the_site_to_edit() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/errors");
+    for (stem, line, column, other_line) in [
+        ("resolve_signature_mismatch", 5, 5, 4),
+        ("skip_join_shapes", 7, 5, 5),
+        ("skip_join_far", 8, 5, 4),
+        ("skip_mode_conflict", 7, 5, 6),
+        ("network_duplicate_name", 2, 9, 1),
+    ] {
+        let (source, diags) = check_fixture(&dir.join(format!("{stem}.snn")));
+        let v = diags.to_json("f.snn", &source);
+        let labels = v[0]["labels"].as_array().unwrap();
+        assert_eq!(labels.len(), 2, "{stem}: {v}");
+        assert_eq!(labels[0]["primary"], true, "{stem}");
+        assert_eq!(labels[1]["primary"], false, "{stem}");
+        assert_eq!(
+            (labels[0]["line"].as_u64(), labels[0]["column"].as_u64()),
+            (Some(line), Some(column)),
+            "{stem}: {v}"
+        );
+        assert_eq!(labels[1]["line"].as_u64(), Some(other_line), "{stem}");
+        let text = diags.render_text("f.snn", &source, 100, false);
+        let first_header = text.lines().find(|l| l.contains("╭─[")).unwrap();
+        assert!(
+            first_header.contains(&format!("f.snn:{line}:{column}]")),
+            "{stem}: {text}"
+        );
+    }
+}
+
+/// The first `Name(...)` suggestion of a help (`write `Conv3(32,32,3x3/1)``), if any.
+fn suggested_signature(help: &str) -> Option<String> {
+    help.split('`')
+        .skip(1)
+        .step_by(2)
+        .find(|s| {
+            s.ends_with(')')
+                && s.starts_with(|c: char| c.is_ascii_uppercase())
+                && s[..s.find('(').unwrap_or(0)]
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric())
+                && s.find('(').is_some()
+                && !s.contains(['I', 'K', 'X']) // placeholders such as `ConvN(I,O,KxK/S)`
+        })
+        .map(str::to_string)
+}
+
+/// `source` with the layer written at `at` (`Name(...)`, up to its `)`) replaced by `new`;
+/// `None` when the text at `at` is not a call of the suggestion's name.
+fn apply_suggestion(source: &str, at: usize, new: &str) -> Option<String> {
+    let name = &new[..new.find('(')?];
+    let rest = source.get(at..)?;
+    if !rest.starts_with(&format!("{name}(")) {
+        return None;
+    }
+    let end = at + rest.find(')')? + 1;
+    Some(format!("{}{new}{}", &source[..at], &source[end..]))
+}
+
+/// The pipeline position of a diagnostic's stage (`snnc::<stage>::<what>`).
+fn stage(code: &str) -> usize {
+    let order = [
+        "syntax", "network", "skip", "resolve", "unroll", "shape", "hybrid",
+    ];
+    let stage = code.split("::").nth(1).unwrap_or("");
+    order
+        .iter()
+        .position(|s| *s == stage)
+        .unwrap_or(order.len())
+}
+
+/// Issue 13 item 6: every help that suggests a replacement signature leads to a file where
+/// that error is gone: no diagnostic of the same or an earlier stage at the same place.
+#[test]
+fn applying_a_help_suggestion_removes_its_error() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/errors");
+    let mut sources: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "snn"))
+        .map(|p| (p.display().to_string(), check_fixture(&p).0))
+        .collect();
+    sources.sort();
+    for (i, src) in [
+        "network N {\n input 3x32x32\n Conv1(3,32,3x3/1)\n Conv2(32,32,3x3/1)\n Conv3(64,64,3x3/1) x2\n Pool(2x2/2)\n FC1(16384,10)\n}",
+        "network N {\n input 3x32x32\n Conv1(3,32,3x3/1)\n [Conv2(64,64,3x3/1) Conv3(64,64,3x3/1)] x2\n FC1(65536,10)\n}",
+        "network N {\n input 1x4x4\n FC1(16,8)\n FC2(9,9) x2\n FC3(9,2)\n}",
+        "network N {\n input 1x4x4\n Conv1(1,8,3x3/1)\n Conv2(4,4,3x3/1)\n Conv2\n FC1(128,2)\n}",
+        "network N {\n input 3x8x8\n Conv1(3,8,3x3/1)\n Conv1(3,8,5x5/1)\n FC1(512,2)\n}",
+        "network N {\n input 3x8x8\n Conv1(3,8,3x3/1) x2\n FC1(512,2)\n}",
+    ]
+    .iter()
+    .enumerate()
+    {
+        sources.push((format!("inline {i}"), src.to_string()));
+    }
+    let mut applied = 0;
+    for (name, source) in &sources {
+        let (_, diags) = snnc::compile_with_diagnostics(source, None);
+        for d in diags.iter() {
+            let (Some(help), Some(primary)) = (d.help(), d.primary()) else {
+                continue;
+            };
+            let Some(new) = suggested_signature(&help) else {
+                continue;
+            };
+            let Some(fixed) = apply_suggestion(source, primary.offset(), &new) else {
+                continue;
+            };
+            let (_, after) = snnc::compile_with_diagnostics(&fixed, None);
+            // The same error, or one of an earlier stage, at the same place: the help led
+            // into another error of that check (e.g. `Conv3(32,64,…) x2`: not C→C).
+            let still = after.iter().any(|e| {
+                e.primary().map(|l| l.offset()) == Some(primary.offset())
+                    && stage(&e.code()) <= stage(&d.code())
+            });
+            assert!(
+                !still,
+                "{name}: applying `{new}` from the help of {} did not remove it:\n{}",
+                d.code(),
+                after.render_text("fixed.snn", &fixed, 100, false)
+            );
+            applied += 1;
+        }
+    }
+    // The fixtures and the inline cases above hold at least this many such helps.
+    assert!(applied >= 8, "only {applied} suggestions applied");
+}
+
+/// Issue 13 item 8: snnTorch's names get a "did you mean", the classifier help has no
+/// stray backtick.
+#[test]
+fn snntorch_names_and_classifier_near_misses_get_clean_helps() {
+    let help_of = |src: &str| {
+        let d = snnc::compile(src).unwrap_err();
+        let first = d.iter().next().unwrap();
+        (
+            first.code(),
+            first.message(),
+            first.help().unwrap_or_default(),
+        )
+    };
+    let (code, _, help) =
+        help_of("network N {\n input 1x2x2\n neuron LIF(beta=0.9)\n FC1(4,2) LIF\n FC2(2,2)\n}");
+    assert_eq!(code, "snnc::syntax::arguments");
+    assert!(help.starts_with("did you mean `leak`?"), "{help}");
+    let (code, _, help) = help_of("network N {\n input 1x2x2\n FC1(4,2) Leaky\n FC2(2,2)\n}");
+    assert_eq!(code, "snnc::syntax::unknown_activation");
+    assert!(help.starts_with("did you mean `LIF`?"), "{help}");
+    let (code, _, help) =
+        help_of("network N {\n input 1x2x2\n neuron Leaky(beta=0.9)\n FC1(4,2) LIF\n FC2(2,2)\n}");
+    assert_eq!(code, "snnc::syntax::bad_value");
+    assert!(help.starts_with("did you mean `LIF`?"), "{help}");
+    let (code, message, help) = help_of("network N {\n input 1x2x2\n FC1(4,2)\n Softmax\n}");
+    assert_eq!(code, "snnc::syntax::unknown_classifier");
+    assert_eq!(message, "unknown classifier `Softmax`");
+    assert_eq!(help, "did you mean `softmax`?");
+    let (_, message, help) = help_of("network N {\n input 1x2x2\n FC1(4,2)\n argmax\n}");
+    assert_eq!(message, "unknown classifier `argmax`");
+    assert_eq!(help, "the classifiers are `softmax` and `stochmax`");
 }

@@ -8,14 +8,17 @@ use snnc::backend::candle::event::{density, ConvEvent, FcEvent, PathPolicy};
 use snnc::backend::candle::model::rng_for as derive_rng;
 use snnc::backend::candle::model::{ForwardOptions, Model};
 use snnc::backend::candle::netbuild::NetBuilder;
+use snnc::backend::candle::observe::{Application, Observer};
+use snnc::backend::candle::step::if_step;
 use snnc::data::{Dataset, Split};
 use snnc::ir::{Activation, Encoding, Network, NeuronKind, NeuronSpec, PoolKind, Reset, Shape};
-use snnc::train::agd::{self, TrainConfig, TrainMethod};
 use snnc::train::checkpoint::{self, Meta};
 use snnc::train::conversion::{
-    self, backres_increasing, balance, energy, energy_from_rates, evaluate_ann, evaluate_snn,
-    if_step, percentile, Balance, ConversionConfig, RunSpec, Simulator, SplitImages,
+    self, backres_increasing, balance, energy_from_input_density, energy_from_rates, evaluate_ann,
+    evaluate_snn, percentile, Balance, ConversionConfig, RunSpec, Simulator, SplitImages,
 };
+use snnc::train::driver::{self, TrainConfig};
+use snnc::train::method;
 use snnc::train::report::ActivityRecord;
 
 type R = Result<(), Box<dyn std::error::Error>>;
@@ -186,7 +189,7 @@ fn if_rate_matches_relu_over_threshold() {
         let mut counts = vec![0usize; currents.len()];
         let t = 2000;
         for _ in 0..t {
-            let (s, _) = if_step(&mut v, &currents, th, reset);
+            let (s, _) = if_step(&mut v, &currents, th, reset).unwrap();
             for (c, x) in counts.iter_mut().zip(s) {
                 *c += x as usize;
             }
@@ -211,14 +214,14 @@ fn if_rate_matches_relu_over_threshold() {
     }
 }
 
-/// The simulator's ANN mode is the model's `as_ann` forward pass.
+/// The simulator's ANN mode is the model's `Mode::Ann` forward pass.
 #[test]
 fn simulator_ann_mode_matches_model() -> R {
     let net = small_net(Encoding::Poisson);
     let model = Model::new(&net, &dev(), 9)?;
     let sp = synthetic(6, &mut derive_rng(1, 1));
     let idx: Vec<usize> = (0..6).collect();
-    let (x, _) = agd::batch_tensors(&sp, S8, &idx, &dev())?;
+    let (x, _) = driver::batch_tensors(&sp, S8, &idx, &dev())?;
     let want = model.forward(&x, &ForwardOptions::ann(false), &mut derive_rng(0, 0))?;
     let sim = Simulator::new(&model, Reset::Subtract, PathPolicy::Dense)?;
     let spec = RunSpec {
@@ -274,13 +277,13 @@ fn converted_network_agrees_with_its_ann() -> R {
     let train = SplitImages::new(&data.train, S8);
     let test = SplitImages::new(&data.test, S8);
     let tc = TrainConfig {
-        method: TrainMethod::Ann,
+        method: method::ANN,
         epochs: 2,
         batch: 32,
         lr: 3e-3,
         ..TrainConfig::default()
     };
-    agd::train(&mut model, &data, &tc)?;
+    driver::train(&mut model, &data, &tc)?;
     let base = Simulator::new(&model, Reset::Subtract, PathPolicy::Dense)?;
     let ann_acc = evaluate_ann(&base, &test, 16)?;
     assert!(ann_acc > 0.8, "the ANN did not learn: {ann_acc}");
@@ -327,7 +330,7 @@ fn predictions(
     t: Option<usize>,
 ) -> Result<Vec<u32>, Box<dyn std::error::Error>> {
     let idx: Vec<usize> = (0..data.split.len()).collect();
-    let (x, _) = agd::batch_tensors(data.split, data.shape, &idx, &dev())?;
+    let (x, _) = driver::batch_tensors(data.split, data.shape, &idx, &dev())?;
     let spec = RunSpec {
         ann: t.is_none(),
         checkpoints: vec![t.unwrap_or(1)],
@@ -354,6 +357,7 @@ fn checkpoint_round_trip_keeps_thresholds() -> R {
         seed: 8,
         network: "small".into(),
         method: "ann".into(),
+        settings: None,
     };
     conversion::save_checkpoint(&model, Reset::Zero, &path, &meta)?;
     let (map, meta2) = checkpoint::load(&path)?;
@@ -455,7 +459,7 @@ fn energy_matches_hand_computation() {
             _ => {}
         }
     }
-    let (a, s, ee) = energy(&net, &sa, 10);
+    let (a, s, ee) = energy_from_input_density(&net, &sa, 10);
     assert!((a - 57.6).abs() < 1e-9);
     assert!((s - 7.5).abs() < 1e-9);
     assert!((ee - 7.68).abs() < 1e-9);
@@ -512,7 +516,7 @@ fn hybrid_network_converts() -> R {
     let sp = split(imgs, vec![0; 8]);
     let data = SplitImages::new(&sp, [1, 4, 4]);
     let idx: Vec<usize> = (0..8).collect();
-    let (x, _) = agd::batch_tensors(&sp, [1, 4, 4], &idx, &dev())?;
+    let (x, _) = driver::batch_tensors(&sp, [1, 4, 4], &idx, &dev())?;
     let want = model.forward(&x, &ForwardOptions::ann(false), &mut derive_rng(0, 0))?;
     let mut sim = Simulator::new(&model, Reset::Subtract, PathPolicy::Dense)?;
     let ann = RunSpec {
@@ -630,5 +634,82 @@ fn cli_conversion_train_then_eval() -> R {
         "{text} vs {acc}"
     );
     assert!(text.contains("conversion, IF, T = 20"), "{text}");
+    Ok(())
+}
+
+/// Counts spikes per slot and the time steps seen, through the observer hooks.
+struct SpikeCounter {
+    spikes: Vec<f64>,
+    times: Vec<Option<usize>>,
+}
+
+impl Observer for SpikeCounter {
+    fn spikes(&mut self, app: &Application, s: &Tensor) -> candle_core::Result<()> {
+        self.spikes[app.slot.0] += s.sum_all()?.to_scalar::<f32>()? as f64;
+        if app.slot.0 == 0 {
+            self.times.push(app.time);
+        }
+        Ok(())
+    }
+}
+
+/// One network, two ways to run it: with direct input, the step-by-step simulator and the
+/// batched model in `Mode::IfConversion` emit the same spikes per slot (seen through the same
+/// observer hook) and the same logits; the stepper's observer sees steps 1..=T in order.
+#[test]
+fn stepper_and_batched_if_runs_agree_through_observers() -> R {
+    let net = small_net(Encoding::Direct);
+    let mut model = Model::new(&net, &dev(), 4)?;
+    for (i, th) in [0.5f32, 0.4, 0.2, 0.02].into_iter().enumerate() {
+        model.set_threshold(snnc::ir::SlotId(i), th)?;
+    }
+    let sp = synthetic(5, &mut derive_rng(2, 2));
+    let idx: Vec<usize> = (0..5).collect();
+    let (x, _) = driver::batch_tensors(&sp, S8, &idx, &dev())?;
+    let t = 7;
+    let slots = model.thresholds().len();
+    let mut batched = SpikeCounter {
+        spikes: vec![0.0; slots],
+        times: Vec::new(),
+    };
+    let want = model.forward_observed(
+        &x,
+        &ForwardOptions::if_conversion(t),
+        &mut derive_rng(0, 0),
+        &mut batched,
+    )?;
+    let sim = Simulator::new(&model, Reset::Subtract, PathPolicy::Dense)?;
+    let spec = RunSpec {
+        ann: false,
+        checkpoints: vec![t],
+        stop: None,
+        collect: None,
+    };
+    let mut stepped = SpikeCounter {
+        spikes: vec![0.0; slots],
+        times: Vec::new(),
+    };
+    let got = sim.run_observed(&x, &spec, &mut derive_rng(0, 0), &mut stepped)?;
+    assert_eq!(batched.times, vec![None]);
+    assert_eq!(stepped.times, (1..=t).map(Some).collect::<Vec<_>>());
+    assert_eq!(stepped.spikes, got.counters[0].spikes);
+    assert!(
+        stepped.spikes.iter().all(|&s| s > 0.0),
+        "{:?}",
+        stepped.spikes
+    );
+    for (a, b) in batched.spikes.iter().zip(&stepped.spikes) {
+        assert!(
+            (a - b).abs() <= 1.0,
+            "{:?} vs {:?}",
+            batched.spikes,
+            stepped.spikes
+        );
+    }
+    let d = (&got.logits[0] - &want.logits)?
+        .abs()?
+        .max_all()?
+        .to_scalar::<f32>()?;
+    assert!(d < 1e-4, "{d}");
     Ok(())
 }

@@ -342,6 +342,59 @@ fn cifar_loads_in_order_with_limits() {
     assert_eq!(lim.test.labels, vec![7]);
 }
 
+/// A full-size CIFAR-10 batch: 10,000 records of 3,073 bytes; record i has label
+/// `(7·i) % 10` and pixel k `(31·i + k) % 256`.
+fn full_cifar_batch() -> Vec<u8> {
+    let mut v = Vec::with_capacity(10_000 * 3073);
+    for i in 0..10_000usize {
+        v.push(((7 * i) % 10) as u8);
+        v.extend((0..3072).map(|k| ((31 * i + k) % 256) as u8));
+    }
+    assert_eq!(v.len(), 30_730_000);
+    v
+}
+
+/// Issue 12.4: `.bin.gz` batches are decompressed (before, a gzipped batch failed as a
+/// wrong-size file). A full-size test batch loads the same plain and gzipped.
+#[test]
+fn cifar_full_size_batch_loads_plain_and_gzipped() {
+    let batch = full_cifar_batch();
+    let plain = tempfile::tempdir().unwrap();
+    write_cifar(plain.path());
+    std::fs::write(plain.path().join("test_batch.bin"), &batch).unwrap();
+    let a = data::load(&DataSpec::Cifar10(plain.path().into()), Some(3), None).unwrap();
+    assert_eq!(a.test.len(), 10_000);
+    assert_eq!(a.test.images.len(), 10_000 * 3072);
+    let labels: Vec<u8> = (0..10_000).map(|i| ((7 * i) % 10) as u8).collect();
+    assert_eq!(a.test.labels, labels);
+    // Record 9,999, pixel 3,071 (the last blue byte): (31·9999 + 3071) % 256 = 208.
+    assert_eq!(a.test.image(9_999)[3071], 208.0 / 255.0);
+    // Record 1,234, pixel 2,048 (the first blue byte): (31·1234 + 2048) % 256 = 110.
+    assert_eq!(a.test.image(1_234)[2048], 110.0 / 255.0);
+    assert_eq!(a.train.labels, vec![1, 2, 2]);
+
+    let gzd = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(plain.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(gzd.path().join(format!("{name}.gz")), gz(&bytes)).unwrap();
+    }
+    let b = data::load(&DataSpec::Cifar10(gzd.path().into()), Some(3), None).unwrap();
+    assert_eq!(a, b, "gzipped batches load exactly like plain ones");
+
+    // A damaged `.bin.gz` is a gzip error naming the file, not a size error.
+    let p = gzd.path().join("test_batch.bin.gz");
+    let full = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &full[..full.len() / 3]).unwrap();
+    let e = data::load(&DataSpec::Cifar10(gzd.path().into()), Some(3), None).unwrap_err();
+    assert!(
+        matches!(&e, DataError::Gzip { path, .. } if path == &p),
+        "{e:?}"
+    );
+    assert_eq!(code(&e), "snnc::data::gzip");
+}
+
 #[test]
 fn cifar_wrong_size_bad_label_missing() {
     let dir = tempfile::tempdir().unwrap();
@@ -405,9 +458,73 @@ fn embedded_slice_loads() {
     assert_eq!(lim.test.images, ds.test.images[..5 * 784].to_vec());
 }
 
+/// FNV-1a, 64 bits: the checksum the embedded slice's pixels and labels are pinned by.
+fn fnv1a64(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The loaded `[0,1]` values back to the file's bytes (every value is an exact `b / 255`).
+fn split_bytes(split: &Split) -> Vec<u8> {
+    split
+        .images
+        .iter()
+        .map(|&v| {
+            let b = (v * 255.0).round();
+            assert_eq!(b / 255.0, v, "not a byte / 255");
+            b as u8
+        })
+        .collect()
+}
+
+/// Unconditional (no Debian package needed): the embedded slice is the head of the real
+/// Fashion-MNIST. First labels as published; checksums computed once from the embedded files
+/// and cross-checked against the first 2,000 / 500 items of Debian's
+/// `dataset-fashion-mnist` (0.0~git20200523): FNV-1a 64 of the pixel bytes (row-major, after
+/// the 16-byte IDX header) and of the label bytes.
 #[test]
-fn embedded_slice_is_the_head_of_debian_fashion_mnist() {
-    // Only where Debian's dataset-fashion-mnist is installed.
+fn embedded_slice_is_the_head_of_fashion_mnist() {
+    let ds = data::load(&DataSpec::Embedded, None, None).unwrap();
+    assert_eq!(ds.train.labels[..10], [9, 0, 0, 3, 0, 2, 7, 2, 5, 5]);
+    assert_eq!(ds.test.labels[..10], [9, 2, 1, 1, 6, 1, 4, 6, 5, 7]);
+    let train_px = split_bytes(&ds.train);
+    let test_px = split_bytes(&ds.test);
+    assert_eq!(train_px.len(), 2000 * 784);
+    assert_eq!(test_px.len(), 500 * 784);
+    assert_eq!(fnv1a64(train_px.iter().copied()), 0x9de3_7e86_ae52_df54);
+    assert_eq!(fnv1a64(test_px.iter().copied()), 0x7ae6_b058_49c3_f1da);
+    assert_eq!(
+        fnv1a64(ds.train.labels.iter().copied()),
+        0xf384_259a_4367_8ef9
+    );
+    assert_eq!(
+        fnv1a64(ds.test.labels.iter().copied()),
+        0x037e_98b4_3b49_5e2b
+    );
+    // Cheaper sums that tell an off-by-one from a reordering when the hash fails.
+    assert_eq!(
+        train_px.iter().map(|&b| u64::from(b)).sum::<u64>(),
+        113_529_887
+    );
+    assert_eq!(
+        test_px.iter().map(|&b| u64::from(b)).sum::<u64>(),
+        29_494_551
+    );
+}
+
+#[test]
+fn fnv1a64_matches_its_published_test_vectors() {
+    // The FNV reference values for "" and "a" (64-bit FNV-1a).
+    assert_eq!(fnv1a64([]), 0xcbf2_9ce4_8422_2325);
+    assert_eq!(fnv1a64(*b"a"), 0xaf63_dc4c_8601_ec8c);
+    assert_eq!(fnv1a64(*b"foobar"), 0x8594_4171_f739_67e8);
+}
+
+#[test]
+fn embedded_slice_equals_debian_fashion_mnist_when_installed() {
+    // The byte-for-byte cross-check, only where Debian's dataset-fashion-mnist is installed;
+    // `embedded_slice_is_the_head_of_fashion_mnist` pins the same content without it.
     let dir = PathBuf::from(data::DEBIAN_FASHION_MNIST);
     if !dir.join("t10k-images-idx3-ubyte.gz").is_file() {
         eprintln!("skipped: {} not installed", dir.display());

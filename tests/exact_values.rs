@@ -10,6 +10,7 @@ use candle_core::{Device, Tensor};
 use rand::Rng;
 use snnc::backend::candle::event::PathPolicy;
 use snnc::backend::candle::model::{rng_for, ForwardOptions, ForwardOutput, Model};
+use snnc::backend::candle::observe::Recorder;
 use snnc::data::Split;
 use snnc::ir::{Network, Reset, SlotId};
 use snnc::train::conversion::{
@@ -49,12 +50,15 @@ fn forward_eval(m: &Model, x: &Tensor, t: usize) -> ForwardOutput {
 /// The model run as conversion's SNN (IF, subtract, slot thresholds) at T steps, recording
 /// the per-slot maximum input current.
 fn recorded_max_input(m: &Model, x: &Tensor, t: usize) -> Vec<f32> {
-    let opts = ForwardOptions::snn(t, false)
-        .with_integrate_and_fire()
-        .recording();
-    m.forward(x, &opts, &mut rng_for(0, 0))
-        .expect("forward")
-        .max_input
+    let mut rec = Recorder::new(m.thresholds().len());
+    m.forward_observed(
+        x,
+        &ForwardOptions::if_conversion(t),
+        &mut rng_for(0, 0),
+        &mut rec,
+    )
+    .expect("forward");
+    rec.max_input
 }
 
 fn set_param(m: &Model, name: &str, v: Vec<f32>) {

@@ -137,7 +137,7 @@ proptest! {
         prop_assert_eq!(convs(&a), applications);
         prop_assert_eq!(a.thresholds.len() as u32, applications);
         // The two spellings are the same IR.
-        prop_assert_eq!(snnc::cli::show::to_text(&a), snnc::cli::show::to_text(&b));
+        prop_assert_eq!(snnc::export::text::to_text(&a), snnc::export::text::to_text(&b));
     }
 
     #[test]
@@ -343,4 +343,32 @@ fn skip_paths_are_shared_and_bounded() {
     }
     src.push_str("}\n");
     assert_eq!(codes(&src), vec!["snnc::skip::too_large"]);
+}
+
+/// The threshold of a one-layer network whose `neuron` sets `threshold = text`.
+fn threshold_of(text: &str) -> f32 {
+    let src = format!(
+        "network N {{\n input 1x2x2\n neuron LIF(threshold = {text})\n FC1(4,2) LIF\n FC2(2,2)\n}}"
+    );
+    match snnc::compile(&src) {
+        Ok(p) => p.networks[0].settings.neuron.threshold,
+        Err(d) => panic!("`{text}`: {d}"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Any positive finite f32 (normal or subnormal), written as Rust prints it with `{}`
+    /// (plain decimal) or `{:e}` (scientific, negative exponents included), reads back as
+    /// the same f32, bit for bit.
+    #[test]
+    fn every_printed_f32_round_trips(
+        x in prop::num::f32::POSITIVE | prop::num::f32::NORMAL | prop::num::f32::SUBNORMAL
+    ) {
+        prop_assume!(x.is_finite() && x > 0.0);
+        prop_assert_eq!(threshold_of(&format!("{x}")).to_bits(), x.to_bits());
+        prop_assert_eq!(threshold_of(&format!("{x:e}")).to_bits(), x.to_bits());
+        prop_assert_eq!(threshold_of(&format!("{x:E}")).to_bits(), x.to_bits());
+    }
 }

@@ -4,10 +4,12 @@ use candle_core::{Device, Tensor};
 use snnc::backend::candle::model::{rng_for as derive_rng, ForwardOptions, Model};
 use snnc::backend::candle::netbuild::NetBuilder;
 use snnc::backend::candle::neuron::{lif_scan_reference, NeuronParams};
+use snnc::backend::candle::observe::Recorder;
 use snnc::data::{Dataset, Split};
 use snnc::ir::{Activation, Classifier, Encoding, JoinMode, Network, PoolKind, Shape};
-use snnc::train::agd::{self, TrainConfig, TrainError, TrainMethod};
 use snnc::train::checkpoint;
+use snnc::train::driver::{self, TrainConfig, TrainError};
+use snnc::train::method;
 
 type R = Result<(), Box<dyn std::error::Error>>;
 
@@ -113,10 +115,12 @@ fn hybrid_boundaries_follow_the_contract() -> R {
         .build();
     let m = Model::new(&net, &dev(), 9)?;
     let x = image(2, 1, 6, 6, 2);
-    let out = m.forward(
+    let mut rec = Recorder::new(m.thresholds().len());
+    let out = m.forward_observed(
         &x,
-        &ForwardOptions::snn(t, false).recording(),
+        &ForwardOptions::snn(t, false),
         &mut derive_rng(0, 0),
+        &mut rec,
     )?;
 
     let w = |n: &str| m.weight(n).unwrap().as_tensor().clone();
@@ -139,10 +143,10 @@ fn hybrid_boundaries_follow_the_contract() -> R {
     assert!(max_abs_diff(&out.penultimate, &h) < 1e-5);
     // Recorded: the slot's max input current and its spike rate.
     let want_max = cur.max_all()?.to_scalar::<f32>()?;
-    assert!((out.max_input[0] - want_max).abs() < 1e-5);
+    assert!((rec.max_input[0] - want_max).abs() < 1e-5);
     let want_rate = s.mean_all()?.to_scalar::<f32>()?;
-    assert_eq!(out.activity.len(), 1);
-    assert!((out.activity[0].spike_rate - want_rate).abs() < 1e-6);
+    assert_eq!(rec.activity.len(), 1);
+    assert!((rec.activity[0].spike_rate - want_rate).abs() < 1e-6);
     assert!(n > 0);
     Ok(())
 }
@@ -307,7 +311,7 @@ fn tiny_training_learns_and_is_deterministic() -> R {
     let run = |seed: u64| {
         let mut m = Model::new(&small_net(), &dev(), seed).unwrap();
         let c = TrainConfig { seed, ..cfg(3) };
-        agd::train(&mut m, &d, &c).unwrap()
+        driver::train(&mut m, &d, &c).unwrap()
     };
     let r = run(7);
     let first = &r.epochs[0];
@@ -352,10 +356,10 @@ fn ann_baseline_trains() -> R {
     let d = data(2);
     let mut m = Model::new(&small_net(), &dev(), 1)?;
     let c = TrainConfig {
-        method: TrainMethod::Ann,
+        method: method::ANN,
         ..cfg(2)
     };
-    let r = agd::train(&mut m, &d, &c)?;
+    let r = driver::train(&mut m, &d, &c)?;
     assert!(
         r.epochs.last().unwrap().test_accuracy > 0.6,
         "{:?}",
@@ -376,31 +380,31 @@ fn checkpoint_round_trip_and_resume() -> R {
         out: Some(dir_a.path().into()),
         ..cfg(2)
     };
-    agd::train(&mut a, &d, &ca)?;
+    driver::train(&mut a, &d, &ca)?;
     // The same run, interrupted after one epoch and resumed.
     let mut b = Model::new(&small_net(), &dev(), 5)?;
     let cb = TrainConfig {
         out: Some(dir_b.path().into()),
         ..cfg(1)
     };
-    agd::train(&mut b, &d, &cb)?;
+    driver::train(&mut b, &d, &cb)?;
     let mut b2 = Model::new(&small_net(), &dev(), 99)?;
     let cb2 = TrainConfig {
         out: Some(dir_b.path().into()),
         resume: true,
         ..cfg(2)
     };
-    let rb = agd::train(&mut b2, &d, &cb2)?;
+    let rb = driver::train(&mut b2, &d, &cb2)?;
     assert_eq!(rb.epochs.len(), 2);
     // Resuming a finished run trains nothing and returns its report.
-    let again = agd::train(&mut b2, &d, &cb2)?;
+    let again = driver::train(&mut b2, &d, &cb2)?;
     assert_eq!(again.epochs, rb.epochs);
     // Another method's checkpoint is refused.
     let ann = TrainConfig {
-        method: TrainMethod::Ann,
+        method: method::ANN,
         ..cb2.clone()
     };
-    let e = agd::train(&mut b2, &d, &ann).unwrap_err();
+    let e = driver::train(&mut b2, &d, &ann).unwrap_err();
     assert!(e.to_string().contains("cannot resume"), "{e}");
     for (name, v) in a.vars() {
         let w = b2.weight(&name).unwrap();
@@ -431,12 +435,12 @@ fn non_finite_loss_stops_training_and_keeps_the_checkpoint() -> R {
         out: Some(dir.path().into()),
         ..cfg(1)
     };
-    agd::train(&mut m, &d, &c)?;
+    driver::train(&mut m, &d, &c)?;
     let before = std::fs::read(checkpoint::weights_path(dir.path()))?;
     let w = m.weight("FC1").unwrap();
     w.set(&(w.as_tensor() * f64::NAN)?)?;
     let c2 = TrainConfig { epochs: 2, ..c };
-    let e = agd::train(&mut m, &d, &c2).unwrap_err();
+    let e = driver::train(&mut m, &d, &c2).unwrap_err();
     assert!(
         matches!(
             e,
@@ -458,11 +462,13 @@ fn thresholds_are_settable_per_slot() -> R {
     let slots = m.thresholds().len();
     assert_eq!(slots, 4); // Conv1, Conv2@1, Conv2@2, FC1
     let x = image(2, 1, 8, 8, 1);
-    let opts = ForwardOptions::snn(4, false).recording();
-    let r0 = m.forward(&x, &opts, &mut derive_rng(0, 0))?;
+    let opts = ForwardOptions::snn(4, false);
+    let mut r0 = Recorder::new(slots);
+    m.forward_observed(&x, &opts, &mut derive_rng(0, 0), &mut r0)?;
     m.set_threshold(snnc::ir::SlotId(0), 100.0)?;
     assert!(m.set_threshold(snnc::ir::SlotId(0), -1.0).is_err());
-    let r1 = m.forward(&x, &opts, &mut derive_rng(0, 0))?;
+    let mut r1 = Recorder::new(slots);
+    m.forward_observed(&x, &opts, &mut derive_rng(0, 0), &mut r1)?;
     assert!(r0.activity[0].spike_rate > 0.0);
     assert_eq!(r1.activity[0].spike_rate, 0.0);
     Ok(())
@@ -485,7 +491,7 @@ fn energy_from_measured_activity_by_hand() {
         step: 1,
         spike_rate: r,
     });
-    let e = agd::energy(&net, &activity, 4, TrainMethod::Agd);
+    let e = driver::energy(&net, &activity, 4, false);
     assert!((e.e_ann_pj - 384.0 * 3.2).abs() < 1e-9);
     let want = (288.0 * 0.5 + 96.0 * 0.25) * 4.0 * 0.1;
     assert!((e.e_snn_pj - want).abs() < 1e-9, "{e:?}");
@@ -504,7 +510,7 @@ fn stochmax_training_learns() -> R {
         .build();
     let mut m = Model::new(&net, &dev(), 3)?;
     assert!(m.vars().iter().any(|(n, _)| n.starts_with("stochmax.")));
-    let r = agd::train(&mut m, &d, &cfg(3))?;
+    let r = driver::train(&mut m, &d, &cfg(3))?;
     assert!(r.test_accuracy > 0.6, "chance is 0.25: {:?}", r.epochs);
     // The head was trained: every stochmax parameter moved from its seeded initial value.
     let init = Model::new(&net, &dev(), 3)?;
@@ -522,7 +528,7 @@ fn stochmax_training_learns() -> R {
     // Predictions follow the test-time rule log σ(W_ρ h + b_ρ) + o, computed by hand here, and
     // ρ is not uniform over the classes (it shifts the logits by different amounts).
     let idx: Vec<usize> = (0..d.test.len()).collect();
-    let (x, y) = agd::batch_tensors(&d.test, [1, 8, 8], &idx, &dev())?;
+    let (x, y) = driver::batch_tensors(&d.test, [1, 8, 8], &idx, &dev())?;
     let out = m.forward(&x, &ForwardOptions::snn(4, false), &mut derive_rng(7, 9))?;
     let p = |n: &str| -> Vec<f32> {
         let v = m.vars().into_iter().find(|(k, _)| k == n).unwrap().1;
@@ -571,7 +577,7 @@ fn stochmax_training_learns() -> R {
 /// Conversion's SNN: IF neurons (leak 1, subtract) with the slot thresholds, whatever the
 /// declared neuron; checked against the hand-written scan.
 #[test]
-fn integrate_and_fire_option_overrides_the_neuron() -> R {
+fn if_conversion_mode_overrides_the_neuron() -> R {
     let b = NetBuilder::new("if", Shape::new(1, 4, 4), 6)
         .encoding(Encoding::Direct)
         .settings(|s| {
@@ -586,7 +592,7 @@ fn integrate_and_fire_option_overrides_the_neuron() -> R {
     let mut m = Model::new(&net, &dev(), 2)?;
     m.set_threshold(snnc::ir::SlotId(0), 0.7)?;
     let x = image(3, 1, 4, 4, 8);
-    let opts = ForwardOptions::snn(6, false).with_integrate_and_fire();
+    let opts = ForwardOptions::if_conversion(6);
     let out = m.forward(&x, &opts, &mut derive_rng(0, 0))?;
     let w = |n: &str| m.weight(n).unwrap().as_tensor().clone();
     let cur = x.flatten_from(1)?.matmul(&w("FC1").t()?)?; // [3, 5]
@@ -624,7 +630,7 @@ fn tiny_training_on_embedded_fashion_mnist_learns() -> R {
         lr: 2e-3,
         ..cfg(3)
     };
-    let r = agd::train(&mut m, &d, &c)?;
+    let r = driver::train(&mut m, &d, &c)?;
     let (first, last) = (&r.epochs[0], r.epochs.last().unwrap());
     assert!(last.loss < first.loss, "{:?}", r.epochs);
     assert!(r.test_accuracy > 0.5, "{:?}", r.epochs);
@@ -845,5 +851,37 @@ fn oversized_batch_is_refused() -> R {
         .forward(&x, &ForwardOptions::snn(1000, false), &mut derive_rng(0, 0))
         .expect_err("refused");
     assert!(e.to_string().contains("--batch"), "{e}");
+    Ok(())
+}
+
+/// The single-step update the step-by-step runtime uses (`lif_step`) is the scan's step:
+/// T calls on a LIF layer (leak 0.8, both resets) give the spikes of `lif_scan_reference`.
+#[test]
+fn lif_step_is_one_step_of_the_scan() -> R {
+    use snnc::backend::candle::neuron::lif_step;
+    let (t, n) = (9, 6);
+    let x: Vec<f32> = (0..t * n)
+        .map(|i| ((i * 7 % 11) as f32) * 0.15 - 0.2)
+        .collect();
+    for reset in [snnc::ir::Reset::Subtract, snnc::ir::Reset::Zero] {
+        let p = NeuronParams {
+            leak: 0.8,
+            threshold: 0.9,
+            reset,
+            gamma: 0.3,
+        };
+        let want: Vec<f32> = lif_scan_reference(&Tensor::from_vec(x.clone(), (t, n), &dev())?, &p)?
+            .flatten_all()?
+            .to_vec1()?;
+        let mut u = vec![0f32; n];
+        let mut got = Vec::new();
+        for step in x.chunks(n) {
+            let (s, count) = lif_step(&p, &mut u, step)?;
+            assert_eq!(count, s.iter().filter(|&&v| v == 1.0).count());
+            got.extend(s);
+        }
+        assert_eq!(got, want, "{reset:?}");
+        assert!(want.contains(&1.0) && want.contains(&0.0));
+    }
     Ok(())
 }

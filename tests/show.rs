@@ -1,6 +1,6 @@
 //! `snnc show`: golden text and DOT output for small networks, JSON structure, `--after`.
 
-use snnc::cli::show::{to_dot, to_json, to_text};
+use snnc::export::{dot::to_dot, json::to_json, text::to_text};
 
 const VGG3X2: &str = "network VGG3x2 {
     input 3x32x32
@@ -40,7 +40,35 @@ fn golden_dot() {
     let dot = to_dot(&first(HYBRID_SKIP));
     assert!(dot.starts_with("digraph \"Hybrid\" {"));
     assert!(dot.contains("style=dashed"));
+    assert!(dot.contains("classifier [label=\"softmax\\nclassifier\""));
+    assert!(dot.contains("subgraph cluster_legend"));
     insta::assert_snapshot!("hybrid_skip_dot", dot);
+}
+
+/// Issue 13 item 8: the DOT graph shows which applications share weights (a dotted line
+/// from `Conv3@1` to `Conv3@2`), the classifier, and a legend.
+#[test]
+fn dot_shows_shared_weights_classifier_and_legend() {
+    let n = first(VGG3X2);
+    let dot = to_dot(&n);
+    let id = |name: &str, step: u32| {
+        n.graph
+            .node_indices()
+            .find(|&i| n.graph[i].name == name && n.graph[i].step == step)
+            .unwrap()
+            .index()
+    };
+    let shared = format!(
+        "n{} -> n{} [style=dotted, dir=none, constraint=false, color=gray40, label=\"same weights Conv3\"",
+        id("Conv3", 1),
+        id("Conv3", 2)
+    );
+    assert!(dot.contains(&shared), "{dot}");
+    // Exactly one such line: one weight set is applied twice.
+    assert_eq!(dot.matches("same weights").count(), 1, "{dot}");
+    assert!(dot.contains(&format!("n{} -> classifier;", n.output.index())));
+    assert!(dot.contains("label=\"stochmax\\nclassifier\""));
+    assert!(dot.contains("legend_snn"));
 }
 
 #[test]
@@ -117,7 +145,20 @@ fn text_columns_are_as_wide_as_their_content() {
         .skip(1)
         .take_while(|l| *l != "  weights:")
         .collect();
-    assert_eq!(rows.len(), 7, "{text}");
+    assert_eq!(rows.len(), 8, "{text}");
+    // The first row names the columns.
+    assert!(
+        rows[0].split_whitespace().eq([
+            "node",
+            "operation",
+            "activation",
+            "domain",
+            "shape",
+            "slot",
+            "inputs"
+        ]),
+        "{text}"
+    );
     // Every column starts at the same character offset on every row: the `<-` column, the
     // shape column (after the domain) and the activation column all line up.
     for needle in ["<- ", "  SNN  ", "  ANN  "] {

@@ -4,6 +4,8 @@
 pub mod check;
 pub mod estimate;
 pub mod eval;
+pub mod export;
+pub mod import;
 pub mod show;
 pub mod train;
 
@@ -28,9 +30,13 @@ pub enum Command {
     /// Print the IR of a network after any pass (text, graphviz dot or JSON).
     Show(show::ShowArgs),
     /// Train a network (AGD surrogate gradients, an ANN baseline, or ANN-to-SNN conversion).
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Evaluate trained weights on the test set: accuracy and spike activity.
     Eval(eval::EvalArgs),
+    /// Write a trained network as a NIR graph (HDF5) for other simulators and chips.
+    Export(export::ExportArgs),
+    /// Turn a NIR graph into a .snn file plus weights.
+    Import(import::ImportArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -46,7 +52,9 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Estimate(args) => estimate::run(args),
         Command::Show(args) => show::run(args),
-        Command::Train(args) => train::run(args),
+        Command::Train(args) => train::run(*args),
         Command::Eval(args) => eval::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Import(args) => import::run(args),
     }
 }

@@ -1,33 +1,25 @@
-//! `snnc train`: compile a network, train it (AGD or the ANN baseline), write
+//! `snnc train`: compile a network and hand it to the library's training driver
+//! (`train::driver::run`) with any registered method (`train::method`), which writes
 //! `DIR/weights.safetensors`, `DIR/report.json`, `DIR/training.svg`, `DIR/activity.svg`.
+//! This file only maps flags onto a `RunConfig` and prints the outcome.
 //!
 //! Settings come from flags, then the `[train]` table of `--config FILE.toml` (same keys,
-//! kebab- or snake-case), then defaults. Exit status: 0 ok, 1 errors in the input (the
-//! network, a shape mismatch with the data, a diverging loss), 2 usage or I/O.
+//! kebab- or snake-case), then `train::defaults`. Exit status: 0 ok, 1 errors in the input
+//! (the network, a shape mismatch with the data, a diverging loss), 2 usage or I/O — from
+//! `TrainError::exit_code`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use candle_core::Device;
 use serde::Deserialize;
 
-use crate::backend::candle::model::Model;
-use crate::data::{self, DataSpec, Dataset};
-use crate::ir::{Method, Network, Reset};
-use crate::train::agd::{self, OptimizerKind, TrainConfig, TrainError, TrainMethod};
-use crate::train::checkpoint;
+use crate::ir::{Network, Reset};
 use crate::train::conversion;
+use crate::train::defaults;
+use crate::train::driver::{self, OptimizerKind, RunConfig, TrainConfig, TrainError};
+use crate::train::method;
 use crate::train::optim::LrSchedule;
-use crate::train::report::{self, ActivityRecord};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MethodArg {
-    Agd,
-    Ann,
-    /// Train the ANN, then balance IF thresholds and evaluate the SNN.
-    Conversion,
-}
+use crate::train::report::ActivityRecord;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -62,9 +54,9 @@ pub struct TrainArgs {
     #[arg(long)]
     pub network: Option<String>,
     /// agd (surrogate gradients), ann (the same topology with ReLU and T = 1) or conversion
-    /// (the ANN, then balanced IF thresholds).
-    #[arg(long, value_enum)]
-    pub method: Option<MethodArg>,
+    /// (the ANN, then balanced IF thresholds): the names of `train::method::METHODS`.
+    #[arg(long, value_parser = method::parse_name)]
+    pub method: Option<String>,
     /// The data set: fashion-mnist[:DIR], mnist:DIR, cifar10:DIR or embedded (default:
     /// Debian's Fashion-MNIST if installed, else the embedded slice).
     #[arg(long)]
@@ -178,28 +170,16 @@ pub(crate) fn load_network(file: &Path, name: Option<&str>) -> Result<Network, F
     }
 }
 
-/// Loads the data set `spec` (default: `data::default_spec()`), keeping the first
-/// `train_limit`/`test_limit` images of each split.
-pub(crate) fn load_data(
-    spec: Option<&str>,
-    train_limit: Option<usize>,
-    test_limit: Option<usize>,
-) -> Result<Dataset, Fail> {
-    let spec = match spec {
-        Some(s) => s
-            .parse::<DataSpec>()
-            .map_err(|e| Fail::usage(diagnostic_text(&e)))?,
-        None => data::default_spec(),
+/// A runtime error as the CLI reports it: the message with its code and help, and the exit
+/// status its variant maps to.
+pub(crate) fn fail(e: TrainError) -> Fail {
+    use miette::Diagnostic;
+    let code = e.code().map(|c| format!("[{c}]")).unwrap_or_default();
+    let msg = match e.help() {
+        Some(h) => format!("{e} {code}\nhelp: {h}"),
+        None => format!("{e} {code}"),
     };
-    data::load(&spec, train_limit, test_limit).map_err(|e| Fail::usage(diagnostic_text(&e)))
-}
-
-/// An error with its help line, when it has one.
-fn diagnostic_text(e: &dyn miette::Diagnostic) -> String {
-    match e.help() {
-        Some(h) => format!("{e}\nhelp: {h}"),
-        None => e.to_string(),
-    }
+    Fail(msg, e.exit_code())
 }
 
 fn merge(mut args: TrainArgs) -> Result<TrainArgs, Fail> {
@@ -253,104 +233,12 @@ fn run_inner(args: TrainArgs) -> Result<(), Fail> {
     crate::backend::candle::alloc::tune_malloc();
     let args = merge(args)?;
     let net = load_network(&args.file, args.network.as_deref())?;
-    let conversion = matches!(
-        (args.method, net.settings.method),
-        (Some(MethodArg::Conversion), _) | (None, Method::Conversion)
-    );
-    let method = match (args.method, net.settings.method) {
-        (Some(MethodArg::Ann | MethodArg::Conversion), _) | (None, Method::Conversion) => {
-            TrainMethod::Ann
-        }
-        (Some(MethodArg::Agd), _) | (None, Method::Agd) => TrainMethod::Agd,
-        (None, m) => {
-            return Err(Fail::usage(format!(
-                "network `{}` asks for method {m:?}, which `snnc train` does not offer yet; pass --method agd, ann or conversion",
-                net.name
-            )))
-        }
-    };
-    let timesteps = args
-        .timesteps
-        .or(net.settings.timesteps.map(|t| t as usize))
-        .unwrap_or(10);
-    if timesteps == 0 || args.batch == Some(0) {
-        return Err(Fail::usage("--timesteps and --batch must be at least 1"));
+    let cfg = run_config(&args, &net).map_err(fail)?;
+    let outcome = driver::run(&net, &cfg).map_err(fail)?;
+    for line in &outcome.summary {
+        println!("{line}");
     }
-    let conv_cfg = if conversion {
-        Some(conversion_config(&args)?)
-    } else {
-        None
-    };
-    let method_name = if conversion {
-        "conversion"
-    } else {
-        method.name()
-    };
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", net.name, method_name)));
-    let epochs = args.epochs.unwrap_or(1);
-    let cfg = TrainConfig {
-        method,
-        epochs,
-        schedule: match args.lr_schedule {
-            Some(ScheduleArg::Cosine) => LrSchedule::Cosine { total: epochs },
-            _ => LrSchedule::Constant,
-        },
-        timesteps,
-        batch: args.batch.unwrap_or(32),
-        lr: args.lr.unwrap_or(1e-3),
-        optimizer: match args.optimizer {
-            Some(OptimizerArg::Sgd) => OptimizerKind::Sgd,
-            _ => OptimizerKind::Adam,
-        },
-        momentum: args.momentum.unwrap_or(0.9),
-        weight_decay: args.weight_decay.unwrap_or(0.0),
-        seed: args.seed.unwrap_or(0),
-        out: Some(out.clone()),
-        resume: args.resume,
-        progress: true,
-    };
-    if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
-        return Err(Fail::usage("--lr must be a positive number"));
-    }
-    let device = Device::Cpu;
-    let mut model = Model::new(&net, &device, cfg.seed)
-        .map_err(|e| Fail::input(format!("cannot lower `{}`: {e}", net.name)))?;
-    let data = load_data(args.data.as_deref(), args.train_limit, args.test_limit)?;
-    agd::check_data(&model, &data).map_err(|e| Fail::input(e.to_string()))?;
-    std::fs::create_dir_all(&out)
-        .map_err(|e| Fail::usage(format!("cannot create {}: {e}", out.display())))?;
-    eprintln!(
-        "training `{}` ({}) on {} images, testing on {}, T = {}, batch {}, {} epoch(s) → {}",
-        net.name,
-        method.name(),
-        data.train.len(),
-        data.test.len(),
-        if method == TrainMethod::Ann {
-            1
-        } else {
-            timesteps
-        },
-        cfg.batch,
-        cfg.epochs,
-        out.display()
-    );
-    let mut report = agd::train(&mut model, &data, &cfg).map_err(|e| match e {
-        TrainError::Io(e) => Fail::usage(e.to_string()),
-        e @ (TrainError::NonFinite { .. } | TrainError::Data(_) | TrainError::NoGradient(_)) => {
-            Fail::input(e.to_string())
-        }
-        e => Fail::usage(e.to_string()),
-    })?;
-    if let Some(cc) = &conv_cfg {
-        convert(&mut model, &data, cc, &mut report, &out)?;
-    }
-    report::plot_training(&report.epochs, &out.join("training.svg"))
-        .map_err(|e| Fail::usage(e.to_string()))?;
-    report::plot_activity(&report.activity, &out.join("activity.svg"))
-        .map_err(|e| Fail::usage(e.to_string()))?;
+    let report = &outcome.report;
     for e in &report.epochs {
         println!(
             "epoch {:>3}  train loss {:.4}  train acc {:6.2}%  test acc {:6.2}%",
@@ -370,16 +258,51 @@ fn run_inner(args: TrainArgs) -> Result<(), Fail> {
         "energy: E_ANN {:.3e} pJ, E_SNN {:.3e} pJ, EE = {:.2}",
         en.e_ann_pj, en.e_snn_pj, en.ee
     );
-    println!("wrote {}", out.display());
+    println!("wrote {}", outcome.out.display());
     Ok(())
 }
 
-/// The conversion settings from the flags.
-fn conversion_config(args: &TrainArgs) -> Result<conversion::ConversionConfig, Fail> {
+/// The library configuration the flags (already merged with `--config`) describe.
+fn run_config(args: &TrainArgs, net: &Network) -> Result<RunConfig, TrainError> {
+    let method = match &args.method {
+        Some(m) => method::find(m)?,
+        None => method::for_network(net)?,
+    };
+    let epochs = args.epochs.unwrap_or(defaults::EPOCHS);
+    let optimizer_flag = args.optimizer.map(|o| match o {
+        OptimizerArg::Adam => OptimizerKind::Adam,
+        OptimizerArg::Sgd => OptimizerKind::Sgd,
+    });
+    let mut seed = args.seed.unwrap_or(defaults::SEED);
+    let mut batch = args.batch.unwrap_or(defaults::BATCH);
+    let mut timesteps = defaults::timesteps(net, args.timesteps, defaults::TIMESTEPS);
+    let mut optimizer = optimizer_flag.unwrap_or(OptimizerKind::Adam);
+    let (mut train_limit, mut test_limit) = (args.train_limit, args.test_limit);
+    if args.resume {
+        // A resumed run continues the checkpoint's run: its settings, not the defaults.
+        let out = args
+            .out
+            .clone()
+            .unwrap_or_else(|| driver::default_out(net, method));
+        let meta = driver::resume_meta(&out)?;
+        seed = driver::resumed("--seed", args.seed, meta.seed)?;
+        if let Some(r) = &meta.settings {
+            batch = driver::resumed("--batch", args.batch, r.batch)?;
+            timesteps = driver::resumed("--timesteps", args.timesteps, r.timesteps)?;
+            let saved = if r.optimizer == "sgd" {
+                OptimizerKind::Sgd
+            } else {
+                OptimizerKind::Adam
+            };
+            optimizer = driver::resumed("--optimizer", optimizer_flag, saved)?;
+            train_limit =
+                driver::resumed("--train-limit", args.train_limit.map(Some), r.train_limit)?;
+            test_limit = driver::resumed("--test-limit", args.test_limit.map(Some), r.test_limit)?;
+        }
+    }
     let d = conversion::ConversionConfig::default();
-    let balance = args.balance.unwrap_or(d.balance);
-    let c = conversion::ConversionConfig {
-        balance,
+    let conversion = conversion::ConversionConfig {
+        balance: args.balance.unwrap_or(d.balance),
         balance_images: args.balance_images.map_or(d.balance_images, |n| n as usize),
         balance_steps: args.balance_steps.map_or(d.balance_steps, |n| n as usize),
         reset: match args.reset {
@@ -388,68 +311,39 @@ fn conversion_config(args: &TrainArgs) -> Result<conversion::ConversionConfig, F
         },
         eval_timesteps: args.eval_timesteps.clone().unwrap_or(d.eval_timesteps),
         batch: args.batch.unwrap_or(d.batch),
-        seed: args.seed.unwrap_or(0),
+        seed,
         progress: true,
         ..d
     };
-    if c.balance_images == 0 || c.balance_steps == 0 || c.eval_timesteps.contains(&0) {
-        return Err(Fail::usage(
-            "--balance-images, --balance-steps and --eval-timesteps must be at least 1",
-        ));
-    }
-    Ok(c)
-}
-
-/// Conversion after the ANN phase: balance, evaluate the SNN, write the checkpoint (ANN
-/// weights + thresholds) and the report.
-fn convert(
-    model: &mut Model,
-    data: &Dataset,
-    cc: &conversion::ConversionConfig,
-    report: &mut report::Report,
-    out: &Path,
-) -> Result<(), Fail> {
-    let train = conversion::SplitImages::new(&data.train, data.shape);
-    let test = conversion::SplitImages::new(&data.test, data.shape);
-    eprintln!(
-        "balancing thresholds ({}, {} images × {} steps), then the SNN at T = {:?}",
-        cc.balance, cc.balance_images, cc.balance_steps, cc.eval_timesteps
-    );
-    let conv =
-        conversion::convert(model, &train, &test, cc).map_err(|e| Fail::input(e.to_string()))?;
-    let meta = checkpoint::Meta {
-        epoch: report.epochs.len(),
-        seed: cc.seed,
-        network: report.network.clone(),
-        method: "conversion".into(),
+    let train = TrainConfig {
+        method,
+        epochs,
+        schedule: match args.lr_schedule {
+            Some(ScheduleArg::Cosine) => LrSchedule::Cosine { total: epochs },
+            _ => LrSchedule::Constant,
+        },
+        timesteps,
+        batch,
+        lr: args.lr.unwrap_or(defaults::LR),
+        optimizer,
+        momentum: args.momentum.unwrap_or(defaults::MOMENTUM),
+        weight_decay: args.weight_decay.unwrap_or(defaults::WEIGHT_DECAY),
+        seed,
+        out: args.out.clone(),
+        resume: args.resume,
+        progress: true,
+        conversion,
+        describe: serde_json::Map::new(),
+        train_limit,
+        test_limit,
     };
-    conversion::save_checkpoint(model, cc.reset, &checkpoint::weights_path(out), &meta)
-        .map_err(|e| Fail::usage(e.to_string()))?;
-    conversion::apply_to_report(report, &conv);
-    report
-        .write_json(&out.join("report.json"))
-        .map_err(|e| Fail::usage(e.to_string()))?;
-    println!("ANN test accuracy {:.2}%", 100.0 * conv.ann_test_accuracy);
-    for t in &conv.thresholds {
-        println!(
-            "  v_thresh {:<10} step {:>2}  {:.4}",
-            t.layer, t.step, t.threshold
-        );
-    }
-    for (l, inc) in &conv.backres_increasing {
-        println!("  {l}: v_thresh,1 < v_thresh,2 < … holds: {inc}");
-    }
-    for r in &conv.snn.results {
-        println!(
-            "SNN T = {:>4}: accuracy {:6.2}% (conversion loss {:+.2} points), E_SNN {:.3e} pJ, EE = {:.2}",
-            r.timesteps,
-            100.0 * r.test_accuracy,
-            100.0 * (conv.ann_test_accuracy - r.test_accuracy),
-            r.e_snn_pj,
-            r.ee
-        );
-    }
-    Ok(())
+    Ok(RunConfig {
+        train,
+        data: args.data.clone(),
+        train_limit,
+        test_limit,
+        source: std::fs::read_to_string(&args.file).ok(),
+    })
 }
 
 pub(crate) fn print_activity(activity: &[ActivityRecord]) {

@@ -1,8 +1,8 @@
 //! Datasets: IDX (MNIST, Fashion-MNIST), CIFAR-10 binary, and the embedded Fashion-MNIST
 //! slice; plus the deterministic batch-index iterator used by training.
 //!
-//! Owns: finding dataset files (raw or `.gz`), reading them with size and magic checks, and
-//! turning them into [`Dataset`]s. Nothing is downloaded.
+//! Owns: finding dataset files (raw or `.gz`: IDX files and CIFAR-10 batches alike), reading
+//! them with size and magic checks, and turning them into [`Dataset`]s. Nothing is downloaded.
 //!
 //! Invariants of a loaded [`Dataset`]: every [`Split`] holds `labels.len()` images of
 //! `C·H·W` values each (`images.len() == labels.len() · C·H·W`), row-major NCHW, values in
@@ -15,7 +15,7 @@
 //! regenerated from Debian's `dataset-fashion-mnist` files by
 //! `python3 src/data/embedded/regenerate.py [/usr/share/datasets/fashion-mnist]`.
 
-mod cifar;
+pub mod cifar;
 mod error;
 pub mod idx;
 
@@ -246,6 +246,8 @@ fn find_file(dir: &Path, base: &str) -> Result<PathBuf, DataError> {
 }
 
 /// Reads a file whole; decompresses it if it is gzip (by its magic bytes or `.gz` name).
+/// Used for IDX files and CIFAR-10 batches alike: a raw CIFAR record starts with its label
+/// (< 10), a raw IDX file with 0x00, so neither is mistaken for gzip (magic 1f 8b).
 fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
     let bytes = std::fs::read(path).map_err(|source| DataError::Io {
         path: path.to_path_buf(),
@@ -255,7 +257,24 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
     decompress_if_gz(bytes, path, named_gz)
 }
 
-fn decompress_if_gz(bytes: Vec<u8>, path: &Path, named_gz: bool) -> Result<Vec<u8>, DataError> {
+/// `bytes` decompressed if they start with the gzip magic (1f 8b), else returned unchanged.
+/// `path` only names the data in errors; `named_gz` (the file is called `*.gz`) makes data
+/// without the magic an error.
+///
+/// Errors: [`DataError::Gzip`] for a corrupt or truncated stream (or a `.gz` name on data that
+/// is not gzip), [`DataError::TooLarge`] past [`MAX_DECOMPRESSED`] bytes of output; memory
+/// use is bounded by that cap whatever the input.
+pub fn decompress_if_gz(bytes: Vec<u8>, path: &Path, named_gz: bool) -> Result<Vec<u8>, DataError> {
+    decompress_capped(bytes, path, named_gz, MAX_DECOMPRESSED)
+}
+
+/// [`decompress_if_gz`] with the output cap as a parameter (tests use a small one).
+fn decompress_capped(
+    bytes: Vec<u8>,
+    path: &Path,
+    named_gz: bool,
+    cap: u64,
+) -> Result<Vec<u8>, DataError> {
     let is_gz = bytes.starts_with(&[0x1f, 0x8b]);
     if !is_gz {
         if named_gz {
@@ -268,16 +287,16 @@ fn decompress_if_gz(bytes: Vec<u8>, path: &Path, named_gz: bool) -> Result<Vec<u
     }
     let mut out = Vec::new();
     flate2::read::MultiGzDecoder::new(&bytes[..])
-        .take(MAX_DECOMPRESSED + 1)
+        .take(cap + 1)
         .read_to_end(&mut out)
         .map_err(|e| DataError::Gzip {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-    if out.len() as u64 > MAX_DECOMPRESSED {
+    if out.len() as u64 > cap {
         return Err(DataError::TooLarge {
             path: path.to_path_buf(),
-            limit: MAX_DECOMPRESSED,
+            limit: cap,
         });
     }
     Ok(out)
@@ -358,10 +377,7 @@ fn load_cifar_dir(
             break;
         }
         let path = find_file(dir, &format!("data_batch_{i}.bin"))?;
-        let bytes = std::fs::read(&path).map_err(|source| DataError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let bytes = read_maybe_gz(&path)?;
         let room = train_cap - train.len();
         cifar::append_records(&bytes, &path, room, &mut train.images, &mut train.labels)?;
     }
@@ -369,10 +385,7 @@ fn load_cifar_dir(
     let test_cap = test_limit.unwrap_or(usize::MAX);
     if test_cap > 0 {
         let path = find_file(dir, "test_batch.bin")?;
-        let bytes = std::fs::read(&path).map_err(|source| DataError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let bytes = read_maybe_gz(&path)?;
         cifar::append_records(&bytes, &path, test_cap, &mut test.images, &mut test.labels)?;
     }
     Ok(Dataset {
@@ -420,4 +433,34 @@ fn load_embedded(
         train,
         test,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn gz(bytes: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// A gzip bomb stops at the cap: 1 MiB of zeros (about 1 KiB compressed) against a
+    /// 4,096-byte cap reads at most cap + 1 bytes and is refused as too large; exactly the
+    /// cap is accepted.
+    #[test]
+    fn gzip_output_is_capped() {
+        let bomb = gz(&vec![0u8; 1 << 20]);
+        assert!(bomb.len() < 4096, "{}", bomb.len());
+        let e = decompress_capped(bomb, Path::new("bomb.gz"), true, 4096).unwrap_err();
+        assert!(
+            matches!(&e, DataError::TooLarge { limit: 4096, path } if path == Path::new("bomb.gz")),
+            "{e:?}"
+        );
+        let exact = decompress_capped(gz(&[7u8; 4096]), Path::new("x.gz"), true, 4096).unwrap();
+        assert_eq!(exact, vec![7u8; 4096]);
+        assert_eq!(MAX_DECOMPRESSED, 512 * 1024 * 1024);
+    }
 }

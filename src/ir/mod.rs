@@ -6,7 +6,7 @@
 //! n times (BackRes: `Conv3 x4`, `[Conv2 Conv3] x2`, or a name written again) is one
 //! [`WeightSet`] and n nodes with `step` 1..=n: shared weights are explicit, never copied.
 //!
-//! The builder (`ir::builder`) makes a network from the AST; the passes (`crate::passes`)
+//! The front end (`crate::syntax::lower_ir`) makes a network from the AST; the passes (`crate::passes`)
 //! then bring it, in a fixed order, to its final form. Invariants of the final form, checked
 //! by the `validate` pass and relied upon by `analysis` and `backend`:
 //! - the graph is acyclic, has exactly one [`Op::Input`] node ([`Network::input`]) and exactly
@@ -21,14 +21,18 @@
 //! - every spiking node (activation [`Activation::Spiking`]) has `slot` set, indexing
 //!   [`Network::thresholds`], one slot per (weight set, step).
 
-pub mod builder;
+pub mod defaults;
 
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 use serde::Serialize;
 
-use crate::syntax::span::Span;
+use crate::span::Span;
+
+/// Most nodes a network may have after unrolling (every application counts). The front
+/// end's skip lowering and the `unroll` pass both stop there.
+pub const MAX_APPLICATIONS: u64 = 1_000_000;
 
 /// Index of a weight set in [`Network::weights`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

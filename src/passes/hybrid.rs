@@ -15,7 +15,7 @@ use thiserror::Error;
 
 use crate::diagnostics::Diagnostics;
 use crate::ir::{Activation, BoundaryKind, Domain, Edge, EdgeKind, Network, Node, Op};
-use crate::syntax::span::Span;
+use crate::span::Span;
 
 #[derive(Debug, Error, Diagnostic)]
 pub enum HybridWarning {

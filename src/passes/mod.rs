@@ -1,4 +1,5 @@
-//! The pass pipeline: one pass per file, run per network in the fixed order [`PIPELINE`].
+//! The pass pipeline: one pass per file, run per network in the fixed order of [`PASSES`],
+//! the one registry of passes (it also gives `snnc show --after` its help and its check).
 //!
 //! A pass only mutates the network it is given and reports problems as diagnostics; it
 //! never panics on user input. When a pass finds errors in a network, the later passes
@@ -20,33 +21,43 @@ use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 
 use crate::diagnostics::Diagnostics;
-use crate::ir::{EdgeKind, JoinMode, LayerKind, Method, Network, Node, Op, Program};
+use crate::ir::{EdgeKind, JoinMode, LayerKind, Network, Node, Op, Program};
 
-/// The passes in order; these are also the names `snnc show --after` accepts.
-pub const PIPELINE: &[&str] = &[
-    "resolve",
-    "unroll",
-    "shapes",
-    "hybrid",
-    "threshold-slots",
-    "validate",
+/// A pass: mutates one network, reports what it finds.
+pub type PassFn = fn(&mut Network, &mut Diagnostics);
+
+/// The passes in the order they run, by the name `snnc show --after` accepts. Adding a
+/// pass is one file plus one line here.
+pub const PASSES: &[(&str, PassFn)] = &[
+    ("resolve", resolve::run),
+    ("unroll", unroll::run),
+    ("shapes", shapes::run),
+    ("hybrid", hybrid::run),
+    ("threshold-slots", threshold_slots::run),
+    ("validate", validate::run),
 ];
 
-/// Most nodes a network may have after unrolling (every application counts).
-pub const MAX_APPLICATIONS: u64 = 1_000_000;
-
-/// Time steps when the file sets none: AGD 25, conversion 100, STDP 100.
-pub fn default_timesteps(method: Method) -> u32 {
-    match method {
-        Method::Agd => 25,
-        Method::Conversion | Method::Stdp => 100,
-    }
+/// The pass names in order (from [`PASSES`]).
+pub fn names() -> impl Iterator<Item = &'static str> {
+    PASSES.iter().map(|(name, _)| *name)
 }
+
+/// The pass names in order, comma-separated: `resolve, unroll, ...`.
+pub fn names_list() -> String {
+    names().collect::<Vec<_>>().join(", ")
+}
+
+/// The position of pass `name` in [`PASSES`], `None` when there is no such pass.
+pub fn position(name: &str) -> Option<usize> {
+    names().position(|p| p == name)
+}
+
+pub use crate::ir::MAX_APPLICATIONS;
 
 #[derive(Debug, Error, Diagnostic)]
 pub enum PipelineError {
     #[error("unknown pass `{name}`")]
-    #[diagnostic(code(snnc::passes::unknown), help("the passes are {}", PIPELINE.join(", ")))]
+    #[diagnostic(code(snnc::passes::unknown), help("the passes are {}", names_list()))]
     UnknownPass { name: String },
 }
 
@@ -145,17 +156,6 @@ pub(crate) fn channels_wanted_after(net: &Network, node: NodeIndex) -> Option<u6
     None
 }
 
-fn run_pass(name: &str, net: &mut Network, diags: &mut Diagnostics) {
-    match name {
-        "resolve" => resolve::run(net, diags),
-        "unroll" => unroll::run(net, diags),
-        "shapes" => shapes::run(net, diags),
-        "hybrid" => hybrid::run(net, diags),
-        "threshold-slots" => threshold_slots::run(net, diags),
-        _ => validate::run(net, diags),
-    }
-}
-
 /// Runs the pipeline (up to and including `stop_after`) on every network.
 pub fn run(program: Program, stop_after: Option<&str>) -> Result<Program, Diagnostics> {
     let (program, diags) = run_with_diagnostics(program, stop_after);
@@ -173,8 +173,8 @@ pub fn run_with_diagnostics(
 ) -> (Program, Diagnostics) {
     let mut diags = Diagnostics::new();
     let last = match stop_after {
-        None => PIPELINE.len() - 1,
-        Some(name) => match PIPELINE.iter().position(|p| *p == name) {
+        None => PASSES.len() - 1,
+        Some(name) => match position(name) {
             Some(i) => i,
             None => {
                 diags.push(PipelineError::UnknownPass {
@@ -185,9 +185,9 @@ pub fn run_with_diagnostics(
         },
     };
     for net in &mut program.networks {
-        for name in &PIPELINE[..=last] {
+        for (_, pass) in &PASSES[..=last] {
             let mut d = Diagnostics::new();
-            run_pass(name, net, &mut d);
+            pass(net, &mut d);
             let failed = d.has_errors();
             diags.extend(d);
             if failed {

@@ -10,7 +10,7 @@ use thiserror::Error;
 use super::{channels, channels_reaching};
 use crate::diagnostics::Diagnostics;
 use crate::ir::{LayerKind, Network, Op, WeightId, WeightSet};
-use crate::syntax::span::Span;
+use crate::span::Span;
 
 #[derive(Debug, Error, Diagnostic)]
 pub enum ResolveError {
@@ -35,7 +35,8 @@ pub enum ResolveError {
         second: String,
         /// The signature that fits: see [`consistent_signature`].
         suggest: String,
-        #[label("{second}")]
+        /// The use with the second signature: the site to edit (primary label).
+        #[label(primary, "second signature {second}")]
         span: Span,
         #[label("first declared as {first}")]
         first_span: Span,

@@ -14,7 +14,7 @@ use thiserror::Error;
 use super::resolve::signature_text;
 use crate::diagnostics::Diagnostics;
 use crate::ir::{JoinMode, LayerKind, Network, Op, Shape};
-use crate::syntax::span::Span;
+use crate::span::Span;
 
 #[derive(Debug, Error, Diagnostic)]
 pub enum ShapeError {
@@ -44,9 +44,14 @@ pub enum ShapeError {
     #[diagnostic(code(snnc::shape::join))]
     Join {
         message: String,
-        #[label("{label}")]
+        /// The (first) `skip` line into the join: the site to edit.
+        #[label(primary, "{label}")]
         span: Span,
         label: String,
+        /// The layer the join feeds (secondary label).
+        #[label("{target_label}")]
+        target_span: Option<Span>,
+        target_label: String,
         #[help]
         help: Option<String>,
     },
@@ -127,7 +132,11 @@ pub fn run(net: &mut Network, diags: &mut Diagnostics) {
                 let wname = ws.name.clone();
                 main.and_then(|s| {
                     if s.c != in_ch {
-                        let fixed = LayerKind::Conv { in_ch: s.c, out_ch, kernel, stride, pad };
+                        // A weight set applied more than once that maps C→C (a repeat
+                        // feeds itself) must stay C→C: suggest the channels received both ways.
+                        let repeated = in_ch == out_ch && unrolled_repeat(net, idx);
+                        let out_fixed = if repeated { s.c } else { out_ch };
+                        let fixed = LayerKind::Conv { in_ch: s.c, out_ch: out_fixed, kernel, stride, pad };
                         diags.push(ShapeError::Mismatch {
                             message: format!("{name} declares {in_ch} input channels but receives {} ({s}) from {from}", s.c),
                             span,
@@ -168,11 +177,13 @@ pub fn run(net: &mut Network, diags: &mut Diagnostics) {
                     }
                     Some(f) => {
                         if f != declared {
+                            let repeated = declared == outputs && unrolled_repeat(net, idx);
+                            let fixed = LayerKind::Fc { inputs: f, outputs: if repeated { f } else { outputs } };
                             diags.push(ShapeError::Mismatch {
                                 message: format!("{name} declares {declared} inputs but receives {} from {from}", features_text(&s)),
                                 span,
                                 label: format!("declares {declared}, receives {f}"),
-                                help: Some(format!("write `{}`", signature_text(&wname, &LayerKind::Fc { inputs: f, outputs }))),
+                                help: Some(format!("write `{}`", signature_text(&wname, &fixed))),
                             });
                         }
                         Some(Shape::new(outputs, 1, 1))
@@ -183,6 +194,19 @@ pub fn run(net: &mut Network, diags: &mut Diagnostics) {
         };
         net.graph[idx].out_shape = out;
     }
+}
+
+/// Whether the weighted node `idx` comes from an `xN` repeat (a layer or block feeding
+/// itself, which must stay C→C): the unrolled applications of one written layer share its
+/// span, while a name written again has a span of its own.
+fn unrolled_repeat(net: &Network, idx: NodeIndex) -> bool {
+    let node = &net.graph[idx];
+    let Some(w) = node.op.weights() else {
+        return false;
+    };
+    net.graph
+        .node_weights()
+        .any(|m| m.op.weights() == Some(w) && m.step != node.step && m.span == node.span)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -264,9 +288,16 @@ fn join_shape(
             JoinMode::Concat => ("concatenated", "concatenation needs equal height and width; pool the skip path or the main path to match"),
             JoinMode::Add => ("added", "addition needs equal shapes; use `concat`, or make the channels and sizes agree"),
         };
+        let fed = net
+            .graph
+            .edges_directed(idx, Direction::Outgoing)
+            .map(|e| e.target())
+            .next();
         diags.push(ShapeError::Join {
             message: format!("{} cannot be {verb}", listing.join(" and ")),
             span,
+            target_span: fed.map(|t| net.graph[t].span),
+            target_label: format!("joined into `{}` here", target.trim_start_matches("Join→")),
             label: format!("shapes cannot be {verb} here"),
             help: Some(help.into()),
         });

@@ -18,7 +18,7 @@ use super::resolve::signature_text;
 use super::{channels, channels_reaching, channels_wanted_after, MAX_APPLICATIONS};
 use crate::diagnostics::Diagnostics;
 use crate::ir::{Edge, EdgeKind, LayerKind, Network, WeightId, WeightSet};
-use crate::syntax::span::Span;
+use crate::span::Span;
 
 #[derive(Debug, Error, Diagnostic)]
 pub enum UnrollError {

@@ -10,7 +10,7 @@ use thiserror::Error;
 
 use crate::diagnostics::Diagnostics;
 use crate::ir::{Activation, Network, Op, WeightId};
-use crate::syntax::span::Span;
+use crate::span::Span;
 
 #[derive(Debug, Error, Diagnostic)]
 #[error("internal error: the IR of `{network}` breaks an invariant: {what}")]

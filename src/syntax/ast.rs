@@ -4,7 +4,7 @@
 //! builder only deals with structure: what feeds what, names, skips.
 
 use crate::ir::{Classifier, Encoding, LayerKind, Method, NeuronKind, PoolKind, Reset, Shape};
-use crate::syntax::span::Span;
+use crate::span::Span;
 
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct SourceFile {

@@ -79,14 +79,14 @@ pub enum SyntaxError {
     },
 
     #[error("unknown classifier `{name}`")]
-    #[diagnostic(
-        code(snnc::syntax::unknown_classifier),
-        help("the classifiers are `softmax` and `stochmax`")
-    )]
+    #[diagnostic(code(snnc::syntax::unknown_classifier))]
     UnknownClassifier {
         name: String,
         #[label("not a classifier")]
         span: Span,
+        /// A near miss (`did you mean ...`), else the list of classifiers.
+        #[help]
+        help: Option<String>,
     },
 
     #[error("{message}")]

@@ -534,7 +534,7 @@ impl Cx<'_, '_> {
                     "too large",
                     Some(format!(
                         "at most {} applications are unrolled",
-                        crate::passes::MAX_APPLICATIONS
+                        crate::ir::MAX_APPLICATIONS
                     )),
                 ));
                 None
@@ -630,6 +630,18 @@ impl Cx<'_, '_> {
         (item_start, is_last): (bool, bool),
     ) {
         let lower = name.to_ascii_lowercase();
+        // snnTorch's neuron names.
+        if lower == "leaky" {
+            self.diags.push(SyntaxError::UnknownActivation {
+                name: name.into(),
+                span,
+                help: Some(
+                    "did you mean `LIF`? (snnTorch's `Leaky` is the LIF neuron; its `beta` is `leak`)"
+                        .into(),
+                ),
+            });
+            return;
+        }
         let near = |list: &[&str]| {
             list.iter()
                 .find(|k| k.to_ascii_lowercase() == lower)
@@ -653,8 +665,9 @@ impl Cx<'_, '_> {
         }
         if let Some(c) = near(&CLASSIFIERS) {
             self.diags.push(SyntaxError::UnknownClassifier {
-                name: format!("{name}` (did you mean `{c}`?)"),
+                name: name.into(),
                 span,
+                help: Some(format!("did you mean `{c}`?")),
             });
             return;
         }
@@ -703,6 +716,7 @@ impl Cx<'_, '_> {
             self.diags.push(SyntaxError::UnknownClassifier {
                 name: name.into(),
                 span,
+                help: Some("the classifiers are `softmax` and `stochmax`".into()),
             });
         } else if has_args
             || name.starts_with(|c: char| c.is_ascii_uppercase()) && !is_activation_like(name)
@@ -895,9 +909,42 @@ impl Cx<'_, '_> {
         Some(v)
     }
 
+    /// A real number: any ordinary decimal form (`0.5`, `.5`, `5.`, `5e-1`, `1E3`, signed).
+    /// A number that is not zero but rounds to 0 in f32 (`1e-50`), or that overflows f32
+    /// (`1e39`), is a range error; words (`inf`, `nan`) are not numbers.
     fn float(&mut self, text: &str, span: Span) -> Option<f32> {
+        let digits = text.trim_start_matches(['-', '+']);
+        let decimal = !digits.is_empty()
+            && digits.bytes().any(|b| b.is_ascii_digit())
+            && digits
+                .bytes()
+                .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'));
         match text.parse::<f32>() {
-            Ok(v) if v.is_finite() => Some(v),
+            Ok(v) if decimal && v.is_infinite() => {
+                self.diags.push(range(
+                    format!("the number {text} is too large"),
+                    span,
+                    "overflows a 32-bit float",
+                    Some(format!(
+                        "real numbers are at most {:e} in magnitude",
+                        f32::MAX
+                    )),
+                ));
+                None
+            }
+            Ok(v) if decimal && v == 0.0 && mantissa_nonzero(digits) => {
+                self.diags.push(range(
+                    format!("the number {text} is too small"),
+                    span,
+                    "rounds to 0 as a 32-bit float",
+                    Some(format!(
+                        "non-zero real numbers are at least {:e} in magnitude",
+                        f32::from_bits(1)
+                    )),
+                ));
+                None
+            }
+            Ok(v) if decimal && v.is_finite() => Some(v),
             _ => {
                 self.diags.push(SyntaxError::BadValue {
                     message: format!("`{text}` is not a number"),
@@ -1007,11 +1054,21 @@ impl Cx<'_, '_> {
                     }
                 },
                 _ => {
+                    // snnTorch's names for the same parameters.
+                    let help = match (key, kind) {
+                        ("beta" | "alpha" | "decay", NeuronKind::Lif) => {
+                            format!("did you mean `leak`? (snnTorch's `beta` is the leak α); write `{form}`")
+                        }
+                        ("threshold_" | "thr" | "vth" | "v_th", _) => {
+                            format!("did you mean `threshold`?; write `{form}`")
+                        }
+                        _ => format!("write `{form}`"),
+                    };
                     self.diags.push(bad_args(
                         format!("unknown neuron parameter `{key}`"),
                         kspan,
                         "unknown parameter",
-                        Some(format!("write `{form}`")),
+                        Some(help),
                     ));
                     ok = false;
                 }
@@ -1134,6 +1191,15 @@ impl Cx<'_, '_> {
                 let kind = match *name {
                     "LIF" => NeuronKind::Lif,
                     "IF" => NeuronKind::If,
+                    "Leaky" | "leaky" => {
+                        self.diags.push(SyntaxError::BadValue {
+                            message: format!("`neuron` expects {expect}"),
+                            span: *span,
+                            label: "not a neuron of the language".into(),
+                            help: Some("did you mean `LIF`? (snnTorch's `Leaky` is the LIF neuron; its `beta` is `leak`)".into()),
+                        });
+                        return None;
+                    }
                     _ => return missing(self, *span),
                 };
                 let args: &[Arg<'_>] = args.as_ref().map(|a| a.0.as_slice()).unwrap_or(&[]);
@@ -1273,4 +1339,13 @@ fn item_end(toks: &[Tok<'_>], i: usize) -> usize {
         j += 1;
     }
     toks.len()
+}
+
+/// Whether the digits before the exponent of a decimal number (`0.000`, `1.5`) are not all
+/// zero.
+fn mantissa_nonzero(number: &str) -> bool {
+    number
+        .split(['e', 'E'])
+        .next()
+        .is_some_and(|m| m.bytes().any(|b| (b'1'..=b'9').contains(&b)))
 }

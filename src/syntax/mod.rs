@@ -1,4 +1,5 @@
-//! The front end: the pest grammar's glue, the typed AST, spans, syntax diagnostics.
+//! The front end: the pest grammar's glue, the typed AST, syntax diagnostics, and the
+//! lowering of the AST to the IR ([`lower_ir`]).
 //!
 //! [`parse`] turns source text into a [`ast::SourceFile`] and the diagnostics found on the
 //! way. It parses network by network: a syntax error costs the rest of its network, never
@@ -9,14 +10,17 @@
 pub mod ast;
 pub mod error;
 mod lower;
-pub mod span;
+pub mod lower_ir;
+/// Spans live at the crate root ([`crate::span`]); re-exported here so that
+/// `crate::syntax::span::Span` keeps working.
+pub use crate::span;
 
 use pest::Parser;
 
 pub use error::SyntaxError;
 
 use crate::diagnostics::Diagnostics;
-use span::Span;
+use crate::span::Span;
 
 /// The deepest nesting of `[ ... ]` blocks accepted.
 pub const MAX_DEPTH: usize = 64;

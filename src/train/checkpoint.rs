@@ -2,10 +2,19 @@
 //! folder, synced, then renamed over the old one), so Ctrl-C or a kill at any moment leaves
 //! the last complete checkpoint intact.
 //!
-//! Contents, by name: the weight sets (IR names, e.g. `Conv3`, `FC1`) and stochmax's head
-//! (`stochmax.weight`, `stochmax.bias`); thresholds `threshold.<layer>.<step>`; optimiser
-//! state `opt.<param>.m|v`, `opt.step`; metadata `meta.epoch` (epochs completed, i64),
-//! `meta.seed` (i64, the u64 seed's bits), `meta.network` and `meta.method` (UTF-8 bytes).
+//! This module owns every name in a checkpoint (the bundle an exporter reads):
+//! - weights: one tensor per weight set, named by the IR (`Conv3`, `FC1`), shared by every
+//!   unroll step of a BackRes layer; stochmax's head `stochmax.{rho,aux}.{weight,bias}`;
+//! - thresholds: [`threshold_key`] = `threshold.<layer>.<step>` (f32, one per slot);
+//! - neuron parameters: the reset of a converted network, [`RESET_KEY`] = `conversion.reset`
+//!   (u8: 0 subtract, 1 zero); leak and threshold of trained SNNs come from the network file;
+//! - optimiser state (written by `optim`): Adam `adam.step`, `adam.m.<param>`,
+//!   `adam.v.<param>`; SGD `sgd.step`, `sgd.momentum.<param>`;
+//! - metadata: `meta.epoch` (epochs completed, i64), `meta.seed` (i64, the u64 seed's bits),
+//!   `meta.network` and `meta.method` (UTF-8 bytes; the method's registry name), and the
+//!   run's settings ([`RunSettings`]: `meta.batch`, `meta.timesteps`, `meta.optimizer`,
+//!   `meta.train_limit`, `meta.test_limit`).
+//!
 //! Randomness is derived from (seed, epoch), so seed and epoch are all `--resume` needs.
 
 use std::collections::HashMap;
@@ -13,24 +22,45 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Result, Tensor};
 
+/// The key of a converted network's reset mode (u8: 0 subtract, 1 zero).
+pub const RESET_KEY: &str = "conversion.reset";
+
+/// The key of a threshold slot: `threshold.<layer>.<step>`.
+pub fn threshold_key(layer: &str, step: u32) -> String {
+    format!("threshold.{layer}.{step}")
+}
+
 /// The checkpoint file inside an output folder.
 pub fn weights_path(dir: &Path) -> PathBuf {
     dir.join("weights.safetensors")
 }
 
+/// The settings a run was trained with, which `--resume` takes from its checkpoint
+/// (`meta.batch`, `meta.timesteps`, `meta.optimizer`, `meta.train_limit`, `meta.test_limit`;
+/// a limit of −1 is "none").
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RunSettings {
+    pub batch: usize,
+    pub timesteps: usize,
+    /// `adam` or `sgd`.
+    pub optimizer: String,
+    pub train_limit: Option<usize>,
+    pub test_limit: Option<usize>,
+}
+
 /// What a checkpoint records besides tensors.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Meta {
     /// Epochs completed.
     pub epoch: usize,
     pub seed: u64,
     pub network: String,
     pub method: String,
+    /// The run's settings (absent in checkpoints written before they were recorded).
+    pub settings: Option<RunSettings>,
 }
 
-fn err(msg: impl Into<String>) -> candle_core::Error {
-    candle_core::Error::Msg(msg.into())
-}
+use crate::backend::candle::err;
 
 /// Writes `tensors` plus `meta` to `path` atomically.
 pub fn save(path: &Path, tensors: &HashMap<String, Tensor>, meta: &Meta) -> Result<()> {
@@ -44,10 +74,23 @@ pub fn save(path: &Path, tensors: &HashMap<String, Tensor>, meta: &Meta) -> Resu
         Tensor::new(&[meta.epoch as i64], &dev)?,
     );
     all.insert("meta.seed".into(), Tensor::new(&[meta.seed as i64], &dev)?);
-    for (k, s) in [
-        ("meta.network", &meta.network),
-        ("meta.method", &meta.method),
-    ] {
+    let mut texts = vec![
+        ("meta.network", meta.network.clone()),
+        ("meta.method", meta.method.clone()),
+    ];
+    if let Some(r) = &meta.settings {
+        let limit = |l: Option<usize>| l.map_or(-1, |v| v as i64);
+        for (k, v) in [
+            ("meta.batch", r.batch as i64),
+            ("meta.timesteps", r.timesteps as i64),
+            ("meta.train_limit", limit(r.train_limit)),
+            ("meta.test_limit", limit(r.test_limit)),
+        ] {
+            all.insert(k.into(), Tensor::new(&[v], &dev)?);
+        }
+        texts.push(("meta.optimizer", r.optimizer.clone()));
+    }
+    for (k, s) in texts {
         let bytes = s.as_bytes().to_vec();
         let n = bytes.len();
         all.insert(k.into(), Tensor::from_vec(bytes, n, &dev)?);
@@ -105,6 +148,21 @@ pub fn load(path: &Path) -> Result<(HashMap<String, Tensor>, Meta)> {
         },
         network: text(&map, "meta.network")?,
         method: text(&map, "meta.method")?,
+        settings: if map.contains_key("meta.batch") {
+            let limit = |k: &str| -> Result<Option<usize>> {
+                let v = int(&map, k)?;
+                Ok((v >= 0).then_some(v as usize))
+            };
+            Some(RunSettings {
+                batch: int(&map, "meta.batch")?.max(0) as usize,
+                timesteps: int(&map, "meta.timesteps")?.max(0) as usize,
+                optimizer: text(&map, "meta.optimizer")?,
+                train_limit: limit("meta.train_limit")?,
+                test_limit: limit("meta.test_limit")?,
+            })
+        } else {
+            None
+        },
     };
     Ok((map, meta))
 }

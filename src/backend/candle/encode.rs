@@ -128,3 +128,17 @@ pub fn dropout_mask(
         .collect();
     Tensor::from_vec(mask, shape, device)
 }
+
+/// One step of Poisson rate coding for the step-by-step runtime: images `[B, ...]` →
+/// spikes `[B, ...]`, a spike where a uniform draw `u ∈ (0, 1)` ([`SeededRng::uniform_open`],
+/// one per pixel in order) is below the pixel's value. The same distribution as
+/// [`poisson`] at one step (to within 2⁻²³); its own draw keeps converted networks'
+/// recorded results reproducible.
+pub fn poisson_step(images: &Tensor, rng: &mut SeededRng) -> Result<Tensor> {
+    let v = images.flatten_all()?.to_vec1::<f32>()?;
+    let s: Vec<f32> = v
+        .iter()
+        .map(|&p| if rng.uniform_open() < p { 1.0 } else { 0.0 })
+        .collect();
+    Tensor::from_vec(s, images.shape(), images.device())
+}

@@ -12,9 +12,7 @@
 
 use candle_core::{Device, Result, Tensor};
 
-fn err(msg: impl Into<String>) -> candle_core::Error {
-    candle_core::Error::Msg(msg.into())
-}
+use super::err;
 
 /// Which accumulation path a layer uses.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -12,12 +12,14 @@
 //!   logit scale and a good learning rate do not depend on T; softmax CE trains well with it).
 //!   `penultimate` (h of stochmax) is the last layer's input averaged over T, `[B, H]`.
 //! - Thresholds live in the model, one per slot (`Network::thresholds`), and are settable, so
-//!   conversion can balance them. `ForwardOptions::as_ann` runs every spiking layer as ReLU
-//!   with T = 1 and the input directly coded (the ANN baseline and conversion's source
-//!   network); `integrate_and_fire` runs every spiking layer as IF (leak 1, subtract) with
-//!   the slot thresholds (conversion's SNN); `record` measures the per-slot maximum input
-//!   current (pre-activation, also in ANN mode), per-application spike rates and the
-//!   Poisson input's rate.
+//!   conversion can balance them. [`Mode::Ann`] runs every spiking layer as ReLU with T = 1
+//!   and the input directly coded (the ANN baseline and conversion's source network);
+//!   [`Mode::IfConversion`] runs every spiking layer as IF (leak 1, subtract) with the slot
+//!   thresholds (conversion's SNN). Measurements (maximum input currents, spike rates, the
+//!   Poisson input's rate, traces) are observers ([`super::observe`]) passed to
+//!   [`Model::forward_observed`].
+//! - This is the batched way to run the network (all T steps of a layer at once, for
+//!   training); `step::Simulator` runs the same network step by step.
 //! - Classifier: softmax, or stochmax (`classifier::Stochmax`, parameters `stochmax.*`,
 //!   drawn from the same seed); [`Model::loss`] and [`Model::eval_logits`] apply it.
 //! - Kernels: `conv::conv2d`, `pool::{avg,max}_pool2d`, the fused `neuron::lif_scan_steps`.
@@ -37,6 +39,7 @@ use rand::{Rng, SeedableRng};
 use super::classifier::{self, Classifier as Head, Stochmax};
 use super::encode::{self, SeededRng};
 use super::neuron::{self, NeuronParams};
+use super::observe::{Application, NoObserver, Observer};
 use super::{conv, pool};
 use crate::ir::{
     Activation, BoundaryKind, Classifier, Domain, Encoding, JoinMode, LayerKind, Network, Op,
@@ -50,64 +53,59 @@ pub fn rng_for(seed: u64, stream: u64) -> SeededRng {
     SeededRng(rng)
 }
 
-/// How to run one forward pass.
+/// What the spiking layers of a run are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The network as declared: each spiking layer with its own neuron (LIF, IF, ...).
+    Snn,
+    /// Every spiking layer as ReLU, T = 1, the input directly coded: the ANN baseline and
+    /// conversion's source network.
+    Ann,
+    /// Every spiking layer as an IF neuron (leak 1, reset by subtraction) with its slot's
+    /// threshold, whatever its declared neuron: the SNN that ANN-to-SNN conversion runs.
+    IfConversion,
+}
+
+/// How to run one forward pass: the mode, T and whether it is a training pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ForwardOptions {
-    /// T, the steps an input is presented (ignored with `as_ann`).
+    /// T, the steps an input is presented (ignored in [`Mode::Ann`]).
     pub timesteps: usize,
     /// Training: dropout is active and stochmax draws noise.
     pub train: bool,
-    /// Every spiking layer as ReLU and T = 1 (Encode becomes direct coding).
-    pub as_ann: bool,
-    /// Measure per-slot max input current, spike rates and layer input activity.
-    pub record: bool,
-    /// Every spiking layer as an IF neuron (leak 1, reset by subtraction) with its slot's
-    /// threshold, whatever its declared neuron: the SNN that ANN-to-SNN conversion runs.
-    pub integrate_and_fire: bool,
+    pub mode: Mode,
 }
 
 impl ForwardOptions {
+    /// The declared SNN at T = `timesteps`.
     pub fn snn(timesteps: usize, train: bool) -> Self {
         ForwardOptions {
             timesteps,
             train,
-            as_ann: false,
-            record: false,
-            integrate_and_fire: false,
+            mode: Mode::Snn,
         }
     }
 
+    /// The ANN (T = 1).
     pub fn ann(train: bool) -> Self {
         ForwardOptions {
             timesteps: 1,
             train,
-            as_ann: true,
-            record: false,
-            integrate_and_fire: false,
+            mode: Mode::Ann,
         }
     }
 
-    pub fn recording(mut self) -> Self {
-        self.record = true;
-        self
-    }
-
-    pub fn with_integrate_and_fire(mut self) -> Self {
-        self.integrate_and_fire = true;
-        self
+    /// The converted SNN (IF neurons) at T = `timesteps`, evaluation only.
+    pub fn if_conversion(timesteps: usize) -> Self {
+        ForwardOptions {
+            timesteps,
+            train: false,
+            mode: Mode::IfConversion,
+        }
     }
 }
 
-/// The spike rate of one spiking layer application over a batch.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SlotActivity {
-    pub slot: SlotId,
-    pub layer: String,
-    /// The unroll step of this application.
-    pub step: u32,
-    /// Spikes per neuron per time step, in [0, 1].
-    pub spike_rate: f32,
-}
+pub use super::observe::SlotActivity;
 
 /// What a forward pass returns.
 #[derive(Debug, Clone)]
@@ -117,13 +115,6 @@ pub struct ForwardOutput {
     pub logits: Tensor,
     /// `[B, H]`: the last layer's input, averaged over T (h of stochmax).
     pub penultimate: Tensor,
-    /// Per spiking application (only with `record`, not with `as_ann`).
-    pub activity: Vec<SlotActivity>,
-    /// Per slot, the largest input current seen (only with `record`; 0 otherwise).
-    pub max_input: Vec<f32>,
-    /// The spike rate of the encoded input (only with `record`, Poisson coding, not
-    /// `as_ann`): spikes per pixel per step.
-    pub input_rate: Option<f32>,
 }
 
 /// The executable network.
@@ -159,13 +150,7 @@ fn normal(n: usize, std: f32, rng: &mut SeededRng) -> Vec<f32> {
         .collect()
 }
 
-fn err(msg: impl Into<String>) -> candle_core::Error {
-    candle_core::Error::Msg(msg.into())
-}
-
-fn usize_of(v: u64) -> Result<usize> {
-    usize::try_from(v).map_err(|_| err(format!("size {v} does not fit this machine")))
-}
+use super::{err, usize_of};
 
 impl Model {
     /// Lowers `network` (final form) with weights drawn from `seed`.
@@ -307,7 +292,7 @@ impl Model {
     /// The checkpoint name of a slot's threshold: `threshold.<layer>.<step>`.
     pub fn threshold_name(&self, slot: SlotId) -> String {
         let s = &self.net.thresholds[slot.0];
-        format!("threshold.{}.{}", s.layer, s.step)
+        crate::train::checkpoint::threshold_key(&s.layer, s.step)
     }
 
     /// Copies parameters and thresholds found in `map` (checkpoint names) into the model.
@@ -417,27 +402,34 @@ impl Model {
         Ok(())
     }
 
-    /// Runs the network on images `x` `[B, C, H, W]` (intensities in [0, 1]).
+    /// Runs the network on images `x` `[B, C, H, W]` (intensities in [0, 1]), all T steps
+    /// of a layer at once; see [`Model::forward_observed`].
     pub fn forward(
         &self,
         x: &Tensor,
         opts: &ForwardOptions,
         rng: &mut SeededRng,
     ) -> Result<ForwardOutput> {
+        self.forward_observed(x, opts, rng, &mut NoObserver)
+    }
+
+    /// [`Model::forward`] with an observer called once per layer application (the Poisson
+    /// input, and every spiking application's current and spikes, `[T·B, ...]`).
+    pub fn forward_observed(
+        &self,
+        x: &Tensor,
+        opts: &ForwardOptions,
+        rng: &mut SeededRng,
+        obs: &mut dyn Observer,
+    ) -> Result<ForwardOutput> {
         let (b, c, h, w) = x.dims4()?;
         let have = Shape::new(c as u64, h as u64, w as u64);
         self.check_input(have).map_err(err)?;
-        let t = if opts.as_ann {
-            1
-        } else {
-            opts.timesteps.max(1)
-        };
+        let as_ann = opts.mode == Mode::Ann;
+        let t = if as_ann { 1 } else { opts.timesteps.max(1) };
         self.check_footprint(b, t)?;
         let gamma = self.net.settings.surrogate_gamma;
         let mut values: Vec<Option<Tensor>> = vec![None; self.net.graph.node_count()];
-        let mut activity = Vec::new();
-        let mut input_rate = None;
-        let mut max_input = vec![0f32; self.thresholds.len()];
         let mut penultimate = None;
         let out_node = self.net.output;
 
@@ -468,12 +460,10 @@ impl Model {
             }
             let mut v = match &node.op {
                 Op::Input => x.clone(),
-                Op::Encode { encoding } => match (opts.as_ann, encoding) {
+                Op::Encode { encoding } => match (as_ann, encoding) {
                     (false, Encoding::Poisson) => {
                         let s = fold_t(encode::poisson(first()?, t, rng)?)?;
-                        if opts.record {
-                            input_rate = Some(s.mean_all()?.to_scalar::<f32>()?);
-                        }
+                        obs.input_spikes(&s)?;
                         s
                     }
                     _ => repeat_t(first()?, t)?,
@@ -521,32 +511,19 @@ impl Model {
                     BoundaryKind::AnnToSnn => repeat_t(first()?, t)?,
                     BoundaryKind::SnnToAnn => mean_over_t(first()?, t)?,
                 },
-                Op::Layer { .. } => {
-                    return Err(err(format!(
-                        "`{}` is an unresolved layer: the network is not in final form",
-                        node.name
-                    )))
-                }
+                Op::Layer { .. } => return Err(unresolved(node)),
             };
             v = match node.activation {
                 Activation::None => v,
                 Activation::Relu => v.relu()?,
                 Activation::Spiking(spec) => {
-                    let slot = node
-                        .slot
-                        .ok_or_else(|| err(format!("spiking `{}` has no slot", node.name)))?;
-                    let th = *self
-                        .thresholds
-                        .get(slot.0)
-                        .ok_or_else(|| err(format!("no threshold slot {}", slot.0)))?;
-                    if opts.record {
-                        let m = v.max_all()?.to_scalar::<f32>()?;
-                        max_input[slot.0] = max_input[slot.0].max(m);
-                    }
-                    if opts.as_ann {
+                    let (slot, th) = spiking_slot(node, &self.thresholds)?;
+                    let app = Application::of(n, node, slot, None);
+                    obs.current(&app, &v)?;
+                    if as_ann {
                         v.relu()?
                     } else {
-                        let (leak, reset) = if opts.integrate_and_fire {
+                        let (leak, reset) = if opts.mode == Mode::IfConversion {
                             (1.0, Reset::Subtract)
                         } else {
                             (spec.leak, spec.reset)
@@ -558,14 +535,7 @@ impl Model {
                             gamma,
                         };
                         let s = neuron::lif_scan_steps(&v, t, &p)?;
-                        if opts.record {
-                            activity.push(SlotActivity {
-                                slot,
-                                layer: node.name.clone(),
-                                step: node.step,
-                                spike_rate: s.mean_all()?.to_scalar::<f32>()?,
-                            });
-                        }
+                        obs.spikes(&app, &s)?;
                         s
                     }
                 }
@@ -589,9 +559,6 @@ impl Model {
         Ok(ForwardOutput {
             logits,
             penultimate,
-            activity,
-            max_input,
-            input_rate,
         })
     }
 }
@@ -637,6 +604,26 @@ fn dropout(x: &Tensor, p: f32, t: usize, rng: &mut SeededRng) -> Result<Tensor> 
     x.reshape(tb)?
         .broadcast_mul(&mask.unsqueeze(0)?)?
         .reshape(dims)
+}
+
+/// The threshold slot of spiking node `node` and its threshold in `thresholds` (shared by
+/// the batched and the step-by-step run).
+pub(crate) fn spiking_slot(node: &crate::ir::Node, thresholds: &[f32]) -> Result<(SlotId, f32)> {
+    let slot = node
+        .slot
+        .ok_or_else(|| err(format!("spiking `{}` has no slot", node.name)))?;
+    let th = *thresholds
+        .get(slot.0)
+        .ok_or_else(|| err(format!("no threshold slot {}", slot.0)))?;
+    Ok((slot, th))
+}
+
+/// The error for a node the runtime cannot run: a layer not resolved by the passes.
+pub(crate) fn unresolved(node: &crate::ir::Node) -> candle_core::Error {
+    err(format!(
+        "`{}` is an unresolved layer: the network is not in final form",
+        node.name
+    ))
 }
 
 /// Sets one slot of a per-slot threshold table: the value must be positive and finite and the

@@ -234,6 +234,21 @@ fn step_fwd(p: &NeuronParams, u: &mut [f32], s: &mut [f32], x: &[f32]) {
     }
 }
 
+/// One time step of a layer of neurons, for runtimes that advance one step at a time (the
+/// step-by-step simulator, STDP): the membrane `u` (post-reset, carried) is updated in place
+/// from the input current `x` by exactly the step the fused scan runs (`v = leak·u + x`,
+/// `s = Θ(v − θ)`, reset). Returns the spikes (0/1) and their number; lengths must agree.
+pub fn lif_step(p: &NeuronParams, u: &mut [f32], x: &[f32]) -> Result<(Vec<f32>, usize)> {
+    p.validate()?;
+    if u.len() != x.len() {
+        bail!("lif_step: {} membranes but {} inputs", u.len(), x.len())
+    }
+    let mut s = vec![0f32; x.len()];
+    step_fwd(p, u, &mut s, x);
+    let count = s.iter().filter(|&&v| v > 0.0).count();
+    Ok((s, count))
+}
+
 /// The forward step that records the pre-reset membrane `v[t]` in `v_out` (for backward).
 /// Must compute exactly what `step_fwd` computes.
 #[inline(always)]

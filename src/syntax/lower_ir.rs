@@ -14,10 +14,10 @@ use miette::Diagnostic;
 use petgraph::graph::{DiGraph, NodeIndex};
 use thiserror::Error;
 
-use super::*;
 use crate::diagnostics::Diagnostics;
+use crate::ir::*;
+use crate::span::Span;
 use crate::syntax::ast::{self, ActivationDecl, ChainItem, ChainKind, NetworkDecl, SettingKind};
-use crate::syntax::span::Span;
 
 #[derive(Debug, Error, Diagnostic)]
 pub enum NetworkError {
@@ -50,7 +50,7 @@ pub enum NetworkError {
     )]
     DuplicateName {
         name: String,
-        #[label("already used")]
+        #[label(primary, "already used")]
         span: Span,
         #[label("first network `{name}`")]
         first: Span,
@@ -89,7 +89,7 @@ pub enum NetworkError {
         span: Span,
     },
 
-    #[error("the skip paths need more than {max} pool copies", max = crate::passes::MAX_APPLICATIONS)]
+    #[error("the skip paths need more than {max} pool copies", max = crate::ir::MAX_APPLICATIONS)]
     #[diagnostic(
         code(snnc::skip::too_large),
         help("pools between a skip's ends are copied onto its path; use fewer skips across many pools")
@@ -106,7 +106,7 @@ pub enum NetworkError {
     )]
     SkipModeConflict {
         to: String,
-        #[label("this one differs")]
+        #[label(primary, "this one differs")]
         span: Span,
         #[label("first skip into `{to}`")]
         first: Span,
@@ -462,7 +462,9 @@ impl Builder<'_> {
             };
             let pred = self.chain[pos - 1];
             let tname = self.g[target].name.clone();
-            let span = self.g[target].span;
+            // A join is made by its skips: its span is the first skip's (the line to edit
+            // when the join fails), not the target layer's.
+            let span = entry.2;
             let join = self.g.add_node(Node::new(
                 format!("Join→{tname}"),
                 Op::Join { mode: entry.1 },
@@ -508,7 +510,7 @@ impl Builder<'_> {
             let needed = hi.saturating_sub(lo);
             let path = paths.entry(from_pos).or_default();
             while path.len() < needed {
-                if self.g.node_count() as u64 >= crate::passes::MAX_APPLICATIONS {
+                if self.g.node_count() as u64 >= crate::ir::MAX_APPLICATIONS {
                     self.diags.push(NetworkError::SkipPathsTooLarge { span });
                     return;
                 }

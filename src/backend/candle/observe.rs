@@ -1,0 +1,126 @@
+//! Observers: what a run of the executable model reports about itself, without flags
+//! threaded through the interpreters. Both ways of running a network call the same hooks —
+//! `Model::forward_observed` (batched over T: one call per layer application, tensors
+//! `[T·B, ...]`) and `step::Simulator::run_observed` (step by step: one call per layer
+//! application and time step, tensors `[B, ...]`). STDP traces, spike counts and maximum
+//! input currents are observers.
+//!
+//! Owner: the runtime (`backend::candle`). Invariants: an observer never changes what the
+//! run computes (it sees tensors, it returns nothing but errors); the default hooks do
+//! nothing, so [`NoObserver`] costs nothing.
+
+use candle_core::{Result, Tensor};
+use petgraph::graph::NodeIndex;
+
+use crate::ir::SlotId;
+
+/// One spiking layer application at one moment of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct Application<'a> {
+    pub node: NodeIndex,
+    /// The layer's name (a BackRes layer's applications share it).
+    pub layer: &'a str,
+    /// The unroll step (1-based).
+    pub step: u32,
+    /// The threshold slot of the application.
+    pub slot: SlotId,
+    /// Step by step: the time step t (1-based). Batched over T: `None` (all steps at once).
+    pub time: Option<usize>,
+}
+
+impl<'a> Application<'a> {
+    /// The application of graph node `n` (`node`) with threshold slot `slot` at `time`.
+    pub fn of(n: NodeIndex, node: &'a crate::ir::Node, slot: SlotId, time: Option<usize>) -> Self {
+        Application {
+            node: n,
+            layer: &node.name,
+            step: node.step,
+            slot,
+            time,
+        }
+    }
+}
+
+/// Hooks called while a network runs.
+pub trait Observer {
+    /// The encoded input: Poisson spikes (`[T·B, C, H, W]` batched, `[B, C, H, W]` per step).
+    fn input_spikes(&mut self, _spikes: &Tensor) -> Result<()> {
+        Ok(())
+    }
+
+    /// The input current of a spiking application, before the neuron (also in ANN mode,
+    /// where the neuron is a ReLU).
+    fn current(&mut self, _app: &Application, _current: &Tensor) -> Result<()> {
+        Ok(())
+    }
+
+    /// The spikes (0/1) a spiking application emitted (not called in ANN mode).
+    fn spikes(&mut self, _app: &Application, _spikes: &Tensor) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Observes nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoObserver;
+
+impl Observer for NoObserver {}
+
+/// The spike rate of one spiking layer application over a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlotActivity {
+    pub slot: SlotId,
+    pub layer: String,
+    /// The unroll step of this application.
+    pub step: u32,
+    /// Spikes per neuron per time step, in [0, 1].
+    pub spike_rate: f32,
+}
+
+/// What evaluation measures in one batched forward pass: per-slot maximum input current,
+/// per-application spike rates and the Poisson input's spike rate.
+#[derive(Debug, Clone, Default)]
+pub struct Recorder {
+    /// Per spiking application, in the order they ran (batched runs only).
+    pub activity: Vec<SlotActivity>,
+    /// Per slot, the largest input current seen (0 when none was positive).
+    pub max_input: Vec<f32>,
+    /// Spikes per pixel per step of the Poisson-coded input, when there was one.
+    pub input_rate: Option<f32>,
+}
+
+impl Recorder {
+    /// A recorder for a network with `slots` threshold slots.
+    pub fn new(slots: usize) -> Self {
+        Recorder {
+            activity: Vec::new(),
+            max_input: vec![0.0; slots],
+            input_rate: None,
+        }
+    }
+}
+
+impl Observer for Recorder {
+    fn input_spikes(&mut self, spikes: &Tensor) -> Result<()> {
+        self.input_rate = Some(spikes.mean_all()?.to_scalar::<f32>()?);
+        Ok(())
+    }
+
+    fn current(&mut self, app: &Application, current: &Tensor) -> Result<()> {
+        let m = current.max_all()?.to_scalar::<f32>()?;
+        if let Some(slot) = self.max_input.get_mut(app.slot.0) {
+            *slot = slot.max(m);
+        }
+        Ok(())
+    }
+
+    fn spikes(&mut self, app: &Application, spikes: &Tensor) -> Result<()> {
+        self.activity.push(SlotActivity {
+            slot: app.slot,
+            layer: app.layer.to_string(),
+            step: app.step,
+            spike_rate: spikes.mean_all()?.to_scalar::<f32>()?,
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,152 @@
+//! Conversion as a training method of the registry (`train::method`).
+
+use super::*;
+
+/// The conversion method: the driver trains the ANN (`Mode::Ann`, checkpoints as `ann`);
+/// then thresholds are balanced, the SNN is evaluated at every latency, and the checkpoint
+/// (ANN weights, thresholds, reset) and report become `conversion`'s.
+#[derive(Debug, Clone, Copy)]
+pub struct ConversionMethod;
+
+impl TrainingMethod for ConversionMethod {
+    fn name(&self) -> &'static str {
+        "conversion"
+    }
+
+    fn about(&self) -> &'static str {
+        "the ANN, then balanced IF thresholds"
+    }
+
+    fn forward_options(&self, _timesteps: usize, train: bool) -> ForwardOptions {
+        ForwardOptions::ann(train)
+    }
+
+    fn training_timesteps(&self, _timesteps: usize) -> usize {
+        1
+    }
+
+    fn checkpoint_method(&self) -> &'static str {
+        "ann"
+    }
+
+    fn validate(&self, cfg: &TrainConfig) -> std::result::Result<(), TrainError> {
+        let c = &cfg.conversion;
+        if c.balance_images == 0
+            || c.balance_steps == 0
+            || c.batch == 0
+            || c.eval_timesteps.is_empty()
+            || c.eval_timesteps.contains(&0)
+        {
+            return Err(TrainError::Config(
+                "--balance-images, --balance-steps and --eval-timesteps must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn after_training(
+        &self,
+        model: &mut Model,
+        data: &Dataset,
+        cfg: &TrainConfig,
+        report: &mut Report,
+        out: &Path,
+    ) -> std::result::Result<Vec<String>, TrainError> {
+        let cc = ConversionConfig {
+            seed: cfg.seed,
+            progress: cfg.progress,
+            ..cfg.conversion.clone()
+        };
+        let train = SplitImages::new(&data.train, data.shape);
+        let test = SplitImages::new(&data.test, data.shape);
+        if cfg.progress {
+            eprintln!(
+                "balancing thresholds ({}, {} images × {} steps), then the SNN at T = {:?}",
+                cc.balance, cc.balance_images, cc.balance_steps, cc.eval_timesteps
+            );
+        }
+        let conv = convert(model, &train, &test, &cc).map_err(TrainError::Conversion)?;
+        let meta = Meta {
+            epoch: report.epochs.len(),
+            seed: cc.seed,
+            network: report.network.clone(),
+            method: self.name().into(),
+            settings: Some(crate::train::driver::run_settings(cfg)),
+        };
+        save_checkpoint(model, cc.reset, &checkpoint::weights_path(out), &meta)?;
+        apply_to_report(report, &conv);
+        report.write_json(&out.join("report.json"))?;
+        let mut lines = vec![format!(
+            "ANN test accuracy {:.2}%",
+            100.0 * conv.ann_test_accuracy
+        )];
+        for t in &conv.thresholds {
+            lines.push(format!(
+                "  v_thresh {:<10} step {:>2}  {:.4}",
+                t.layer, t.step, t.threshold
+            ));
+        }
+        for (l, inc) in &conv.backres_increasing {
+            lines.push(format!("  {l}: v_thresh,1 < v_thresh,2 < … holds: {inc}"));
+        }
+        for r in &conv.snn.results {
+            lines.push(format!(
+                "SNN T = {:>4}: accuracy {:6.2}% (conversion loss {:+.2} points), E_SNN {:.3e} pJ, EE = {:.2}",
+                r.timesteps,
+                100.0 * r.test_accuracy,
+                100.0 * (conv.ann_test_accuracy - r.test_accuracy),
+                r.e_snn_pj,
+                r.ee
+            ));
+        }
+        Ok(lines)
+    }
+
+    /// The SNN with its balanced thresholds and IF neurons, step by step (no balancing
+    /// again), at T (default: the network's `timesteps`, else 100).
+    fn evaluate_checkpoint(
+        &self,
+        model: &Model,
+        tensors: &HashMap<String, Tensor>,
+        meta: &Meta,
+        cfg: &EvalConfig,
+    ) -> std::result::Result<EvalOutcome, TrainError> {
+        let t = defaults::timesteps(
+            model.network(),
+            cfg.timesteps,
+            defaults::CONVERSION_EVAL_TIMESTEPS,
+        );
+        if t == 0 || cfg.batch == 0 {
+            return Err(TrainError::Config(
+                "--timesteps and --batch must be at least 1".into(),
+            ));
+        }
+        let data = load_data(cfg.data.as_deref(), Some(0), cfg.test_limit)?;
+        check_data(model, &data)?;
+        let reset = checkpoint_reset(tensors).map_err(TrainError::Conversion)?;
+        let sim =
+            Simulator::new(model, reset, PathPolicy::default()).map_err(TrainError::Conversion)?;
+        let test = SplitImages::new(&data.test, data.shape);
+        let ev = evaluate_snn(&sim, &test, &[t], cfg.batch, meta.seed, cfg.progress)
+            .map_err(TrainError::Conversion)?;
+        let r = &ev.results[0];
+        Ok(EvalOutcome {
+            label: "conversion, IF".into(),
+            timesteps: t,
+            accuracy: r.test_accuracy,
+            images: ev.images,
+            loss: None,
+            images_per_s: ev.images as f64 / ev.seconds.max(1e-9),
+            activity: r.activity.clone(),
+            energy: Some(EnergyRecord {
+                e_ann_pj: r.e_ann_pj,
+                e_snn_pj: r.e_snn_pj,
+                ee: r.ee,
+            }),
+        })
+    }
+
+    fn as_dyn(&self) -> &dyn TrainingMethod {
+        self
+    }
+}

@@ -1,0 +1,38 @@
+//! The one place that decides the defaults of a run: T, batch, learning rate, epochs,
+//! balancing. The CLI, the `[train]` TOML table and the examples all fall back to these.
+//!
+//! Note: the default T of a *network* (what `snnc show` labels and `analysis` assumes) is
+//! being moved into `ir` by the front-end work; [`timesteps`] is where training asks, so it
+//! is the one line to re-point when that lands.
+
+use crate::ir::Network;
+
+/// T of AGD training and evaluation when neither a flag nor the network's `timesteps` says.
+pub const TIMESTEPS: usize = 10;
+/// Conversion: T of `snnc eval` on a converted checkpoint when neither says.
+pub const CONVERSION_EVAL_TIMESTEPS: usize = 100;
+/// Images per training batch.
+pub const BATCH: usize = 32;
+/// Images per batch of `snnc eval`.
+pub const EVAL_BATCH: usize = 100;
+pub const EPOCHS: usize = 1;
+/// Adam's (and SGD's) learning rate.
+pub const LR: f64 = 1e-3;
+/// SGD's momentum μ.
+pub const MOMENTUM: f64 = 0.9;
+pub const WEIGHT_DECAY: f64 = 0.0;
+pub const SEED: u64 = 0;
+/// Conversion: images presented while balancing thresholds.
+pub const BALANCE_IMAGES: usize = 256;
+/// Conversion: time steps of each balancing run.
+pub const BALANCE_STEPS: usize = 100;
+/// Conversion: latencies T at which the converted SNN is evaluated.
+pub const CONVERSION_TIMESTEPS: [usize; 4] = [50, 100, 250, 500];
+/// Conversion: images per simulated batch (memory is O(batch), independent of T).
+pub const CONVERSION_BATCH: usize = 100;
+
+/// T for `net`: the flag if given, else the network's `timesteps`, else `fallback`.
+pub fn timesteps(net: &Network, flag: Option<usize>, fallback: usize) -> usize {
+    flag.or(net.settings.timesteps.map(|t| t as usize))
+        .unwrap_or(fallback)
+}

@@ -1,0 +1,739 @@
+//! The training driver: one library path from a network and a configuration to a trained,
+//! checkpointed and reported run, for every training method (`train::method`). It owns data
+//! loading ([`load_data`]), the epoch loop of gradient training ([`train`]: batches, forward,
+//! loss, backward, optimiser, NaN handling), checkpoints and `--resume`, evaluation
+//! ([`evaluate`]), reports, plots and progress; a method contributes its forward mode and what
+//! happens after the gradient phase ([`run`]). The CLI and the examples only build a
+//! [`TrainConfig`].
+//!
+//! Invariants: randomness of epoch e comes from the seed and e alone (data order:
+//! `data::batches(.., seed, e)`; Poisson noise, dropout, stochmax noise:
+//! `rng_for(seed, EPOCH_STREAM + e)`), so a run is reproducible and a resumed run
+//! continues exactly as the uninterrupted one would; every parameter must receive a
+//! gradient at every step (an error otherwise); a non-finite loss stops training with an
+//! error and leaves the last checkpoint (end of the previous epoch) in place.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::analysis;
+use crate::backend::candle::classifier::correct_count;
+use crate::backend::candle::model::{rng_for, ForwardOptions, Mode, Model, SlotActivity};
+use crate::backend::candle::observe::Recorder;
+use crate::data::{self, DataSpec, Dataset, Split};
+use crate::ir::Network;
+use crate::train::checkpoint::{self, Meta};
+use crate::train::conversion::ConversionConfig;
+use crate::train::method::{self, TrainingMethod};
+use crate::train::optim::{Adam, AdamConfig, LrSchedule, Optimizer, Sgd, SgdConfig};
+use crate::train::report::{self, ActivityRecord, EnergyRecord, EpochRecord, Report};
+use crate::train::{defaults, progress};
+
+pub use crate::train::error::TrainError;
+
+const EPOCH_STREAM: u64 = 100;
+const EVAL_STREAM: u64 = 1 << 32;
+
+/// Which update rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Adam,
+    Sgd,
+}
+
+/// Everything a training run needs besides the model and data.
+#[derive(Debug, Clone)]
+pub struct TrainConfig {
+    /// The training method (see [`crate::train::method`]).
+    pub method: &'static dyn TrainingMethod,
+    pub epochs: usize,
+    pub timesteps: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub schedule: LrSchedule,
+    pub optimizer: OptimizerKind,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    pub seed: u64,
+    /// Where checkpoints and `report.json` go after every epoch (none: keep in memory).
+    pub out: Option<PathBuf>,
+    /// Continue from `out/weights.safetensors`.
+    pub resume: bool,
+    /// Show progress bars (only when stderr is a terminal).
+    pub progress: bool,
+    /// Settings of the conversion method (balancing, reset, latencies); other methods
+    /// ignore them.
+    pub conversion: ConversionConfig,
+    /// Keys every report of the run carries (the resolved configuration, version, source
+    /// hash: [`describe`]).
+    pub describe: serde_json::Map<String, serde_json::Value>,
+    /// The data limits the run was loaded with (recorded in checkpoints for `--resume`; the
+    /// data given to [`train`] is already limited).
+    pub train_limit: Option<usize>,
+    pub test_limit: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            method: method::AGD,
+            epochs: defaults::EPOCHS,
+            timesteps: defaults::TIMESTEPS,
+            batch: defaults::BATCH,
+            lr: defaults::LR,
+            schedule: LrSchedule::Constant,
+            optimizer: OptimizerKind::Adam,
+            momentum: defaults::MOMENTUM,
+            weight_decay: defaults::WEIGHT_DECAY,
+            seed: defaults::SEED,
+            out: None,
+            resume: false,
+            progress: false,
+            conversion: ConversionConfig::default(),
+            describe: serde_json::Map::new(),
+            train_limit: None,
+            test_limit: None,
+        }
+    }
+}
+
+/// Accuracy, loss and measured activity on a data set.
+#[derive(Debug, Clone, Default)]
+pub struct Evaluation {
+    pub accuracy: f64,
+    pub loss: f64,
+    pub images_per_s: f64,
+    /// Per spiking application: mean spike rate (empty for an ANN run), preceded by the
+    /// Poisson-coded input's rate as layer `Input`, step 1, when there is one.
+    pub activity: Vec<ActivityRecord>,
+    /// Per threshold slot: the largest input current seen.
+    pub max_input: Vec<f32>,
+}
+
+/// Images `[B, C, H, W]` and labels `[B]` (u32) of the examples `idx` of `split`.
+pub fn batch_tensors(
+    split: &Split,
+    shape: [usize; 3],
+    idx: &[usize],
+    dev: &candle_core::Device,
+) -> candle_core::Result<(candle_core::Tensor, candle_core::Tensor)> {
+    let (x, y) = split.gather(idx);
+    let [c, h, w] = shape;
+    let x = candle_core::Tensor::from_vec(x, (idx.len(), c, h, w), dev)?;
+    let y: Vec<u32> = y.into_iter().map(u32::from).collect();
+    Ok((x, candle_core::Tensor::new(y, dev)?))
+}
+
+/// Runs `model` over `split` (images of `shape`) in batches, recording activity.
+pub fn evaluate(
+    model: &Model,
+    split: &Split,
+    shape: [usize; 3],
+    opts: ForwardOptions,
+    batch: usize,
+    seed: u64,
+) -> Result<Evaluation, TrainError> {
+    let opts = ForwardOptions {
+        train: false,
+        ..opts
+    };
+    let mut rng = rng_for(seed, EVAL_STREAM);
+    let dev = model.device().clone();
+    let n = split.len();
+    let batch = batch.max(1);
+    let start = Instant::now();
+    let (mut right, mut loss) = (0usize, 0f64);
+    let mut act: Vec<SlotActivity> = Vec::new();
+    let mut input_rate: Option<f64> = None;
+    let mut max_input = vec![0f32; model.thresholds().len()];
+    let idx: Vec<usize> = (0..n).collect();
+    for chunk in idx.chunks(batch) {
+        let (x, y) = batch_tensors(split, shape, chunk, &dev)?;
+        let mut rec = Recorder::new(model.thresholds().len());
+        let out = model.forward_observed(&x, &opts, &mut rng, &mut rec)?;
+        right += correct_count(&model.eval_logits(&out)?, &y)?;
+        let l = model.loss(&out, &y, false, &mut rng)?.to_scalar::<f32>()?;
+        loss += l as f64 * chunk.len() as f64;
+        let w = chunk.len() as f32 / n as f32;
+        if act.is_empty() {
+            act = rec
+                .activity
+                .iter()
+                .map(|a| SlotActivity {
+                    spike_rate: 0.0,
+                    ..a.clone()
+                })
+                .collect();
+        }
+        for (acc, a) in act.iter_mut().zip(&rec.activity) {
+            acc.spike_rate += a.spike_rate * w;
+        }
+        if let Some(r) = rec.input_rate {
+            *input_rate.get_or_insert(0.0) += (r * w) as f64;
+        }
+        for (m, v) in max_input.iter_mut().zip(&rec.max_input) {
+            *m = m.max(*v);
+        }
+    }
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    let denom = n.max(1) as f64;
+    Ok(Evaluation {
+        accuracy: right as f64 / denom,
+        loss: loss / denom,
+        images_per_s: n as f64 / secs,
+        activity: input_rate
+            .map(|r| ActivityRecord {
+                layer: "Input".into(),
+                step: 1,
+                spike_rate: r,
+            })
+            .into_iter()
+            .chain(act.into_iter().map(|a| ActivityRecord {
+                layer: a.layer,
+                step: a.step,
+                spike_rate: a.spike_rate as f64,
+            }))
+            .collect(),
+        max_input,
+    })
+}
+
+/// E_ANN, E_SNN and EE (Eq. 10, 11; Table I energies) of `net` at T = `timesteps` with
+/// the measured `activity` (`analysis::estimate`; unmeasured layers at the mean measured
+/// rate). With `ann` (the ANN baseline runs the ANN itself): E_SNN = E_ANN, EE = 1.
+pub fn energy(
+    net: &Network,
+    activity: &[ActivityRecord],
+    timesteps: usize,
+    ann: bool,
+) -> EnergyRecord {
+    let rates: HashMap<(String, u32), f64> = activity
+        .iter()
+        .filter(|a| a.spike_rate.is_finite())
+        .map(|a| ((a.layer.clone(), a.step), a.spike_rate.clamp(0.0, 1.0)))
+        .collect();
+    let fallback = if rates.is_empty() {
+        0.0
+    } else {
+        rates.values().sum::<f64>() / rates.len() as f64
+    };
+    let opts = analysis::Options {
+        timesteps: Some(u32::try_from(timesteps).unwrap_or(u32::MAX)),
+        activity: analysis::Activity::Measured { rates, fallback },
+        energy: analysis::EnergyModel::INT32,
+    };
+    let est = analysis::estimate(net, &opts);
+    if ann {
+        EnergyRecord {
+            e_ann_pj: est.e_ann_pj,
+            e_snn_pj: est.e_ann_pj,
+            ee: 1.0,
+        }
+    } else {
+        EnergyRecord {
+            e_ann_pj: est.e_ann_pj,
+            e_snn_pj: est.e_snn_pj,
+            ee: est.ee.unwrap_or(f64::NAN),
+        }
+    }
+}
+
+/// Checks that `data` fits `model`: image shape and number of classes.
+pub fn check_data(model: &Model, data: &Dataset) -> Result<(), TrainError> {
+    let [c, h, w] = data.shape;
+    model
+        .check_input(crate::ir::Shape::new(c as u64, h as u64, w as u64))
+        .map_err(TrainError::DataMismatch)?;
+    if data.classes > model.classes() {
+        return Err(TrainError::DataMismatch(format!(
+            "the data set `{}` has {} classes but the network's last layer has {} outputs",
+            data.name,
+            data.classes,
+            model.classes()
+        )));
+    }
+    Ok(())
+}
+
+/// Trains `model` on `data.train`, evaluating on `data.test` after every epoch. With
+/// `cfg.out`, a checkpoint and `report.json` are written after every epoch; with
+/// `cfg.resume`, training continues from the checkpoint there.
+pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Report, TrainError> {
+    let (train, test) = (&data.train, &data.test);
+    if train.is_empty() {
+        return Err(TrainError::DataMismatch("the training set is empty".into()));
+    }
+    check_data(model, data)?;
+    let vars = model.vars();
+    let mut opt: Box<dyn Optimizer> = match cfg.optimizer {
+        OptimizerKind::Adam => Box::new(Adam::new(
+            vars.clone(),
+            AdamConfig {
+                lr: cfg.lr,
+                weight_decay: cfg.weight_decay,
+                ..AdamConfig::default()
+            },
+        )?),
+        OptimizerKind::Sgd => Box::new(Sgd::new(
+            vars.clone(),
+            SgdConfig {
+                lr: cfg.lr,
+                momentum: cfg.momentum,
+                weight_decay: cfg.weight_decay,
+                nesterov: false,
+            },
+        )?),
+    };
+    let timesteps = cfg.method.training_timesteps(cfg.timesteps);
+    let ann = cfg.method.forward_options(cfg.timesteps, false).mode == Mode::Ann;
+    let mut report = Report::new(
+        cfg.method.checkpoint_method(),
+        &model.network().name,
+        timesteps,
+    );
+    report.extra.insert("seed".into(), cfg.seed.into());
+    report.extra.insert("batch".into(), cfg.batch.into());
+    report.extra.extend(cfg.describe.clone());
+    let mut start_epoch = 0;
+    // The epoch of the last checkpoint written (or resumed from): the last good one.
+    let mut saved_epoch: Option<usize> = None;
+    if cfg.resume {
+        let dir = cfg
+            .out
+            .as_ref()
+            .ok_or_else(|| TrainError::Config("--resume needs an output folder".into()))?;
+        let (map, meta) = checkpoint::load(&checkpoint::weights_path(dir))?;
+        let same = |saved: &str, now: &str| saved.is_empty() || saved == now;
+        if !same(&meta.network, &report.network) || !same(&meta.method, &report.method) {
+            return Err(TrainError::Checkpoint(format!(
+                "cannot resume: {} holds `{}` trained by {}, not `{}` by {}",
+                dir.display(),
+                meta.network,
+                meta.method,
+                report.network,
+                report.method
+            )));
+        }
+        model.load(&map)?;
+        opt.load_state(&map)?;
+        start_epoch = meta.epoch;
+        saved_epoch = Some(meta.epoch);
+        if let Ok(old) = Report::read_json(&dir.join("report.json")) {
+            if start_epoch >= cfg.epochs {
+                // Nothing left to train: the run is complete as saved.
+                return Ok(old);
+            }
+            report.epochs = old
+                .epochs
+                .into_iter()
+                .filter(|e| e.epoch <= start_epoch)
+                .collect();
+        }
+    }
+    let dev = model.device().clone();
+    let opts = cfg.method.forward_options(cfg.timesteps, true);
+    let batch = cfg.batch.max(1);
+    let run_start = Instant::now();
+    for epoch in start_epoch..cfg.epochs {
+        opt.set_lr(cfg.schedule.lr_at(cfg.lr, epoch))?;
+        let mut rng = rng_for(cfg.seed, EPOCH_STREAM + epoch as u64);
+        let mut pb = progress::Progress::new(
+            train.len(),
+            cfg.progress,
+            &format!("epoch {}/{}", epoch + 1, cfg.epochs),
+            true,
+        );
+        let start = Instant::now();
+        let (mut loss_sum, mut right, mut seen) = (0f64, 0usize, 0usize);
+        for (bi, chunk) in crate::data::batches(train, batch, Some(cfg.seed), epoch).enumerate() {
+            let chunk = chunk.as_slice();
+            let (x, y) = batch_tensors(train, data.shape, chunk, &dev)?;
+            let out = model.forward(&x, &opts, &mut rng)?;
+            let loss = model.loss(&out, &y, true, &mut rng)?;
+            let l = loss.to_scalar::<f32>()?;
+            let stop = |what: String| TrainError::NonFinite {
+                epoch: epoch + 1,
+                batch: bi + 1,
+                loss: l,
+                what,
+                kept: kept(cfg, saved_epoch),
+            };
+            if !l.is_finite() {
+                pb.finish_and_clear();
+                return Err(stop(format!("the loss became {l}")));
+            }
+            let grads = loss.backward()?;
+            if let Some((name, _)) = vars.iter().find(|(_, v)| grads.get(v).is_none()) {
+                return Err(TrainError::NoGradient(name.clone()));
+            }
+            opt.step(&grads)?;
+            if let Some(name) = non_finite_param(&vars)? {
+                pb.finish_and_clear();
+                return Err(stop(format!(
+                    "the weights `{name}` became non-finite after the update"
+                )));
+            }
+            loss_sum += l as f64 * chunk.len() as f64;
+            right += correct_count(&model.eval_logits(&out)?, &y)?;
+            seen += chunk.len();
+            pb.inc(chunk.len() as u64);
+            pb.set_message(format!(
+                "loss {:.4} acc {:.1}%",
+                loss_sum / seen as f64,
+                100.0 * right as f64 / seen as f64
+            ));
+        }
+        let train_secs = start.elapsed().as_secs_f64().max(1e-9);
+        pb.finish_and_clear();
+        let eval_opts = cfg.method.forward_options(cfg.timesteps, false);
+        let eval = evaluate(model, test, data.shape, eval_opts, batch, cfg.seed)?;
+        if !eval.loss.is_finite() {
+            return Err(TrainError::NonFinite {
+                epoch: epoch + 1,
+                batch: seen.div_ceil(batch),
+                loss: eval.loss as f32,
+                what: format!("the test loss became {}", eval.loss),
+                kept: kept(cfg, saved_epoch),
+            });
+        }
+        report.epochs.push(EpochRecord {
+            epoch: epoch + 1,
+            loss: loss_sum / seen.max(1) as f64,
+            train_accuracy: right as f64 / seen.max(1) as f64,
+            test_accuracy: eval.accuracy,
+        });
+        report.test_accuracy = eval.accuracy;
+        report.train_images_per_s = seen as f64 / train_secs;
+        report.infer_images_per_s = eval.images_per_s;
+        report.wall_s = run_start.elapsed().as_secs_f64();
+        report.extra.insert("test_loss".into(), eval.loss.into());
+        report.activity = eval.activity.clone();
+        report.energy = energy(model.network(), &eval.activity, timesteps, ann);
+        if let Some(dir) = &cfg.out {
+            std::fs::create_dir_all(dir)?;
+            let mut state = model.state()?;
+            state.extend(opt.state_tensors()?);
+            let meta = Meta {
+                epoch: epoch + 1,
+                seed: cfg.seed,
+                network: report.network.clone(),
+                method: report.method.clone(),
+                settings: Some(run_settings(cfg)),
+            };
+            checkpoint::save(&checkpoint::weights_path(dir), &state, &meta)?;
+            saved_epoch = Some(epoch + 1);
+            report.write_json(&dir.join("report.json"))?;
+        }
+    }
+    Ok(report)
+}
+
+/// Loads the data set `spec` (default: `data::default_spec()`), keeping the first
+/// `train_limit`/`test_limit` images of each split.
+pub fn load_data(
+    spec: Option<&str>,
+    train_limit: Option<usize>,
+    test_limit: Option<usize>,
+) -> Result<Dataset, TrainError> {
+    let spec = match spec {
+        Some(s) => s.parse::<DataSpec>()?,
+        None => data::default_spec(),
+    };
+    Ok(data::load(&spec, train_limit, test_limit)?)
+}
+
+/// A whole run: the data set to load and where to write.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub train: TrainConfig,
+    /// `fashion-mnist[:DIR]`, `mnist:DIR`, `cifar10:DIR`, `embedded`; `None`: the default.
+    pub data: Option<String>,
+    pub train_limit: Option<usize>,
+    pub test_limit: Option<usize>,
+    /// The network's source text, hashed into every report (`source_fnv1a64`).
+    pub source: Option<String>,
+}
+
+/// What a finished run produced besides its files.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub report: Report,
+    /// Lines the method wants shown (conversion: thresholds, accuracy per T).
+    pub summary: Vec<String>,
+    pub out: PathBuf,
+}
+
+/// Trains `net` as `cfg` says: loads the data, lowers the model (seeded), runs the gradient
+/// phase with checkpoints in `out`, lets the method finish (conversion balances and evaluates
+/// the SNN), and writes `report.json`, `training.svg` and `activity.svg`. With
+/// `cfg.train.progress`, a header and progress bars go to stderr.
+pub fn run(net: &Network, cfg: &RunConfig) -> Result<RunOutcome, TrainError> {
+    let t = &cfg.train;
+    if t.timesteps == 0 || t.batch == 0 {
+        return Err(TrainError::Config(
+            "--timesteps and --batch must be at least 1".into(),
+        ));
+    }
+    if !(t.lr.is_finite() && t.lr > 0.0) {
+        return Err(TrainError::Config("--lr must be a positive number".into()));
+    }
+    t.method.validate(t)?;
+    let out = t.out.clone().unwrap_or_else(|| default_out(net, t.method));
+    let mut train_cfg = TrainConfig {
+        out: Some(out.clone()),
+        train_limit: cfg.train_limit,
+        test_limit: cfg.test_limit,
+        ..t.clone()
+    };
+    let mut model = Model::new(net, &Device::Cpu, t.seed).map_err(|e| TrainError::Lower {
+        network: net.name.clone(),
+        reason: e.to_string(),
+    })?;
+    let data = load_data(cfg.data.as_deref(), cfg.train_limit, cfg.test_limit)?;
+    check_data(&model, &data)?;
+    train_cfg.describe = describe(net, cfg, &data, cfg.source.as_deref());
+    std::fs::create_dir_all(&out)?;
+    if t.progress {
+        eprintln!(
+            "training `{}` ({}) on {} images, testing on {}, T = {}, batch {}, {} epoch(s) → {}",
+            net.name,
+            t.method.checkpoint_method(),
+            data.train.len(),
+            data.test.len(),
+            t.method.training_timesteps(t.timesteps),
+            t.batch,
+            t.epochs,
+            out.display()
+        );
+    }
+    let mut report = train(&mut model, &data, &train_cfg)?;
+    let summary = t
+        .method
+        .after_training(&mut model, &data, &train_cfg, &mut report, &out)?;
+    let plot_err = |e: report::PlotError| TrainError::Io(std::io::Error::other(e.to_string()));
+    report::plot_training(&report.epochs, &out.join("training.svg")).map_err(plot_err)?;
+    report::plot_activity(&report.activity, &out.join("activity.svg")).map_err(plot_err)?;
+    Ok(RunOutcome {
+        report,
+        summary,
+        out,
+    })
+}
+
+/// What evaluating a checkpoint gave.
+#[derive(Debug, Clone)]
+pub struct EvalOutcome {
+    /// `agd`, `ann`, or `conversion, IF`.
+    pub label: String,
+    /// T the network ran at (1 for an ANN).
+    pub timesteps: usize,
+    pub accuracy: f64,
+    pub images: usize,
+    /// Mean test loss (batched runs only).
+    pub loss: Option<f64>,
+    pub images_per_s: f64,
+    pub activity: Vec<ActivityRecord>,
+    /// The energy estimate (conversion only).
+    pub energy: Option<EnergyRecord>,
+}
+
+/// How to evaluate a checkpoint.
+#[derive(Debug, Clone)]
+pub struct EvalConfig {
+    /// T (default: the network's `timesteps`, else the method's default).
+    pub timesteps: Option<usize>,
+    pub batch: usize,
+    pub data: Option<String>,
+    pub test_limit: Option<usize>,
+    pub progress: bool,
+}
+
+/// Loads the checkpoint at `weights` into `net` and evaluates it on the test set the way
+/// its method (`meta.method`) runs it.
+pub fn evaluate_checkpoint(
+    net: &Network,
+    weights: &Path,
+    cfg: &EvalConfig,
+) -> Result<EvalOutcome, TrainError> {
+    let (map, meta) = checkpoint::load(weights)?;
+    let mut model = Model::new(net, &Device::Cpu, 0).map_err(|e| TrainError::Lower {
+        network: net.name.clone(),
+        reason: e.to_string(),
+    })?;
+    model.load(&map).map_err(|e| {
+        TrainError::Checkpoint(format!(
+            "{} does not fit `{}`: {e}",
+            weights.display(),
+            net.name
+        ))
+    })?;
+    // Checkpoints without a method (weights only) are evaluated as AGD SNNs.
+    let method = method::find(&meta.method).unwrap_or(method::AGD);
+    method.evaluate_checkpoint(&model, &map, &meta, cfg)
+}
+
+/// Accuracy, loss and activity of a batched-model checkpoint at T (AGD, ANN).
+pub fn evaluate_batched(
+    model: &Model,
+    method: &dyn TrainingMethod,
+    meta: &Meta,
+    cfg: &EvalConfig,
+) -> Result<EvalOutcome, TrainError> {
+    let t = defaults::timesteps(model.network(), cfg.timesteps, defaults::TIMESTEPS);
+    if t == 0 || cfg.batch == 0 {
+        return Err(TrainError::Config(
+            "--timesteps and --batch must be at least 1".into(),
+        ));
+    }
+    let data = load_data(cfg.data.as_deref(), Some(0), cfg.test_limit)?;
+    check_data(model, &data)?;
+    let opts = method.forward_options(t, false);
+    let ev = evaluate(model, &data.test, data.shape, opts, cfg.batch, meta.seed)?;
+    if !ev.loss.is_finite() {
+        return Err(TrainError::Checkpoint(format!(
+            "the checkpoint gives a non-finite test loss ({}): its weights diverged",
+            ev.loss
+        )));
+    }
+    Ok(EvalOutcome {
+        label: method.name().to_string(),
+        timesteps: method.training_timesteps(t),
+        accuracy: ev.accuracy,
+        images: data.test.len(),
+        loss: Some(ev.loss),
+        images_per_s: ev.images_per_s,
+        activity: ev.activity,
+        energy: None,
+    })
+}
+
+/// The settings of `cfg` a checkpoint records.
+pub fn run_settings(cfg: &TrainConfig) -> checkpoint::RunSettings {
+    checkpoint::RunSettings {
+        batch: cfg.batch,
+        timesteps: cfg.timesteps,
+        optimizer: match cfg.optimizer {
+            OptimizerKind::Adam => "adam".into(),
+            OptimizerKind::Sgd => "sgd".into(),
+        },
+        train_limit: cfg.train_limit,
+        test_limit: cfg.test_limit,
+    }
+}
+
+/// A setting of a resumed run: the checkpoint's value, unless `flag` gives another, which is
+/// refused naming both (`what` is the flag's name).
+pub fn resumed<T: PartialEq + std::fmt::Debug>(
+    what: &str,
+    flag: Option<T>,
+    saved: T,
+) -> Result<T, TrainError> {
+    match flag {
+        Some(f) if f != saved => Err(TrainError::Config(format!(
+            "--resume continues the checkpoint's run, trained with {what} {saved:?}, but {what} {f:?} was given; drop {what} or start a new run"
+        ))),
+        _ => Ok(saved),
+    }
+}
+
+/// The metadata of the checkpoint in `out`, for `--resume`.
+pub fn resume_meta(out: &Path) -> Result<Meta, TrainError> {
+    let path = checkpoint::weights_path(out);
+    Ok(checkpoint::load(&path)?.1)
+}
+
+/// The output folder when none is given: `runs/<network>-<method>`.
+pub fn default_out(net: &Network, method: &dyn TrainingMethod) -> PathBuf {
+    PathBuf::from(format!("runs/{}-{}", net.name, method.name()))
+}
+
+/// The first parameter holding a non-finite value, if any.
+fn non_finite_param(vars: &[(String, candle_core::Var)]) -> Result<Option<String>, TrainError> {
+    for (name, v) in vars {
+        let m = v.as_tensor().abs()?.max_all()?.to_scalar::<f32>()?;
+        if !m.is_finite() {
+            return Ok(Some(name.clone()));
+        }
+    }
+    Ok(None)
+}
+
+/// What a stopped run leaves behind: the last good checkpoint, named, or none.
+fn kept(cfg: &TrainConfig, saved_epoch: Option<usize>) -> String {
+    match (&cfg.out, saved_epoch) {
+        (Some(dir), Some(e)) => format!(
+            "The last good checkpoint is kept: {} (epoch {e}).",
+            checkpoint::weights_path(dir).display()
+        ),
+        _ => "No checkpoint was written.".into(),
+    }
+}
+
+/// 64-bit FNV-1a of `bytes`, as 16 hex digits: identifies the source a run was compiled from.
+pub fn fnv1a64(bytes: &[u8]) -> String {
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{h:016x}")
+}
+
+/// The report keys that say what was run: `config` (the whole resolved configuration: method,
+/// network, classifier, data set and limits, epochs, T, batch, optimiser, learning rate and
+/// schedule, momentum, weight decay, seed, and conversion's settings), `snnc_version` and
+/// `source_fnv1a64` (when the source is known).
+pub fn describe(
+    net: &Network,
+    cfg: &RunConfig,
+    data: &Dataset,
+    source: Option<&str>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let t = &cfg.train;
+    let mut c = serde_json::json!({
+        "method": t.method.name(),
+        "network": net.name,
+        "classifier": format!("{:?}", net.settings.classifier).to_lowercase(),
+        "data": data.name,
+        "data_spec": cfg.data,
+        "train_images": data.train.len(),
+        "test_images": data.test.len(),
+        "train_limit": cfg.train_limit,
+        "test_limit": cfg.test_limit,
+        "epochs": t.epochs,
+        "timesteps": t.method.training_timesteps(t.timesteps),
+        "batch": t.batch,
+        "optimizer": run_settings(t).optimizer,
+        "lr": t.lr,
+        "lr_schedule": match t.schedule {
+            LrSchedule::Constant => "constant",
+            LrSchedule::Step { .. } => "step",
+            LrSchedule::Cosine { .. } => "cosine",
+        },
+        "momentum": t.momentum,
+        "weight_decay": t.weight_decay,
+        "seed": t.seed,
+        "resume": t.resume,
+    });
+    if t.method.name() == "conversion" {
+        let cc = &t.conversion;
+        c["conversion"] = serde_json::json!({
+            "balance": cc.balance.to_string(),
+            "balance_images": cc.balance_images,
+            "balance_steps": cc.balance_steps,
+            "reset": format!("{:?}", cc.reset).to_lowercase(),
+            "eval_timesteps": cc.eval_timesteps,
+            "batch": cc.batch,
+        });
+    }
+    let mut m = serde_json::Map::new();
+    m.insert("config".into(), c);
+    m.insert("snnc_version".into(), env!("CARGO_PKG_VERSION").into());
+    if let Some(src) = source {
+        m.insert("source_fnv1a64".into(), fnv1a64(src.as_bytes()).into());
+    }
+    m
+}
