@@ -676,7 +676,6 @@ fn eval_at_the_training_timesteps_matches_the_report() -> R {
 /// Issue 12.1: a resume without `--seed` continues with the checkpoint's seed and ends
 /// where the uninterrupted run ends (64 images, batch 32: the seed orders the batches).
 #[test]
-#[ignore = "issue 12.1: fails until --resume takes the seed from the checkpoint"]
 fn resume_takes_the_checkpoints_seed() -> R {
     let d = tempfile::tempdir()?;
     let whole = train(
@@ -707,13 +706,13 @@ fn resume_takes_the_checkpoints_seed() -> R {
 
 /// Issue 12.1: a resume whose `--seed` contradicts the checkpoint's is refused, naming both.
 #[test]
-#[ignore = "issue 12.1: fails until a resume flag contradicting the checkpoint is refused"]
 fn resume_refuses_another_seed() -> R {
     let d = tempfile::tempdir()?;
     let out = train(FC, d.path(), "run", &["--seed", "5"])?;
     let r = train_raw(FC, &out, &["--epochs", "2", "--seed", "7", "--resume"]);
     let e = stderr(&r);
-    assert_eq!(r.status.code(), Some(1), "{e}");
+    // A flag that contradicts the run being resumed is a usage error (exit 2).
+    assert_eq!(r.status.code(), Some(2), "{e}");
     let words: Vec<&str> = e.split(|c: char| !c.is_ascii_alphanumeric()).collect();
     assert!(
         e.contains("seed") && words.contains(&"5") && words.contains(&"7"),
@@ -798,7 +797,6 @@ fn balance_steps_with_percentile_is_diagnosed() {
 /// Issue 11.3: a run that diverges (`--lr 1e38`) exits 1 and leaves no non-finite weights;
 /// continuing a good run at that rate exits 1, names the last good checkpoint and keeps it.
 #[test]
-#[ignore = "issue 11.3: fails until non-finite weights/losses end training with exit 1"]
 fn diverging_run_exits_1_and_keeps_the_last_good_checkpoint() -> R {
     let d = tempfile::tempdir()?;
     let fresh = d.path().join("fresh");

@@ -65,6 +65,8 @@ pub fn run(args: ImportArgs) -> ExitCode {
         seed: 0,
         network: imported.network.clone(),
         method: imported.method.clone(),
+        // An imported graph was not trained by snnc: no run settings to resume from.
+        settings: None,
     };
     if let Err(e) = checkpoint::save(&weights, &imported.tensors, &meta) {
         eprintln!("error: cannot write {}: {e}", weights.display());
