@@ -502,10 +502,12 @@ pub fn sample_neurons(n: usize, k: usize) -> Vec<usize> {
 /// read as "no spike" for the missing neurons. `title` names the input (e.g. `test image 3,
 /// label 7`).
 ///
-/// The driver collects the trains with an observer over the step-by-step run of a few test
-/// images (batch of 1, or one row of a batch): at each (layer application, step) it pushes
-/// that image's spike vector (`> 0.5` of the layer's output, flattened) onto the layer's
-/// train, then calls this once per image (`raster_<i>.svg` beside the report).
+/// The driver collects the trains with an observer
+/// (`crate::backend::candle::observe::Observer`) over the step-by-step run of a few test
+/// images: in `Observer::spikes(app, spikes)` (spikes `[B, C, H, W]` per step, 0/1) it takes
+/// row `b` of the batch for image `b`, flattens it (`> 0.5`) and pushes it onto the train
+/// of `app.layer` (named `layer@step` for `app.step > 1`), one push per time step; then it
+/// calls this once per image (`raster_<b>.svg` beside the report).
 /// Errors: the file cannot be written.
 pub fn plot_raster(
     trains: &[SpikeTrain],
