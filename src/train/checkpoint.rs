@@ -25,10 +25,9 @@ use candle_core::{Device, Result, Tensor};
 /// The key of a converted network's reset mode (u8: 0 subtract, 1 zero).
 pub const RESET_KEY: &str = "conversion.reset";
 
-/// The key of a threshold slot: `threshold.<layer>.<step>`.
-pub fn threshold_key(layer: &str, step: u32) -> String {
-    format!("threshold.{layer}.{step}")
-}
+/// The key of a threshold slot: `threshold.<layer>.<step>` (the model names its parameters;
+/// re-exported here so that this module lists every key of a checkpoint).
+pub use crate::backend::candle::model::threshold_key;
 
 /// The checkpoint file inside an output folder.
 pub fn weights_path(dir: &Path) -> PathBuf {

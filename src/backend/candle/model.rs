@@ -46,6 +46,13 @@ use crate::ir::{
     PoolKind, Reset, Shape, SlotId,
 };
 
+/// The parameter name of a threshold slot, `threshold.<layer>.<step>` (step 1-based): the
+/// model's name for it, which checkpoints (`train::checkpoint` re-exports it with every other
+/// key) and exporters use.
+pub fn threshold_key(layer: &str, step: u32) -> String {
+    format!("threshold.{layer}.{step}")
+}
+
 /// An RNG for one purpose (`stream`) of a run seeded with `seed`: streams are independent.
 pub fn rng_for(seed: u64, stream: u64) -> SeededRng {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -292,7 +299,7 @@ impl Model {
     /// The checkpoint name of a slot's threshold: `threshold.<layer>.<step>`.
     pub fn threshold_name(&self, slot: SlotId) -> String {
         let s = &self.net.thresholds[slot.0];
-        crate::train::checkpoint::threshold_key(&s.layer, s.step)
+        threshold_key(&s.layer, s.step)
     }
 
     /// Copies parameters and thresholds found in `map` (checkpoint names) into the model.
