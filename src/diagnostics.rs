@@ -292,6 +292,81 @@ impl<'s> IndexedSource<'s> {
     }
 }
 
+/// Source lines longer than this many bytes are shown as a window around the label (see
+/// [`IndexedSource::read_long_line`]).
+const LONG_LINE: usize = 400;
+/// Bytes of a long line shown on either side of the label.
+const LONG_LINE_WINDOW: usize = 60;
+
+impl<'s> IndexedSource<'s> {
+    /// Byte range of 0-based line `line`, without its line break.
+    fn line_range(&self, line: usize) -> (usize, usize) {
+        let start = self.line_starts[line];
+        let end = self
+            .line_starts
+            .get(line + 1)
+            .map_or(self.text.len(), |&next| next - 1);
+        (start, end.max(start))
+    }
+
+    /// The contents for a span whose context touches a line longer than [`LONG_LINE`]:
+    /// only the span's own lines, cut to [`LONG_LINE_WINDOW`] bytes on either side of it,
+    /// so that rendering n labels on one line of length L costs O(n + L), not O(n·L).
+    /// `None` when every line of the context is short (rendered whole, as miette does).
+    fn read_long_line(
+        &self,
+        span: &miette::SourceSpan,
+        before: usize,
+        after: usize,
+    ) -> Option<Box<dyn SpanContents<'_> + '_>> {
+        let len = self.text.len();
+        let offset = span.offset().min(len);
+        let end = (offset + span.len()).min(len);
+        let (l0, l1) = (self.line_of(offset), self.line_of(end));
+        let first = l0.saturating_sub(before);
+        let last = (l1 + after).min(self.line_starts.len() - 1);
+        let long = (first..=last).any(|l| {
+            let (a, b) = self.line_range(l);
+            b - a > LONG_LINE
+        });
+        if !long {
+            return None;
+        }
+        let floor = |mut i: usize| {
+            while !self.text.is_char_boundary(i) {
+                i -= 1;
+            }
+            i
+        };
+        let ceil = |mut i: usize| {
+            while !self.text.is_char_boundary(i) {
+                i += 1;
+            }
+            i
+        };
+        let (line_start, _) = self.line_range(l0);
+        let (_, line_end) = self.line_range(l1);
+        // With no context lines miette wants the data to begin at the span (its column is
+        // the span's); otherwise a window of the line before and after it.
+        let start = if before == 0 {
+            floor(offset)
+        } else {
+            floor(offset.saturating_sub(LONG_LINE_WINDOW).max(line_start))
+        };
+        let stop = ceil((end + LONG_LINE_WINDOW).min(line_end).max(start));
+        let data = &self.text.as_bytes()[start..stop];
+        let newlines = data.iter().filter(|&&b| b == b'\n').count();
+        Some(Box::new(MietteSpanContents::new_named(
+            self.name.clone(),
+            data,
+            (start, stop - start).into(),
+            l0,
+            start - line_start,
+            l0 + newlines,
+        )))
+    }
+}
+
 impl SourceCode for IndexedSource<'_> {
     fn read_span<'a>(
         &'a self,
@@ -300,6 +375,9 @@ impl SourceCode for IndexedSource<'_> {
         context_lines_after: usize,
     ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
         let offset = span.offset().min(self.text.len());
+        if let Some(c) = self.read_long_line(span, context_lines_before, context_lines_after) {
+            return Ok(c);
+        }
         let first = self.line_of(offset).saturating_sub(context_lines_before);
         let base = self.line_starts[first];
         let local = miette::SourceSpan::new((offset - base).into(), span.len());

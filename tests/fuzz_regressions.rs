@@ -84,7 +84,6 @@ fn slow_render_input_gives_every_diagnostic() {
 /// input as a hang). Bound: 1,000 bytes per diagnostic plus 10 per input byte. Owner of the fix: `Diagnostics::render_text` (src/diagnostics.rs), e.g. by eliding
 /// long source lines around the label or capping the diagnostics rendered.
 #[test]
-#[ignore = "known: Diagnostics::render_text reprints long lines per diagnostic (see docs/reliability.md)"]
 fn text_rendering_of_many_diagnostics_on_one_long_line_is_linear() {
     let (src, p) = slow_render_input();
     let (_, diags) = snnc::compile_with_diagnostics(&src, None);

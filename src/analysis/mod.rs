@@ -55,13 +55,11 @@ use crate::ir::{
     NeuronKind, Op, PoolKind, Shape,
 };
 
-/// The latency used when neither the caller nor the network's `timesteps` sets one.
-pub const DEFAULT_TIMESTEPS: u32 = 25;
-
 /// What an estimate needs besides the network.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Options {
-    /// Latency T; `None`: the network's `timesteps`, else [`DEFAULT_TIMESTEPS`].
+    /// Latency T; `None`: the network's `timesteps`, else the default of its method
+    /// ([`crate::ir::defaults::timesteps`], the T `train` and `eval` use).
     pub timesteps: Option<u32>,
     pub activity: Activity,
     pub energy: EnergyModel,
@@ -237,13 +235,18 @@ fn activation_name(a: &Activation) -> &'static str {
     }
 }
 
+/// The T of a network that writes no `timesteps`: its method's default, saturated to u32.
+pub fn default_timesteps(net: &Network) -> u32 {
+    u32::try_from(crate::ir::defaults::timesteps(net.settings.method)).unwrap_or(u32::MAX)
+}
+
 /// The cost table of a network in its final form (see the module docs for every rule).
 /// Energies in pJ per image. Never fails: sizes saturate, unknown shapes count 0 ops.
 pub fn estimate(net: &Network, opts: &Options) -> Estimate {
     let t = opts
         .timesteps
         .or(net.settings.timesteps)
-        .unwrap_or(DEFAULT_TIMESTEPS);
+        .unwrap_or_else(|| default_timesteps(net));
     let e = opts.energy;
     let act = &opts.activity;
     let order = net.topo_order();

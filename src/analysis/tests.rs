@@ -358,9 +358,16 @@ fn timesteps_default_and_override() {
     let mut net = all_spiking();
     let mut o = uniform(0.1, 1);
     o.timesteps = None;
-    assert_eq!(estimate(&net, &o).timesteps, DEFAULT_TIMESTEPS);
-    net.settings.timesteps = Some(10);
+    // No `timesteps`: the method's default, the T `snnc train` runs with (AGD 10,
+    // conversion 500, STDP 100).
+    net.settings.method = crate::ir::Method::Agd;
     assert_eq!(estimate(&net, &o).timesteps, 10);
+    net.settings.method = crate::ir::Method::Conversion;
+    assert_eq!(estimate(&net, &o).timesteps, 500);
+    net.settings.method = crate::ir::Method::Stdp;
+    assert_eq!(estimate(&net, &o).timesteps, 100);
+    net.settings.timesteps = Some(12);
+    assert_eq!(estimate(&net, &o).timesteps, 12);
     o.timesteps = Some(7);
     assert_eq!(estimate(&net, &o).timesteps, 7);
 }

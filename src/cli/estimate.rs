@@ -49,7 +49,8 @@ pub struct EstimateArgs {
     #[arg(long, default_value_t = 0.1)]
     pub spike_rate: f64,
     /// Latency T (default: the report's `timesteps` with --activity, else the network's
-    /// `timesteps`, else 25).
+    /// `timesteps`, else its method's default: 10 for AGD, 500 for conversion, 100 for STDP,
+    /// the T `snnc show` prints and `snnc train` runs with).
     #[arg(long)]
     pub timesteps: Option<u32>,
     /// Energy per operation: Table I (int32) or fp32.

@@ -20,7 +20,7 @@ pub struct EvalArgs {
     /// Which network of the file (default: the first).
     #[arg(long)]
     pub network: Option<String>,
-    /// Time steps T (default: the network's `timesteps`, else 10).
+    /// Time steps T (default: the network's `timesteps`, else 10; 500 for a conversion checkpoint).
     #[arg(long)]
     pub timesteps: Option<usize>,
     /// The data set: fashion-mnist[:DIR], mnist:DIR, cifar10:DIR or embedded.

@@ -12,7 +12,7 @@ use super::Method;
 ///   the SNN at each of those T and reports the largest as its headline T.
 /// - STDP: **100** (snnc has no STDP trainer yet; this is the T that `show` and `estimate`
 ///   assume, the paper's latency for its STDP tables).
-pub fn timesteps(method: Method) -> usize {
+pub const fn timesteps(method: Method) -> usize {
     match method {
         Method::Agd => 10,
         Method::Conversion => CONVERSION_EVAL_TIMESTEPS[CONVERSION_EVAL_TIMESTEPS.len() - 1],

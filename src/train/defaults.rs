@@ -1,16 +1,19 @@
 //! The one place that decides the defaults of a run: T, batch, learning rate, epochs,
 //! balancing. The CLI, the `[train]` TOML table and the examples all fall back to these.
 //!
-//! Note: the default T of a *network* (what `snnc show` labels and `analysis` assumes) is
-//! being moved into `ir` by the front-end work; [`timesteps`] is where training asks, so it
-//! is the one line to re-point when that lands.
+//! The default T of a network is decided once, in [`crate::ir::defaults::timesteps`] (what
+//! `snnc show` labels and `snnc estimate` assumes); the T constants here are that value, so
+//! `show`, `estimate`, `train` and `eval` agree on the T of a file.
 
-use crate::ir::Network;
+use crate::ir::{defaults as ir_defaults, Method, Network};
 
-/// T of AGD training and evaluation when neither a flag nor the network's `timesteps` says.
-pub const TIMESTEPS: usize = 10;
-/// Conversion: T of `snnc eval` on a converted checkpoint when neither says.
-pub const CONVERSION_EVAL_TIMESTEPS: usize = 100;
+/// T of AGD training and evaluation when neither a flag nor the network's `timesteps` says
+/// (= [`ir_defaults::timesteps`]`(Agd)`).
+pub const TIMESTEPS: usize = ir_defaults::timesteps(Method::Agd);
+/// Conversion: T of `snnc eval` on a converted checkpoint when neither says: the headline T
+/// of `snnc train --method conversion`, the largest of [`CONVERSION_TIMESTEPS`]
+/// (= [`ir_defaults::timesteps`]`(Conversion)`).
+pub const CONVERSION_EVAL_TIMESTEPS: usize = ir_defaults::timesteps(Method::Conversion);
 /// Images per training batch.
 pub const BATCH: usize = 32;
 /// Images per batch of `snnc eval`.
@@ -27,7 +30,7 @@ pub const BALANCE_IMAGES: usize = 256;
 /// Conversion: time steps of each balancing run.
 pub const BALANCE_STEPS: usize = 100;
 /// Conversion: latencies T at which the converted SNN is evaluated.
-pub const CONVERSION_TIMESTEPS: [usize; 4] = [50, 100, 250, 500];
+pub const CONVERSION_TIMESTEPS: [usize; 4] = ir_defaults::CONVERSION_EVAL_TIMESTEPS;
 /// Conversion: images per simulated batch (memory is O(batch), independent of T).
 pub const CONVERSION_BATCH: usize = 100;
 

@@ -204,7 +204,7 @@ pub fn evaluate(
 }
 
 /// E_ANN, E_SNN and EE (Eq. 10, 11; Table I energies) of `net` at T = `timesteps` with
-/// the measured `activity` (`analysis::estimate`; unmeasured layers at the mean measured
+/// the measured `activity` (`analysis::price`; unmeasured layers at the mean measured
 /// rate). With `ann` (the ANN baseline runs the ANN itself): E_SNN = E_ANN, EE = 1.
 pub fn energy(
     net: &Network,
@@ -217,17 +217,19 @@ pub fn energy(
         .filter(|a| a.spike_rate.is_finite())
         .map(|a| ((a.layer.clone(), a.step), a.spike_rate.clamp(0.0, 1.0)))
         .collect();
+    // Unmeasured spiking layers: the mean measured rate.
     let fallback = if rates.is_empty() {
         0.0
     } else {
         rates.values().sum::<f64>() / rates.len() as f64
     };
-    let opts = analysis::Options {
-        timesteps: Some(u32::try_from(timesteps).unwrap_or(u32::MAX)),
-        activity: analysis::Activity::Measured { rates, fallback },
-        energy: analysis::EnergyModel::INT32,
+    let run = analysis::MeasuredRun {
+        rates,
+        input_rate: None,
+        fallback,
+        timesteps: u32::try_from(timesteps).unwrap_or(u32::MAX),
     };
-    let est = analysis::estimate(net, &opts);
+    let est = analysis::price(net, &run, analysis::EnergyModel::INT32);
     if ann {
         EnergyRecord {
             e_ann_pj: est.e_ann_pj,
@@ -241,6 +243,16 @@ pub fn energy(
             ee: est.ee.unwrap_or(f64::NAN),
         }
     }
+}
+
+/// The report's top-level `input_spike_rate`: the measured rate of the Poisson-coded input
+/// (the `Input` activity record), `null` when the input is direct-coded (real-valued, no
+/// spikes). `snnc estimate --activity` prices the first layer at this rate.
+pub fn input_spike_rate(activity: &[ActivityRecord]) -> serde_json::Value {
+    activity
+        .iter()
+        .find(|a| a.layer == "Input" && a.spike_rate.is_finite())
+        .map_or(serde_json::Value::Null, |a| a.spike_rate.into())
 }
 
 /// Checks that `data` fits `model`: image shape and number of classes.
@@ -414,6 +426,9 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
         report.extra.insert("test_loss".into(), eval.loss.into());
         report.activity = eval.activity.clone();
         report.energy = energy(model.network(), &eval.activity, timesteps, ann);
+        report
+            .extra
+            .insert("input_spike_rate".into(), input_spike_rate(&eval.activity));
         if let Some(dir) = &cfg.out {
             std::fs::create_dir_all(dir)?;
             let mut state = model.state()?;

@@ -26,30 +26,26 @@ pub struct TimestepResult {
     pub input_spike_rate: f64,
 }
 
-/// E_ANN, E_SNN and EE by `analysis::estimate` at latency `t` with measured spike rates
-/// (per layer and unroll step) and the Poisson input's measured rate.
+/// E_ANN, E_SNN and EE (pJ per image) by [`analysis::price`] at latency `t` with measured
+/// spike rates (per layer and unroll step) and the Poisson input's measured rate; layers the
+/// run did not measure are priced at rate 1. EE is 0 when E_SNN is 0.
 pub fn energy_from_rates(
     net: &Network,
     activity: &[ActivityRecord],
     input_rate: f64,
     t: usize,
 ) -> (f64, f64, f64) {
-    let mut rates: HashMap<(String, u32), f64> = activity
-        .iter()
-        .filter(|a| a.spike_rate.is_finite())
-        .map(|a| ((a.layer.clone(), a.step), a.spike_rate.clamp(0.0, 1.0)))
-        .collect();
-    rates.insert(("Input".into(), 1), input_rate.clamp(0.0, 1.0));
-    let opts = analysis::Options {
-        timesteps: Some(u32::try_from(t).unwrap_or(u32::MAX)),
-        activity: analysis::Activity::Measured {
-            rates,
-            fallback: 1.0,
-        },
-        energy: analysis::EnergyModel::INT32,
+    let run = analysis::MeasuredRun {
+        rates: activity
+            .iter()
+            .map(|a| ((a.layer.clone(), a.step), a.spike_rate))
+            .collect(),
+        input_rate: Some(input_rate),
+        fallback: 1.0,
+        timesteps: u32::try_from(t).unwrap_or(u32::MAX),
     };
-    let est = analysis::estimate(net, &opts);
-    (est.e_ann_pj, est.e_snn_pj, est.ee.unwrap_or(0.0))
+    let e = analysis::price(net, &run, analysis::EnergyModel::INT32);
+    (e.e_ann_pj, e.e_snn_pj, e.ee.unwrap_or(0.0))
 }
 
 /// What evaluating the SNN produced.
@@ -62,47 +58,28 @@ pub struct SnnEvaluation {
     pub event_calls: usize,
 }
 
-/// E_ANN, E_SNN and EE (pJ) by `analysis::estimate`'s rows at latency `t`, with each
-/// accumulate layer's SA replaced by the measured fraction of non-zero inputs of that node
+/// E_ANN, E_SNN and EE (pJ per image) by [`analysis::price_by_input_density`] at latency
+/// `t`, with each accumulate layer's SA the measured fraction of non-zero inputs of that node
 /// (`density`, indexed by node; unmeasured nodes 1): Eq. 11 with the input density instead
 /// of the upstream spike rate (after an average pool the density exceeds the spike rate).
+/// EE is 0 when E_SNN is 0.
 pub fn energy_from_input_density(net: &Network, density: &[f64], t: usize) -> (f64, f64, f64) {
-    let opts = analysis::Options {
-        timesteps: Some(u32::try_from(t).unwrap_or(u32::MAX)),
-        activity: analysis::Activity::Uniform(1.0),
-        energy: analysis::EnergyModel::INT32,
-    };
-    let est = analysis::estimate(net, &opts);
-    let by_layer: HashMap<(&str, u32), f64> = net
+    let input_sa: HashMap<(String, u32), f64> = net
         .graph
         .node_indices()
-        .map(|n| {
+        .filter_map(|n| {
             let node = &net.graph[n];
-            let d = density.get(n.index()).copied().unwrap_or(1.0);
-            ((node.name.as_str(), node.step), d)
+            let d = density.get(n.index()).copied()?;
+            Some(((node.name.clone(), node.step), d))
         })
         .collect();
-    let mut e_snn = 0.0;
-    for row in &est.layers {
-        let ops = row.ops as f64;
-        e_snn += match row.op {
-            analysis::OpKind::Ac => {
-                let sa = by_layer
-                    .get(&(row.name.as_str(), row.step))
-                    .copied()
-                    .unwrap_or(1.0);
-                ops * sa * t as f64 * est.energy.e_ac
-            }
-            analysis::OpKind::Mac => ops * est.energy.e_mac,
-            analysis::OpKind::None => 0.0,
-        };
-    }
-    let ee = if e_snn > 0.0 {
-        est.e_ann_pj / e_snn
-    } else {
-        0.0
-    };
-    (est.e_ann_pj, e_snn, ee)
+    let e = analysis::price_by_input_density(
+        net,
+        &input_sa,
+        u32::try_from(t).unwrap_or(u32::MAX),
+        analysis::EnergyModel::INT32,
+    );
+    (e.e_ann_pj, e.e_snn_pj, e.ee.unwrap_or(0.0))
 }
 
 fn c_has_weights(net: &Network, n: NodeIndex) -> bool {

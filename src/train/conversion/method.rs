@@ -103,7 +103,7 @@ impl TrainingMethod for ConversionMethod {
     }
 
     /// The SNN with its balanced thresholds and IF neurons, step by step (no balancing
-    /// again), at T (default: the network's `timesteps`, else 100).
+    /// again), at T (default: the network's `timesteps`, else 500, conversion's headline T).
     fn evaluate_checkpoint(
         &self,
         model: &Model,
