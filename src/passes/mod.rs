@@ -6,6 +6,7 @@
 //! do not run on that network (other networks go on, so every network's errors are
 //! reported). After `validate` a network satisfies the invariants of `crate::ir`.
 
+pub mod convertible;
 pub mod hybrid;
 pub mod resolve;
 pub mod shapes;

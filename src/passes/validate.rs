@@ -1,5 +1,7 @@
 //! `validate`: checks the invariants stated in `crate::ir` on the final IR. A failure here
-//! is a compiler bug, reported as a diagnostic instead of a panic.
+//! is a compiler bug, reported as a diagnostic instead of a panic. For a network whose
+//! `method` is `conversion` it also reports the layers conversion cannot simulate
+//! (`passes::convertible`).
 
 use std::collections::{HashMap, HashSet};
 
@@ -26,6 +28,11 @@ pub struct InvariantError {
 }
 
 pub fn run(net: &mut Network, diags: &mut Diagnostics) {
+    if net.settings.method == crate::ir::Method::Conversion {
+        for problem in super::convertible::conversion_problems(net) {
+            diags.push(problem);
+        }
+    }
     let mut fail = |what: String| {
         diags.push(InvariantError {
             network: net.name.clone(),

@@ -498,6 +498,7 @@ pub fn run(net: &Network, cfg: &RunConfig) -> Result<RunOutcome, TrainError> {
         return Err(TrainError::Config("--lr must be a positive number".into()));
     }
     t.method.validate(t)?;
+    t.method.check_network(net)?;
     let out = t.out.clone().unwrap_or_else(|| default_out(net, t.method));
     let mut train_cfg = TrainConfig {
         out: Some(out.clone()),

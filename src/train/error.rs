@@ -64,6 +64,14 @@ pub enum TrainError {
         /// The last good checkpoint, named, or that there is none.
         kept: String,
     },
+    /// A layer that ANN-to-SNN conversion cannot simulate rate-correctly
+    /// (`passes::convertible`).
+    #[error("`{layer}` max-pools spike maps, which ANN-to-SNN conversion cannot simulate rate-correctly (a max-pooled spike map fires when any input fires, above the ANN's maximum at every T); use `AvgPool` or `Pool`")]
+    #[diagnostic(code(snnc::conversion::max_pool))]
+    NotConvertible {
+        /// The refused layer.
+        layer: String,
+    },
 }
 
 impl TrainError {
@@ -80,7 +88,8 @@ impl TrainError {
             | TrainError::Lower { .. }
             | TrainError::Checkpoint(_)
             | TrainError::NoGradient(_)
-            | TrainError::NonFinite { .. } => 1,
+            | TrainError::NonFinite { .. }
+            | TrainError::NotConvertible { .. } => 1,
         }
     }
 }

@@ -14,6 +14,7 @@ use candle_core::Tensor;
 
 use crate::backend::candle::model::{ForwardOptions, Model};
 use crate::data::Dataset;
+use crate::ir::Network;
 use crate::train::checkpoint::Meta;
 use crate::train::driver::{self, EvalConfig, EvalOutcome, TrainConfig};
 use crate::train::error::TrainError;
@@ -44,6 +45,11 @@ pub trait TrainingMethod: Sync + Send {
 
     /// Refuses settings this method cannot use.
     fn validate(&self, _cfg: &TrainConfig) -> Result<(), TrainError> {
+        Ok(())
+    }
+
+    /// Refuses a network (final IR) this method cannot train, before any training.
+    fn check_network(&self, _net: &Network) -> Result<(), TrainError> {
         Ok(())
     }
 

@@ -44,6 +44,16 @@ impl TrainingMethod for ConversionMethod {
         Ok(())
     }
 
+    fn check_network(&self, net: &Network) -> std::result::Result<(), TrainError> {
+        match crate::passes::convertible::conversion_problems(net)
+            .into_iter()
+            .next()
+        {
+            Some(p) => Err(TrainError::NotConvertible { layer: p.layer }),
+            None => Ok(()),
+        }
+    }
+
     fn after_training(
         &self,
         model: &mut Model,
