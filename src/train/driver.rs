@@ -129,6 +129,15 @@ pub fn batch_tensors(
     Ok((x, candle_core::Tensor::new(y, dev)?))
 }
 
+/// The time steps a forward pass with `opts` holds (1 in ANN mode).
+fn step_count(opts: &ForwardOptions) -> usize {
+    if opts.mode == Mode::Ann {
+        1
+    } else {
+        opts.timesteps
+    }
+}
+
 /// Runs `model` over `split` (images of `shape`) in batches, recording activity.
 pub fn evaluate(
     model: &Model,
@@ -146,6 +155,7 @@ pub fn evaluate(
     let dev = model.device().clone();
     let n = split.len();
     let batch = batch.max(1);
+    crate::train::memory::check(model.network(), batch.min(n), step_count(&opts), false)?;
     let start = Instant::now();
     let (mut right, mut loss) = (0usize, 0f64);
     let mut act: Vec<SlotActivity> = Vec::new();
@@ -154,6 +164,7 @@ pub fn evaluate(
     let idx: Vec<usize> = (0..n).collect();
     for chunk in idx.chunks(batch) {
         let (x, y) = batch_tensors(split, shape, chunk, &dev)?;
+        rng.set_images(chunk.iter().copied());
         let mut rec = Recorder::new(model.thresholds().len());
         let out = model.forward_observed(&x, &opts, &mut rng, &mut rec)?;
         right += correct_count(&model.eval_logits(&out)?, &y)?;
@@ -281,6 +292,8 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
         return Err(TrainError::DataMismatch("the training set is empty".into()));
     }
     check_data(model, data)?;
+    let steps = step_count(&cfg.method.forward_options(cfg.timesteps, true));
+    crate::train::memory::check(model.network(), cfg.batch.min(train.len()), steps, true)?;
     let vars = model.vars();
     let mut opt: Box<dyn Optimizer> = match cfg.optimizer {
         OptimizerKind::Adam => Box::new(Adam::new(
@@ -365,6 +378,7 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
         for (bi, chunk) in crate::data::batches(train, batch, Some(cfg.seed), epoch).enumerate() {
             let chunk = chunk.as_slice();
             let (x, y) = batch_tensors(train, data.shape, chunk, &dev)?;
+            rng.set_images(chunk.iter().copied());
             let out = model.forward(&x, &opts, &mut rng)?;
             let loss = model.loss(&out, &y, true, &mut rng)?;
             let l = loss.to_scalar::<f32>()?;

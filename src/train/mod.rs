@@ -12,6 +12,7 @@ pub mod conversion;
 pub mod defaults;
 pub mod driver;
 pub mod error;
+pub mod memory;
 pub mod method;
 pub mod optim;
 pub mod plot;

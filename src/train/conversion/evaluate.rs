@@ -145,6 +145,7 @@ pub fn evaluate_snn(
     let mut pb = progress_bar(chunks.len(), progress, "SNN");
     for c in chunks {
         let (x, y) = data.images(c, sim.device())?;
+        rng.set_images(c.iter().copied());
         let out = sim.run(&x, &spec, &mut rng)?;
         for (i, l) in out.logits.iter().enumerate() {
             right[i] += correct_count(l, &y)?;
