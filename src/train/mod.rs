@@ -16,5 +16,6 @@ pub mod method;
 pub mod optim;
 pub mod progress;
 pub mod report;
+pub mod validate;
 
 pub use driver::{TrainConfig, TrainError};
