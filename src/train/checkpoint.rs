@@ -1,6 +1,6 @@
 //! Checkpoints: `DIR/weights.safetensors`, written atomically (a temporary file in the same
 //! folder, synced, then renamed over the old one), so Ctrl-C or a kill at any moment leaves
-//! the last complete checkpoint intact.
+//! the last complete checkpoint intact. On Unix the file has mode 0644.
 //!
 //! This module owns every name in a checkpoint (the bundle an exporter reads):
 //! - weights: one tensor per weight set, named by the IR (`Conv3`, `FC1`), shared by every
@@ -105,6 +105,13 @@ pub fn save(path: &Path, tensors: &HashMap<String, Tensor>, meta: &Meta) -> Resu
     tmp_name.push(format!(".tmp{}", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
     candle_core::safetensors::save(&all, &tmp)?;
+    // Weights are an output like the report: rw-r--r-- (issue 13.8), whatever mode the
+    // temporary file was created with.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
+    }
     std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, path)?;
     Ok(())

@@ -19,5 +19,6 @@ pub mod plot;
 pub mod progress;
 pub mod records;
 pub mod report;
+pub mod validate;
 
 pub use driver::{TrainConfig, TrainError};
