@@ -649,7 +649,8 @@ pub fn prepare_eval(
     };
     let batch = match (flags.batch, &settings) {
         (Some(b), _) => b,
-        (None, Some(s)) if s.batch > 0 => {
+        // Conversion records its ANN phase's batch, not the batch its SNN was simulated with.
+        (None, Some(s)) if s.batch > 0 && method.checkpoint_method() == method.name() => {
             notes.push(format!(
                 "note: batch {} from the checkpoint (the training batch; --batch overrides)",
                 s.batch
