@@ -820,7 +820,6 @@ fn diverging_run_exits_1_and_keeps_the_last_good_checkpoint() -> R {
 
 /// Issue 11.3: `snnc eval` of weights holding a NaN exits 1.
 #[test]
-#[ignore = "issue 11.3: fails until snnc eval refuses non-finite weights"]
 fn eval_of_nonfinite_weights_exits_1() -> R {
     let d = tempfile::tempdir()?;
     let out = train(FC, d.path(), "run", &["--seed", "5"])?;
@@ -997,7 +996,6 @@ fn help_shows_each_default() {
 /// Issue 13.2: `snnc eval` of weights trained at T = 4 (the file says 3) evaluates at 4,
 /// reproducing the report's accuracy.
 #[test]
-#[ignore = "issue 13.2: fails until eval takes T from the checkpoint"]
 fn eval_uses_the_checkpoints_timesteps() -> R {
     let d = tempfile::tempdir()?;
     let out = train(FC, d.path(), "t4", &["--seed", "5", "--timesteps", "4"])?;

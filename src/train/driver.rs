@@ -572,7 +572,7 @@ pub struct EvalOutcome {
     pub energy: Option<EnergyRecord>,
 }
 
-/// How to evaluate a checkpoint.
+/// How to evaluate a checkpoint, resolved (see [`EvalFlags`] for what `snnc eval` is told).
 #[derive(Debug, Clone)]
 pub struct EvalConfig {
     /// T (default: the network's `timesteps`, else the method's default).
@@ -583,28 +583,165 @@ pub struct EvalConfig {
     pub progress: bool,
 }
 
-/// Loads the checkpoint at `weights` into `net` and evaluates it on the test set the way
-/// its method (`meta.method`) runs it.
-pub fn evaluate_checkpoint(
+/// What `snnc eval` is told. Unset settings come from the checkpoint's record of its run
+/// (`meta.timesteps`, `meta.batch`, `meta.seed`), then from the network file, then from
+/// [`defaults`]; each value taken from the checkpoint is announced in [`PreparedEval::notes`].
+#[derive(Debug, Clone, Default)]
+pub struct EvalFlags {
+    pub timesteps: Option<usize>,
+    pub batch: Option<usize>,
+    pub seed: Option<u64>,
+    pub data: Option<String>,
+    pub test_limit: Option<usize>,
+    pub progress: bool,
+}
+
+/// A checkpoint loaded into its network, checked, with its evaluation settings resolved.
+pub struct PreparedEval {
+    pub model: Model,
+    pub tensors: HashMap<String, candle_core::Tensor>,
+    /// The checkpoint's metadata, with `seed` replaced by `--seed` when given.
+    pub meta: Meta,
+    pub method: &'static dyn TrainingMethod,
+    pub config: EvalConfig,
+    /// One line each (`note: …` or `warning[code]: …`): settings taken from the checkpoint,
+    /// neuron parameters where checkpoint and file disagree.
+    pub notes: Vec<String>,
+}
+
+/// Loads the checkpoint at `weights` into `net` and resolves how to evaluate it.
+///
+/// Errors (`snnc::train::checkpoint`, exit 1): the checkpoint's tensor names or shapes do not
+/// fit `net` (the first mismatch is named with both shapes), or a weight or threshold holds a
+/// non-finite value (the tensor is named).
+pub fn prepare_eval(
     net: &Network,
     weights: &Path,
-    cfg: &EvalConfig,
-) -> Result<EvalOutcome, TrainError> {
-    let (map, meta) = checkpoint::load(weights)?;
+    flags: &EvalFlags,
+) -> Result<PreparedEval, TrainError> {
+    let (map, mut meta) = checkpoint::load(weights)?;
     let mut model = Model::new(net, &Device::Cpu, 0).map_err(|e| TrainError::Lower {
         network: net.name.clone(),
         reason: e.to_string(),
     })?;
-    model.load(&map).map_err(|e| {
+    let expected: Vec<(String, Vec<usize>)> = model
+        .vars()
+        .iter()
+        .map(|(n, v)| (n.clone(), v.dims().to_vec()))
+        .collect();
+    let slots: Vec<String> = (0..model.thresholds().len())
+        .map(|i| model.threshold_name(crate::ir::SlotId(i)))
+        .collect();
+    let unfit = |e: String| {
         TrainError::Checkpoint(format!(
             "{} does not fit `{}`: {e}",
             weights.display(),
             net.name
         ))
+    };
+    checkpoint::check_fits(&map, &expected, &slots).map_err(unfit)?;
+    checkpoint::check_finite(&map).map_err(|e| {
+        TrainError::Checkpoint(format!("{}: {e}; its weights diverged", weights.display()))
     })?;
+    let file_thresholds = model.thresholds().to_vec();
+    model.load(&map).map_err(|e| unfit(e.to_string()))?;
     // Checkpoints without a method (weights only) are evaluated as AGD SNNs.
     let method = method::find(&meta.method).unwrap_or(method::AGD);
-    method.evaluate_checkpoint(&model, &map, &meta, cfg)
+    let mut notes = Vec::new();
+    // A method whose training runs over T (AGD) is evaluated at its training T; conversion's
+    // checkpoint records the ANN phase, whose T is not the converted network's.
+    let runs_over_t = method.training_timesteps(2) == 2;
+    if runs_over_t {
+        notes.extend(threshold_notes(
+            &slots,
+            &file_thresholds,
+            model.thresholds(),
+        ));
+    }
+    let settings = meta.settings.clone();
+    let timesteps = match (flags.timesteps, &settings) {
+        (Some(t), _) => Some(t),
+        (None, Some(s)) if runs_over_t && s.timesteps > 0 => {
+            let file = net.settings.timesteps.map(|t| t as usize);
+            let said = match file {
+                Some(f) if f != s.timesteps => {
+                    format!(" (the file says {f}; --timesteps overrides)")
+                }
+                _ => String::new(),
+            };
+            notes.push(format!(
+                "note: T = {} from the checkpoint{said}",
+                s.timesteps
+            ));
+            Some(s.timesteps)
+        }
+        _ => None,
+    };
+    let batch = match (flags.batch, &settings) {
+        (Some(b), _) => b,
+        // Conversion records its ANN phase's batch, not the batch its SNN was simulated with.
+        (None, Some(s)) if s.batch > 0 && method.checkpoint_method() == method.name() => {
+            notes.push(format!(
+                "note: batch {} from the checkpoint (the training batch; --batch overrides)",
+                s.batch
+            ));
+            s.batch
+        }
+        _ => defaults::EVAL_BATCH,
+    };
+    match flags.seed {
+        Some(seed) => meta.seed = seed,
+        None if settings.is_some() => notes.push(format!(
+            "note: seed {} from the checkpoint (--seed overrides)",
+            meta.seed
+        )),
+        None => {}
+    }
+    Ok(PreparedEval {
+        model,
+        tensors: map,
+        meta,
+        method,
+        config: EvalConfig {
+            timesteps,
+            batch,
+            data: flags.data.clone(),
+            test_limit: flags.test_limit,
+            progress: flags.progress,
+        },
+        notes,
+    })
+}
+
+/// `warning[snnc::train::checkpoint_threshold]` lines for each threshold slot whose value in
+/// the checkpoint differs from the network file's.
+fn threshold_notes(slots: &[String], file: &[f32], loaded: &[f32]) -> Vec<String> {
+    slots
+        .iter()
+        .zip(file.iter().zip(loaded))
+        .filter(|(_, (f, l))| (**f - **l).abs() > 1e-6 * f.abs().max(l.abs()).max(1.0))
+        .map(|(name, (f, l))| {
+            format!(
+                "warning[snnc::train::checkpoint_threshold]: `{name}` is {l} in the checkpoint but {f} in the network file; the checkpoint's {l} is used, because the weights were trained with it (retrain to use the file's)"
+            )
+        })
+        .collect()
+}
+
+/// Evaluates a prepared checkpoint on the test set the way its method runs it.
+pub fn run_eval(p: &PreparedEval) -> Result<EvalOutcome, TrainError> {
+    p.method
+        .evaluate_checkpoint(&p.model, &p.tensors, &p.meta, &p.config)
+}
+
+/// Loads the checkpoint at `weights` into `net` and evaluates it on the test set the way
+/// its method (`meta.method`) runs it ([`prepare_eval`], then [`run_eval`]).
+pub fn evaluate_checkpoint(
+    net: &Network,
+    weights: &Path,
+    flags: &EvalFlags,
+) -> Result<EvalOutcome, TrainError> {
+    run_eval(&prepare_eval(net, weights, flags)?)
 }
 
 /// Accuracy, loss and activity of a batched-model checkpoint at T (AGD, ANN).
