@@ -145,9 +145,10 @@ fn conversion_output_is_in_run_order_and_labelled() -> R {
             "--balance-images",
             "8",
             "--balance-steps",
-            "4",
+            "50",
+            // A long enough run that the process's start-up is small beside it.
             "--eval-timesteps",
-            "3,6",
+            "3,200",
         ],
     )?;
     assert!(
@@ -166,11 +167,11 @@ fn conversion_output_is_in_run_order_and_labelled() -> R {
     );
     // The final block belongs to the largest evaluated T.
     assert!(
-        out.contains("at T = 6 (the report's activity and energy):"),
+        out.contains("at T = 200 (the report's activity and energy):"),
         "{out}"
     );
-    assert!(out.contains("energy at T = 6: "), "{out}");
-    assert_eq!(run.report["timesteps"], 6);
+    assert!(out.contains("energy at T = 200: "), "{out}");
+    assert_eq!(run.report["timesteps"], 200);
     assert_eq!(
         run.report["lif_layers_run_as_if"],
         serde_json::json!(["Conv1", "Conv2"])
