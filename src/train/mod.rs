@@ -14,7 +14,9 @@ pub mod driver;
 pub mod error;
 pub mod method;
 pub mod optim;
+pub mod plot;
 pub mod progress;
+pub mod records;
 pub mod report;
 
 pub use driver::{TrainConfig, TrainError};

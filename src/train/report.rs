@@ -1,21 +1,20 @@
-//! The training report (JSON) and its plots (SVG).
+//! The training report (JSON).
 //!
-//! Owns: [`Report`] and its records, their atomic JSON file, [`plot_training`] and
-//! [`plot_activity`].
+//! Owns: [`Report`] and its records and their atomic JSON file. The plots live in
+//! [`super::plot`] (re-exported here for existing callers; [`plot_training`] here is the
+//! per-epoch-only form, [`super::plot::plot_epochs`]).
 //!
 //! Invariants:
 //! - accuracies and spike rates are fractions in `[0, 1]`;
 //! - a report file is replaced atomically (written to a temporary file in the same folder,
 //!   then renamed), so a reader never sees a half-written report;
 //! - non-finite numbers (JSON has none) are written as `null` and read back as NaN;
-//! - keys a report does not know are kept in [`Report::extra`] and written back;
-//! - plots use plotters' SVG backend with its built-in text layout: no system fonts needed.
+//! - keys a report does not know are kept in [`Report::extra`] and written back.
 
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use plotters::prelude::*;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Reads a number that may have been written as `null` (a non-finite value) as NaN.
@@ -212,187 +211,4 @@ impl Report {
     }
 }
 
-/// Why a plot could not be drawn.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot draw the plot {path}: {message}")]
-pub struct PlotError {
-    pub path: PathBuf,
-    pub message: String,
-}
-
-fn plot_err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> PlotError + '_ {
-    move |e| PlotError {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    }
-}
-
-/// `[lo, hi]` of the finite values, widened so that it is never empty.
-fn finite_range(values: impl Iterator<Item = f64>) -> (f64, f64) {
-    let (lo, hi) = values
-        .filter(|v| v.is_finite())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-            (lo.min(v), hi.max(v))
-        });
-    if !lo.is_finite() {
-        return (0.0, 1.0);
-    }
-    let pad = ((hi - lo) * 0.05).max(1e-6 * hi.abs().max(1.0));
-    (lo - pad, hi + pad)
-}
-
-/// The finite `(x, y)` points of a series.
-fn finite_points<'a>(
-    epochs: &'a [EpochRecord],
-    y: impl Fn(&EpochRecord) -> f64 + 'a,
-) -> impl Iterator<Item = (f64, f64)> + 'a {
-    epochs
-        .iter()
-        .map(move |e| (e.epoch as f64, y(e)))
-        .filter(|(_, y)| y.is_finite())
-}
-
-/// Which accuracy of an epoch a series shows.
-type Accuracy = fn(&EpochRecord) -> f64;
-
-/// Plots loss (left) and train/test accuracy (right) per epoch into an SVG file.
-/// Non-finite values are left out; no epochs give empty axes.
-pub fn plot_training(epochs: &[EpochRecord], path: &Path) -> Result<(), PlotError> {
-    let err = plot_err(path);
-    let root = SVGBackend::new(path, (960, 400)).into_drawing_area();
-    root.fill(&WHITE).map_err(&err)?;
-    let (left, right) = root.split_horizontally(480);
-    let (x_lo, x_hi) = finite_range(epochs.iter().map(|e| e.epoch as f64));
-    let (x_lo, x_hi) = (x_lo.min(0.0), x_hi.max(1.0));
-
-    let (l_lo, l_hi) = finite_range(epochs.iter().map(|e| e.loss));
-    let mut chart = ChartBuilder::on(&left)
-        .caption("training loss", ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(55)
-        .build_cartesian_2d(x_lo..x_hi, l_lo..l_hi)
-        .map_err(&err)?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .y_desc("loss")
-        .draw()
-        .map_err(&err)?;
-    let loss: Vec<_> = finite_points(epochs, |e| e.loss).collect();
-    chart
-        .draw_series(LineSeries::new(loss.iter().copied(), &RED))
-        .map_err(&err)?
-        .label("loss")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
-    chart
-        .draw_series(loss.iter().map(|&p| Circle::new(p, 3, RED.filled())))
-        .map_err(&err)?;
-
-    let mut chart = ChartBuilder::on(&right)
-        .caption("accuracy", ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(35)
-        .y_label_area_size(55)
-        .build_cartesian_2d(x_lo..x_hi, 0.0..1.0)
-        .map_err(&err)?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .y_desc("accuracy")
-        .draw()
-        .map_err(&err)?;
-    let series: [(&str, RGBColor, Accuracy); 2] = [
-        ("train", BLUE, |e| e.train_accuracy),
-        ("test", GREEN, |e| e.test_accuracy),
-    ];
-    for (name, color, y) in series {
-        let points: Vec<_> = finite_points(epochs, move |e| y(e).clamp(0.0, 1.0)).collect();
-        chart
-            .draw_series(LineSeries::new(points.iter().copied(), &color))
-            .map_err(&err)?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
-        chart
-            .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
-            .map_err(&err)?;
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(&err)?;
-    root.present().map_err(&err)
-}
-
-/// Plots the spike rate of every layer application as a bar, in the order of the records,
-/// labelled `layer@step` and coloured by unroll step, into an SVG file.
-pub fn plot_activity(activity: &[ActivityRecord], path: &Path) -> Result<(), PlotError> {
-    let err = plot_err(path);
-    let width = (120 + 40 * activity.len()).clamp(480, 4000) as u32;
-    let root = SVGBackend::new(path, (width, 420)).into_drawing_area();
-    root.fill(&WHITE).map_err(&err)?;
-    let y_hi = activity
-        .iter()
-        .map(|a| a.spike_rate)
-        .filter(|r| r.is_finite())
-        .fold(0.0f64, f64::max)
-        .clamp(0.05, 1.0)
-        * 1.1;
-    let n = activity.len().max(1);
-    let labels: Vec<String> = activity
-        .iter()
-        .map(|a| {
-            // `Conv2@1`, `Conv2@2` for a layer applied more than once; the bare name otherwise.
-            let repeated = activity
-                .iter()
-                .any(|b| b.layer == a.layer && b.step != a.step);
-            if repeated {
-                format!("{}@{}", a.layer, a.step)
-            } else {
-                a.layer.clone()
-            }
-        })
-        .collect();
-    let mut chart = ChartBuilder::on(&root)
-        .caption("spike rate per layer and unroll step", ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(60)
-        .y_label_area_size(55)
-        .build_cartesian_2d((0..n - 1).into_segmented(), 0.0..y_hi)
-        .map_err(&err)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(n)
-        .x_label_formatter(&|x| match x {
-            SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
-            _ => String::new(),
-        })
-        .x_desc("layer")
-        .y_desc("spikes per neuron per step")
-        .draw()
-        .map_err(&err)?;
-    chart
-        .draw_series(activity.iter().enumerate().map(|(i, a)| {
-            let rate = if a.spike_rate.is_finite() {
-                a.spike_rate.clamp(0.0, y_hi)
-            } else {
-                0.0
-            };
-            let color = Palette99::pick(a.step.saturating_sub(1) as usize).filled();
-            let mut bar = Rectangle::new(
-                [
-                    (SegmentValue::Exact(i), 0.0),
-                    (SegmentValue::Exact(i + 1), rate),
-                ],
-                color,
-            );
-            bar.set_margin(0, 0, 4, 4);
-            bar
-        }))
-        .map_err(&err)?;
-    root.present().map_err(&err)
-}
+pub use super::plot::{plot_activity, plot_epochs as plot_training, PlotError};
