@@ -172,6 +172,8 @@ fn conversion_output_is_in_run_order_and_labelled() -> R {
     );
     assert!(out.contains("energy at T = 200: "), "{out}");
     assert_eq!(run.report["timesteps"], 200);
+    let svg = std::fs::read_to_string(dir.path().join("out").join("accuracy-vs-t.svg"))?;
+    assert!(svg.contains("<svg"), "accuracy-vs-t.svg is not an SVG");
     assert_eq!(
         run.report["lif_layers_run_as_if"],
         serde_json::json!(["Conv1", "Conv2"])

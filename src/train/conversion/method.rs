@@ -82,6 +82,22 @@ impl TrainingMethod for ConversionMethod {
                 .insert("lif_layers_run_as_if".into(), lif.clone().into());
         }
         report.write_json(&out.join("report.json"))?;
+        let points: Vec<crate::train::plot::TPoint> = conv
+            .snn
+            .results
+            .iter()
+            .map(|r| crate::train::plot::TPoint {
+                timesteps: r.timesteps,
+                accuracy: r.test_accuracy,
+                ee: r.ee,
+            })
+            .collect();
+        crate::train::plot::plot_accuracy_vs_t(
+            &points,
+            Some(conv.ann_test_accuracy),
+            &out.join("accuracy-vs-t.svg"),
+        )
+        .map_err(|e| TrainError::Io(std::io::Error::other(e.to_string())))?;
         let mut lines = ann_accuracy_lines(report, conv.ann_test_accuracy);
         if !lif.is_empty() {
             lines.push(format!(
