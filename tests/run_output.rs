@@ -121,6 +121,15 @@ fn stochmax_run_shows_and_records_its_loss_terms() -> R {
     assert!(run.stdout.contains("stochmax loss = CE "), "{}", run.stdout);
     // The progress lines off a terminal carry the terms as well.
     assert!(run.stderr.contains("(= CE "), "{}", run.stderr);
+    // One record per batch beside the report: 64 images in batches of 16.
+    let lines = std::fs::read_to_string(dir.path().join("out").join("batches.jsonl"))?;
+    let records: Vec<serde_json::Value> = lines
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(records.len(), 4);
+    assert_eq!(records[3]["images_seen"], 64);
+    assert!(records[0]["ce"].is_f64(), "{}", records[0]);
     Ok(())
 }
 

@@ -339,6 +339,19 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
     let opts = cfg.method.forward_options(cfg.timesteps, true);
     let batch = cfg.batch.max(1);
     let run_start = Instant::now();
+    // Per-batch records beside the report (`batches.jsonl`), appended to on `--resume`.
+    let mut batch_log = match &cfg.out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            let path = crate::train::records::path_beside(&dir.join("report.json"));
+            Some(if cfg.resume {
+                crate::train::records::BatchLog::open_append(&path)?
+            } else {
+                crate::train::records::BatchLog::create(&path)?
+            })
+        }
+        None => None,
+    };
     for epoch in start_epoch..cfg.epochs {
         opt.set_lr(cfg.schedule.lr_at(cfg.lr, epoch))?;
         let mut rng = rng_for(cfg.seed, EPOCH_STREAM + epoch as u64);
@@ -380,12 +393,27 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
                 )));
             }
             loss_sum += l as f64 * chunk.len() as f64;
-            if let Some(t) = &terms {
-                let t = loss_terms_value(t)?;
-                report::LossTerms::accumulate(&mut terms_sum, &t, chunk.len() as f64);
+            let batch_terms = terms.as_ref().map(loss_terms_value).transpose()?;
+            if let Some(t) = &batch_terms {
+                report::LossTerms::accumulate(&mut terms_sum, t, chunk.len() as f64);
             }
-            right += correct_count(&model.eval_logits(&out)?, &y)?;
+            let batch_right = correct_count(&model.eval_logits(&out)?, &y)?;
+            right += batch_right;
             seen += chunk.len();
+            if let Some(log) = &mut batch_log {
+                log.append(&crate::train::records::BatchRecord {
+                    epoch: epoch + 1,
+                    batch: bi + 1,
+                    images_seen: epoch * train.len() + seen,
+                    loss: l as f64,
+                    accuracy: batch_right as f64 / chunk.len().max(1) as f64,
+                    lr: cfg.schedule.lr_at(cfg.lr, epoch),
+                    ce: batch_terms.map(|t| t.ce),
+                    kl: batch_terms.map(|t| t.kl),
+                    aux: batch_terms.map(|t| t.aux),
+                    entropy: batch_terms.map(|t| t.neg_entropy),
+                })?;
+            }
             pb.inc(chunk.len() as u64);
             pb.set_message(progress_message(
                 loss_sum / seen as f64,
@@ -523,7 +551,12 @@ pub fn run(net: &Network, cfg: &RunConfig) -> Result<RunOutcome, TrainError> {
         .method
         .after_training(&mut model, &data, &train_cfg, &mut report, &out)?;
     let plot_err = |e: report::PlotError| TrainError::Io(std::io::Error::other(e.to_string()));
-    report::plot_training(&report.epochs, &out.join("training.svg")).map_err(plot_err)?;
+    let batches = crate::train::records::read_batches(&crate::train::records::path_beside(
+        &out.join("report.json"),
+    ))
+    .unwrap_or_default();
+    crate::train::plot::plot_training(&report.epochs, &[], &batches, &out.join("training.svg"))
+        .map_err(plot_err)?;
     report::plot_activity(&report.activity, &out.join("activity.svg")).map_err(plot_err)?;
     // The whole run, data loading and the method's phase after training included.
     report.wall_s = run_start.elapsed().as_secs_f64();
