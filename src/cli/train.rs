@@ -304,28 +304,28 @@ fn run_inner(args: TrainArgs) -> Result<(), Fail> {
         eprintln!("{w}");
     }
     let outcome = driver::run(&net, &cfg).map_err(fail)?;
-    for line in &outcome.summary {
-        println!("{line}");
-    }
     let report = &outcome.report;
     for e in &report.epochs {
-        println!(
-            "epoch {:>3}  train loss {:.4}  train acc {:6.2}%  test acc {:6.2}%",
-            e.epoch,
-            e.loss,
-            100.0 * e.train_accuracy,
-            100.0 * e.test_accuracy,
-        );
+        println!("{}", crate::train::report::epoch_line(e));
+    }
+    for line in &outcome.summary {
+        println!("{line}");
     }
     println!(
         "speed: training {:.1} images/s, inference {:.1} images/s (last epoch)",
         report.train_images_per_s, report.infer_images_per_s
     );
+    if !report.activity.is_empty() {
+        println!(
+            "at T = {} (the report's activity and energy):",
+            report.timesteps
+        );
+    }
     print_activity(&report.activity);
     let en = &report.energy;
     println!(
-        "energy: E_ANN {:.3e} pJ, E_SNN {:.3e} pJ, EE = {:.2}",
-        en.e_ann_pj, en.e_snn_pj, en.ee
+        "energy at T = {}: E_ANN {:.3e} pJ, E_SNN {:.3e} pJ, EE = {:.2}",
+        report.timesteps, en.e_ann_pj, en.e_snn_pj, en.ee
     );
     println!("wrote {}", outcome.out.display());
     Ok(())

@@ -364,6 +364,19 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
     let opts = cfg.method.forward_options(cfg.timesteps, true);
     let batch = cfg.batch.max(1);
     let run_start = Instant::now();
+    // Per-batch records beside the report (`batches.jsonl`), appended to on `--resume`.
+    let mut batch_log = match &cfg.out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            let path = crate::train::records::path_beside(&dir.join("report.json"));
+            Some(if cfg.resume {
+                crate::train::records::BatchLog::open_append(&path)?
+            } else {
+                crate::train::records::BatchLog::create(&path)?
+            })
+        }
+        None => None,
+    };
     for epoch in start_epoch..cfg.epochs {
         opt.set_lr(cfg.schedule.lr_at(cfg.lr, epoch))?;
         let mut rng = rng_for(cfg.seed, EPOCH_STREAM + epoch as u64);
@@ -375,12 +388,13 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
         );
         let start = Instant::now();
         let (mut loss_sum, mut right, mut seen) = (0f64, 0usize, 0usize);
+        let mut terms_sum: Option<report::LossTerms> = None;
         for (bi, chunk) in crate::data::batches(train, batch, Some(cfg.seed), epoch).enumerate() {
             let chunk = chunk.as_slice();
             let (x, y) = batch_tensors(train, data.shape, chunk, &dev)?;
             rng.set_images(chunk.iter().copied());
             let out = model.forward(&x, &opts, &mut rng)?;
-            let loss = model.loss(&out, &y, true, &mut rng)?;
+            let (loss, terms) = model.train_loss_terms(&out, &y, &mut rng)?;
             let l = loss.to_scalar::<f32>()?;
             let stop = |what: String| TrainError::NonFinite {
                 epoch: epoch + 1,
@@ -405,13 +419,32 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
                 )));
             }
             loss_sum += l as f64 * chunk.len() as f64;
-            right += correct_count(&model.eval_logits(&out)?, &y)?;
+            let batch_terms = terms.as_ref().map(loss_terms_value).transpose()?;
+            if let Some(t) = &batch_terms {
+                report::LossTerms::accumulate(&mut terms_sum, t, chunk.len() as f64);
+            }
+            let batch_right = correct_count(&model.eval_logits(&out)?, &y)?;
+            right += batch_right;
             seen += chunk.len();
+            if let Some(log) = &mut batch_log {
+                log.append(&crate::train::records::BatchRecord {
+                    epoch: epoch + 1,
+                    batch: bi + 1,
+                    images_seen: epoch * train.len() + seen,
+                    loss: l as f64,
+                    accuracy: batch_right as f64 / chunk.len().max(1) as f64,
+                    lr: cfg.schedule.lr_at(cfg.lr, epoch),
+                    ce: batch_terms.map(|t| t.ce),
+                    kl: batch_terms.map(|t| t.kl),
+                    aux: batch_terms.map(|t| t.aux),
+                    entropy: batch_terms.map(|t| t.neg_entropy),
+                })?;
+            }
             pb.inc(chunk.len() as u64);
-            pb.set_message(format!(
-                "loss {:.4} acc {:.1}%",
+            pb.set_message(progress_message(
                 loss_sum / seen as f64,
-                100.0 * right as f64 / seen as f64
+                terms_sum.map(|t| t.mean(seen as f64)),
+                right as f64 / seen as f64,
             ));
         }
         let train_secs = start.elapsed().as_secs_f64().max(1e-9);
@@ -432,6 +465,7 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
             loss: loss_sum / seen.max(1) as f64,
             train_accuracy: right as f64 / seen.max(1) as f64,
             test_accuracy: eval.accuracy,
+            loss_terms: terms_sum.map(|t| t.mean(seen.max(1) as f64)),
         });
         report.test_accuracy = eval.accuracy;
         report.train_images_per_s = seen as f64 / train_secs;
@@ -502,6 +536,7 @@ pub struct RunOutcome {
 /// the SNN), and writes `report.json`, `training.svg` and `activity.svg`. With
 /// `cfg.train.progress`, a header and progress bars go to stderr.
 pub fn run(net: &Network, cfg: &RunConfig) -> Result<RunOutcome, TrainError> {
+    let run_start = Instant::now();
     let t = &cfg.train;
     if t.timesteps == 0 || t.batch == 0 {
         return Err(TrainError::Config(
@@ -532,7 +567,7 @@ pub fn run(net: &Network, cfg: &RunConfig) -> Result<RunOutcome, TrainError> {
         eprintln!(
             "training `{}` ({}) on {} images, testing on {}, T = {}, batch {}, {} epoch(s) → {}",
             net.name,
-            t.method.checkpoint_method(),
+            method_label(t.method),
             data.train.len(),
             data.test.len(),
             t.method.training_timesteps(t.timesteps),
@@ -546,13 +581,32 @@ pub fn run(net: &Network, cfg: &RunConfig) -> Result<RunOutcome, TrainError> {
         .method
         .after_training(&mut model, &data, &train_cfg, &mut report, &out)?;
     let plot_err = |e: report::PlotError| TrainError::Io(std::io::Error::other(e.to_string()));
-    report::plot_training(&report.epochs, &out.join("training.svg")).map_err(plot_err)?;
+    let batches = crate::train::records::read_batches(&crate::train::records::path_beside(
+        &out.join("report.json"),
+    ))
+    .unwrap_or_default();
+    crate::train::plot::plot_training(&report.epochs, &[], &batches, &out.join("training.svg"))
+        .map_err(plot_err)?;
     report::plot_activity(&report.activity, &out.join("activity.svg")).map_err(plot_err)?;
+    // The whole run, data loading and the method's phase after training included.
+    report.wall_s = run_start.elapsed().as_secs_f64();
+    report.write_json(&out.join("report.json"))?;
     Ok(RunOutcome {
         report,
         summary,
         out,
     })
+}
+
+/// How a run's header names its method: `agd`, or `conversion, ANN phase` for a method
+/// whose gradient phase trains something else first.
+pub fn method_label(method: &dyn TrainingMethod) -> String {
+    let (name, phase) = (method.name(), method.checkpoint_method());
+    if name == phase {
+        name.to_string()
+    } else {
+        format!("{name}, {} phase", phase.to_uppercase())
+    }
 }
 
 /// What evaluating a checkpoint gave.
@@ -817,6 +871,33 @@ pub fn resume_meta(out: &Path) -> Result<Meta, TrainError> {
 /// The output folder when none is given: `runs/<network>-<method>`.
 pub fn default_out(net: &Network, method: &dyn TrainingMethod) -> PathBuf {
     PathBuf::from(format!("runs/{}-{}", net.name, method.name()))
+}
+
+/// The running message of a training epoch: mean loss (with stochmax's terms, so that a
+/// negative total is explained) and accuracy, a fraction shown in percent.
+pub fn progress_message(loss: f64, terms: Option<report::LossTerms>, accuracy: f64) -> String {
+    match terms {
+        Some(t) => format!(
+            "loss {loss:.4} (= {}) acc {:.1}%",
+            t.describe(),
+            100.0 * accuracy
+        ),
+        None => format!("loss {loss:.4} acc {:.1}%", 100.0 * accuracy),
+    }
+}
+
+/// The values of a batch's stochmax loss terms.
+fn loss_terms_value(
+    t: &crate::backend::candle::classifier::StochmaxTerms,
+) -> Result<report::LossTerms, TrainError> {
+    let v =
+        |x: &candle_core::Tensor| -> Result<f64, TrainError> { Ok(x.to_scalar::<f32>()? as f64) };
+    Ok(report::LossTerms {
+        ce: v(&t.ce)?,
+        kl: v(&t.kl)?,
+        aux: v(&t.aux)?,
+        neg_entropy: v(&t.neg_entropy)?,
+    })
 }
 
 /// The first parameter holding a non-finite value, if any.

@@ -383,6 +383,23 @@ impl Model {
         }
     }
 
+    /// The training loss (as [`Model::loss`] with `train`, same noise draws) and, for a
+    /// stochmax head, its four terms (cross-entropy, KL, auxiliary, minus the entropy).
+    pub fn train_loss_terms(
+        &self,
+        out: &ForwardOutput,
+        labels: &Tensor,
+        rng: &mut SeededRng,
+    ) -> Result<(Tensor, Option<classifier::StochmaxTerms>)> {
+        match &self.head {
+            Head::Stochmax(head) => {
+                let terms = head.train_terms(&out.penultimate, &out.logits, labels, rng)?;
+                Ok((terms.total()?, Some(terms)))
+            }
+            Head::Softmax => Ok((self.loss(out, labels, true, rng)?, None)),
+        }
+    }
+
     /// The logits whose argmax is the prediction (stochmax: `log ρ + o`).
     pub fn eval_logits(&self, out: &ForwardOutput) -> Result<Tensor> {
         self.head.eval_logits(&out.penultimate, &out.logits)
