@@ -742,15 +742,30 @@ fn cli_train_resume_and_eval() -> R {
     // The plots hold the run: two epochs of loss, train and test accuracy (one marker per
     // point), and one labelled bar per layer application.
     let training = std::fs::read_to_string(out.join("training.svg"))?;
-    assert!(training.contains("training loss") && training.contains("accuracy"));
+    for series in snnc::train::plot::TRAINING_SERIES {
+        assert!(
+            training.contains(series),
+            "{series} missing from training.svg"
+        );
+    }
+    // One marker per epoch for the epoch-mean training loss, the training accuracy and the
+    // test accuracy (the test loss of each epoch is not kept, so it draws none).
     assert_eq!(training.matches("<circle").count(), 3 * 2, "{training}");
     let activity = std::fs::read_to_string(out.join("activity.svg"))?;
     let lines: Vec<&str> = activity.lines().map(str::trim).collect();
     for label in ["Input", "FC1", "FC2@1", "FC2@2"] {
         assert!(lines.contains(&label), "{label} missing from activity.svg");
     }
-    // The background and one bar per record.
-    assert_eq!(activity.matches("<rect").count(), 1 + 4, "{activity}");
+    // The background, one bar per record, and the unroll-step legend (its box, its frame and
+    // one swatch per step: FC2 runs twice).
+    assert_eq!(
+        activity.matches("<rect").count(),
+        1 + 4 + 2 + 2,
+        "{activity}"
+    );
+    for step in ["unroll step 1", "unroll step 2"] {
+        assert!(lines.contains(&step), "{step} missing from activity.svg");
+    }
     let w = out.join("weights.safetensors");
     let r = snnc(&[
         "eval",

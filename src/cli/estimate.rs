@@ -452,7 +452,7 @@ mod tests {
         let text = render_text(&net, &est, &opts, TimestepsOrigin::Network);
         let lines: Vec<&str> = text.lines().collect();
         assert!(
-            lines[0].starts_with("network Tiny: T = 25 (default"),
+            lines[0].starts_with("network Tiny: T = 10 (default"),
             "{text}"
         );
         // Header and rows: right-aligned numeric columns end at the same character.
