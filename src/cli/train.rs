@@ -27,6 +27,9 @@ pub enum MethodArg {
     Ann,
     /// Train the ANN, then balance IF thresholds and evaluate the SNN.
     Conversion,
+    /// Layerwise unsupervised STDP of the spiking convolutions, then the classifier behind
+    /// the SNN→ANN boundary with backprop on their spike rates.
+    Stdp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
@@ -124,6 +127,11 @@ pub struct TrainArgs {
     #[arg(long, value_delimiter = ',')]
     #[serde(alias = "eval_timesteps")]
     pub eval_timesteps: Option<Vec<usize>>,
+    /// STDP: training images presented to each spiking conv layer (default 2000; 0: the
+    /// random-feature baseline).
+    #[arg(long)]
+    #[serde(alias = "stdp_images")]
+    pub stdp_images: Option<usize>,
     /// A TOML file whose `[train]` table holds defaults for these flags.
     #[arg(long)]
     #[serde(skip)]
@@ -236,7 +244,8 @@ fn merge(mut args: TrainArgs) -> Result<TrainArgs, Fail> {
         balance_steps,
         balance,
         reset,
-        eval_timesteps
+        eval_timesteps,
+        stdp_images
     );
     args.resume |= t.resume;
     Ok(args)
@@ -253,6 +262,12 @@ fn run_inner(args: TrainArgs) -> Result<(), Fail> {
     crate::backend::candle::alloc::tune_malloc();
     let args = merge(args)?;
     let net = load_network(&args.file, args.network.as_deref())?;
+    if matches!(
+        (args.method, net.settings.method),
+        (Some(MethodArg::Stdp), _) | (None, Method::Stdp)
+    ) {
+        return run_stdp(&args, &net);
+    }
     let conversion = matches!(
         (args.method, net.settings.method),
         (Some(MethodArg::Conversion), _) | (None, Method::Conversion)
@@ -262,6 +277,7 @@ fn run_inner(args: TrainArgs) -> Result<(), Fail> {
             TrainMethod::Ann
         }
         (Some(MethodArg::Agd), _) | (None, Method::Agd) => TrainMethod::Agd,
+        (Some(MethodArg::Stdp), _) => unreachable_stdp()?,
         (None, m) => {
             return Err(Fail::usage(format!(
                 "network `{}` asks for method {m:?}, which `snnc train` does not offer yet; pass --method agd, ann or conversion",
@@ -369,6 +385,82 @@ fn run_inner(args: TrainArgs) -> Result<(), Fail> {
     println!(
         "energy: E_ANN {:.3e} pJ, E_SNN {:.3e} pJ, EE = {:.2}",
         en.e_ann_pj, en.e_snn_pj, en.ee
+    );
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+fn unreachable_stdp() -> Result<TrainMethod, Fail> {
+    Err(Fail::usage(
+        "internal: STDP is dispatched before this point",
+    ))
+}
+
+/// `--method stdp` (`train::stdp::run`): STDP, then the classifier; writes OUT.
+fn run_stdp(args: &TrainArgs, net: &crate::ir::Network) -> Result<(), Fail> {
+    use crate::train::stdp::{run, StdpConfig};
+    let d = StdpConfig::default();
+    let timesteps = args
+        .timesteps
+        .or(net.settings.timesteps.map(|t| t as usize))
+        .unwrap_or(d.timesteps);
+    let cfg = StdpConfig {
+        images: args.stdp_images.unwrap_or(d.images),
+        timesteps,
+        seed: args.seed.unwrap_or(0),
+        progress: true,
+        ..d
+    };
+    cfg.validate().map_err(Fail::usage)?;
+    let tc = TrainConfig {
+        method: TrainMethod::Ann,
+        epochs: args.epochs.unwrap_or(1),
+        batch: args.batch.unwrap_or(32),
+        lr: args.lr.unwrap_or(1e-3),
+        seed: args.seed.unwrap_or(0),
+        progress: true,
+        ..TrainConfig::default()
+    };
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("runs/{}-stdp", net.name)));
+    let data = load_data(args.data.as_deref(), args.train_limit, args.test_limit)?;
+    eprintln!(
+        "STDP `{}`: {} images per conv layer, T = {timesteps}; classifier on {} images, test {} → {}",
+        net.name,
+        cfg.images,
+        data.train.len(),
+        data.test.len(),
+        out.display()
+    );
+    let report = run::run(net, &data, &cfg, &tc, &out).map_err(Fail::input)?;
+    if let Some(layers) = report.extra.get("stdp") {
+        println!("stdp: {layers}");
+    }
+    for e in &report.epochs {
+        println!(
+            "classifier epoch {:>3}  loss {:.4}  train acc {:6.2}%  test acc {:6.2}%",
+            e.epoch,
+            e.loss,
+            100.0 * e.train_accuracy,
+            100.0 * e.test_accuracy
+        );
+    }
+    print_activity(&report.activity);
+    let g = |k: &str| {
+        report
+            .extra
+            .get(k)
+            .and_then(|v| v.as_f64())
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "energy: E_ANN {:.3e} pJ, E_SNN {:.3e} pJ, EE_Full = {:.2}, EE_Conv = {:.2}",
+        report.energy.e_ann_pj,
+        report.energy.e_snn_pj,
+        g("ee_full"),
+        g("ee_conv")
     );
     println!("wrote {}", out.display());
     Ok(())

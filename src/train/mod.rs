@@ -6,3 +6,4 @@ pub mod checkpoint;
 pub mod conversion;
 pub mod optim;
 pub mod report;
+pub mod stdp;
