@@ -501,3 +501,62 @@ fn classifier_phase_trains_the_classifier_and_leaves_stdp_weights_unchanged() ->
     assert_eq!(run.classifier.epochs.len(), 2);
     Ok(())
 }
+
+#[test]
+fn cli_method_stdp_writes_report_kernels_and_checkpoint() -> R {
+    let dir = std::env::temp_dir().join(format!("snnc-stdp-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("small.snn");
+    std::fs::write(
+        &file,
+        "network Small {\n    input 1x28x28\n    timesteps 6\n    encode poisson\n    method stdp\n\n    \
+         Input–Conv1(1,4,3x3/1)–Pool(2x2/2)–FC1(784,16)-ReLU–FC2(16,10)\n}\n",
+    )?;
+    let run = |images: &str, out: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_snnc"))
+            .arg("train")
+            .arg(&file)
+            .args(["--data", "embedded", "--stdp-images", images])
+            .args(["--train-limit", "48", "--test-limit", "32", "--seed", "4"])
+            .arg("--out")
+            .arg(out)
+            .output()
+    };
+    let out = dir.join("out");
+    let o = run("16", &out)?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("EE_Conv"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json"))?)?;
+    assert_eq!(report["method"], "stdp");
+    assert_eq!(report["stdp_images"], 16);
+    assert!(report["stdp"][0]["updates"].as_u64().unwrap() > 0);
+    assert_eq!(report["activity"][0]["layer"], "Conv1");
+    for k in ["ee_conv", "ee_full"] {
+        let v = report[k].as_f64().unwrap();
+        assert!(v.is_finite() && v > 0.0, "{k} = {v}");
+    }
+    // the conv layers are spiking: EE over them alone exceeds EE of the whole network,
+    // whose ANN classifier costs the same in both.
+    assert!(report["ee_conv"].as_f64() > report["ee_full"].as_f64());
+    let svg = std::fs::read_to_string(out.join("kernels.svg"))?;
+    assert!(
+        svg.contains("<svg") && svg.contains("4 kernels 3×3"),
+        "{svg}"
+    );
+    let (map, meta) = checkpoint::load(&checkpoint::weights_path(&out))?;
+    assert_eq!(meta.method, "stdp");
+    assert!(map.contains_key("Conv1") && map.contains_key("FC2"));
+    // the random-feature baseline: no update, the same initial kernels as a fresh model
+    let base = dir.join("base");
+    let o = run("0", &base)?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(base.join("report.json"))?)?;
+    assert_eq!(report["stdp"][0]["updates"], 0);
+    let (bmap, _) = checkpoint::load(&checkpoint::weights_path(&base))?;
+    assert!(!same(&bmap["Conv1"], &map["Conv1"]));
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}

@@ -241,10 +241,7 @@ impl KernelUpdates {
         let mut count = vec![0u32; per_kernel];
         let mut updated = 0;
         let plane = g.out_h * g.out_w;
-        for o in 0..g.out_ch {
-            if !learn[o] {
-                continue;
-            }
+        for (o, _) in learn.iter().enumerate().filter(|(_, &l)| l) {
             sum.iter_mut().for_each(|v| *v = 0.0);
             count.iter_mut().for_each(|v| *v = 0);
             let mut any = false;
