@@ -548,7 +548,18 @@ fn cli_method_stdp_writes_report_kernels_and_checkpoint() -> R {
     let (map, meta) = checkpoint::load(&checkpoint::weights_path(&out))?;
     assert_eq!(meta.method, "stdp");
     assert!(map.contains_key("Conv1") && map.contains_key("FC2"));
-    // the random-feature baseline: no update, the same initial kernels as a fresh model
+    // `snnc eval` runs the checkpoint on the same IF step runtime
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_snnc"))
+        .arg("eval")
+        .arg(&file)
+        .arg("--weights")
+        .arg(checkpoint::weights_path(&out))
+        .args(["--data", "embedded", "--test-limit", "32"])
+        .output()?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(text.contains("(stdp, IF, T = 6)"), "{text}");
+    // the random-feature baseline: no update, its kernels differ from the learned ones
     let base = dir.join("base");
     let o = run("0", &base)?;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

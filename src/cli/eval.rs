@@ -58,7 +58,8 @@ fn run_inner(args: EvalArgs) -> Result<(), Fail> {
             1,
         )
     })?;
-    if meta.method == "conversion" {
+    // STDP runs on the same IF step runtime (reset by subtraction) as conversion.
+    if meta.method == "conversion" || meta.method == "stdp" {
         return eval_conversion(&model, &map, &meta, &args, &net.name);
     }
     let method = if meta.method == "ann" {
@@ -121,7 +122,8 @@ fn eval_conversion(
         .map_err(|e| Fail(e.to_string(), 1))?;
     let r = &ev.results[0];
     println!(
-        "`{name}` (conversion, IF, T = {t}): accuracy {:.2}% on {} test images, {:.1} images/s",
+        "`{name}` ({}, IF, T = {t}): accuracy {:.2}% on {} test images, {:.1} images/s",
+        meta.method,
         100.0 * r.test_accuracy,
         ev.images,
         ev.images as f64 / ev.seconds.max(1e-9)
