@@ -568,6 +568,53 @@ fn cli_method_stdp_writes_report_kernels_and_checkpoint() -> R {
     assert_eq!(report["stdp"][0]["updates"], 0);
     let (bmap, _) = checkpoint::load(&checkpoint::weights_path(&base))?;
     assert!(!same(&bmap["Conv1"], &map["Conv1"]));
+    // `[train.stdp]` in a config file sets the constants: with η = 0 (and wide bounds) the
+    // kernels stay at their initial values, as with no image at all
+    let toml = dir.join("stdp.toml");
+    std::fs::write(
+        &toml,
+        "[train.stdp]\nimages = 16\nparams = { eta = 0.0, w_min = -10.0, w_max = 10.0 }\n",
+    )?;
+    let frozen = dir.join("frozen");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_snnc"))
+        .arg("train")
+        .arg(&file)
+        .arg("--config")
+        .arg(&toml)
+        .args([
+            "--data",
+            "embedded",
+            "--train-limit",
+            "48",
+            "--test-limit",
+            "32",
+        ])
+        .args(["--seed", "4", "--out"])
+        .arg(&frozen)
+        .output()?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (fmap, _) = checkpoint::load(&checkpoint::weights_path(&frozen))?;
+    assert!(same(&fmap["Conv1"], &bmap["Conv1"]));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(frozen.join("report.json"))?)?;
+    assert_eq!(report["stdp_images"], 16);
+    // a bad constant is a usage error, not a panic
+    std::fs::write(&toml, "[train.stdp]\nparams = { tau = -1.0 }\n")?;
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_snnc"))
+        .arg("train")
+        .arg(&file)
+        .arg("--config")
+        .arg(&toml)
+        .args(["--data", "embedded", "--train-limit", "8", "--out"])
+        .arg(dir.join("bad"))
+        .output()?;
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("τ > 0"));
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

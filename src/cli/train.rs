@@ -132,6 +132,11 @@ pub struct TrainArgs {
     #[arg(long)]
     #[serde(alias = "stdp_images")]
     pub stdp_images: Option<usize>,
+    /// STDP constants (config file only: a `[train.stdp]` table with the fields of
+    /// `train::stdp::StdpConfig`, e.g. `params = { eta = 0.01, tau = 5.0 }`).
+    #[arg(skip)]
+    #[serde(default)]
+    pub stdp: Option<crate::train::stdp::StdpConfig>,
     /// A TOML file whose `[train]` table holds defaults for these flags.
     #[arg(long)]
     #[serde(skip)]
@@ -245,7 +250,8 @@ fn merge(mut args: TrainArgs) -> Result<TrainArgs, Fail> {
         balance,
         reset,
         eval_timesteps,
-        stdp_images
+        stdp_images,
+        stdp
     );
     args.resume |= t.resume;
     Ok(args)
@@ -399,7 +405,7 @@ fn unreachable_stdp() -> Result<TrainMethod, Fail> {
 /// `--method stdp` (`train::stdp::run`): STDP, then the classifier; writes OUT.
 fn run_stdp(args: &TrainArgs, net: &crate::ir::Network) -> Result<(), Fail> {
     use crate::train::stdp::{run, StdpConfig};
-    let d = StdpConfig::default();
+    let d = args.stdp.clone().unwrap_or_default();
     let timesteps = args
         .timesteps
         .or(net.settings.timesteps.map(|t| t as usize))
@@ -407,7 +413,7 @@ fn run_stdp(args: &TrainArgs, net: &crate::ir::Network) -> Result<(), Fail> {
     let cfg = StdpConfig {
         images: args.stdp_images.unwrap_or(d.images),
         timesteps,
-        seed: args.seed.unwrap_or(0),
+        seed: args.seed.unwrap_or(d.seed),
         progress: true,
         ..d
     };
