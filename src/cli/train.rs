@@ -131,12 +131,12 @@ pub struct TrainArgs {
     /// random-feature baseline).
     #[arg(long)]
     #[serde(alias = "stdp_images")]
-    pub stdp_images: Option<usize>,
+    pub stdp_images: Option<u32>,
     /// STDP constants (config file only: a `[train.stdp]` table with the fields of
     /// `train::stdp::StdpConfig`, e.g. `params = { eta = 0.01, tau = 5.0 }`).
     #[arg(skip)]
     #[serde(default)]
-    pub stdp: Option<crate::train::stdp::StdpConfig>,
+    pub stdp: Option<Box<crate::train::stdp::StdpConfig>>,
     /// A TOML file whose `[train]` table holds defaults for these flags.
     #[arg(long)]
     #[serde(skip)]
@@ -405,13 +405,13 @@ fn unreachable_stdp() -> Result<TrainMethod, Fail> {
 /// `--method stdp` (`train::stdp::run`): STDP, then the classifier; writes OUT.
 fn run_stdp(args: &TrainArgs, net: &crate::ir::Network) -> Result<(), Fail> {
     use crate::train::stdp::{run, StdpConfig};
-    let d = args.stdp.clone().unwrap_or_default();
+    let d = args.stdp.as_deref().cloned().unwrap_or_default();
     let timesteps = args
         .timesteps
         .or(net.settings.timesteps.map(|t| t as usize))
         .unwrap_or(d.timesteps);
     let cfg = StdpConfig {
-        images: args.stdp_images.unwrap_or(d.images),
+        images: args.stdp_images.map_or(d.images, |n| n as usize),
         timesteps,
         seed: args.seed.unwrap_or(d.seed),
         progress: true,
