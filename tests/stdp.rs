@@ -548,6 +548,27 @@ fn cli_method_stdp_writes_report_kernels_and_checkpoint() -> R {
     let (map, meta) = checkpoint::load(&checkpoint::weights_path(&out))?;
     assert_eq!(meta.method, "stdp");
     assert!(map.contains_key("Conv1") && map.contains_key("FC2"));
+    // --resume: the STDP phase is not repeated (kernels as saved), the classifier continues
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_snnc"))
+        .arg("train")
+        .arg(&file)
+        .args(["--data", "embedded", "--stdp-images", "16", "--resume"])
+        .args(["--train-limit", "48", "--test-limit", "32", "--seed", "4"])
+        .arg("--out")
+        .arg(&out)
+        .output()?;
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let resumed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json"))?)?;
+    assert_eq!(resumed["resumed"], true);
+    assert_eq!(resumed["stdp"][0]["updates"], 0);
+    let (map2, _) = checkpoint::load(&checkpoint::weights_path(&out))?;
+    assert!(same(&map2["Conv1"], &map["Conv1"]));
+    assert!(
+        !same(&map2["FC1"], &map["FC1"]),
+        "the classifier trained on"
+    );
+    let map = map2;
     // `snnc eval` runs the checkpoint on the same IF step runtime
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_snnc"))
         .arg("eval")

@@ -424,6 +424,7 @@ fn run_stdp(args: &TrainArgs, net: &crate::ir::Network) -> Result<(), Fail> {
         batch: args.batch.unwrap_or(32),
         lr: args.lr.unwrap_or(1e-3),
         seed: args.seed.unwrap_or(0),
+        resume: args.resume,
         progress: true,
         ..TrainConfig::default()
     };

@@ -60,7 +60,10 @@ pub fn energy(net: &Network, activity: &[ActivityRecord], timesteps: usize) -> (
 }
 
 /// Runs STDP then the classifier on `data` with seed `train_cfg.seed`, writes OUT and
-/// returns the report.
+/// returns the report. With `train_cfg.resume` and a checkpoint of this network's STDP run
+/// in OUT, its kernels, thresholds and classifier are loaded and the STDP phase is skipped
+/// (the layers it holds are trained): the classifier continues for `train_cfg.epochs`.
+/// Errors: a checkpoint of another network or method.
 pub fn run(
     net: &Network,
     data: &Dataset,
@@ -75,6 +78,24 @@ pub fn run(
     let mut tc = train_cfg.clone();
     tc.out = None;
     tc.resume = false;
+    let path = checkpoint::weights_path(out);
+    let mut cfg = cfg.clone();
+    let resumed = train_cfg.resume && path.exists();
+    if resumed {
+        let (map, meta) = checkpoint::load(&path).map_err(|e| e.to_string())?;
+        if meta.method != "stdp" || meta.network != net.name {
+            return Err(format!(
+                "{} holds a `{}` run of `{}`, not an STDP run of `{}`",
+                path.display(),
+                meta.method,
+                meta.network,
+                net.name
+            ));
+        }
+        model.load(&map).map_err(|e| e.to_string())?;
+        cfg.images = 0;
+    }
+    let cfg = &cfg;
     let run = super::train(&mut model, data, cfg, &tc)?;
     let mut report = run.classifier;
     report.method = "stdp".into();
@@ -102,6 +123,9 @@ pub fn run(
     report
         .extra
         .insert("stdp_images".into(), serde_json::Value::from(cfg.images));
+    report
+        .extra
+        .insert("resumed".into(), serde_json::Value::from(resumed));
     let meta = checkpoint::Meta {
         epoch: train_cfg.epochs,
         seed: train_cfg.seed,
