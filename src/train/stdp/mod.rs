@@ -2,7 +2,9 @@
 //! learn with Eq. 5 ([`rule`]) under competition ([`competition`]: winner-take-all across
 //! maps, uniform threshold adaptation, dropout), one layer after the other on the
 //! step-by-step runtime ([`schedule`]: traces and updates live in an observer). A BackRes
-//! layer makes k × n updates per presentation.
+//! layer makes k × n updates per presentation. Then [`classifier`]: the layers behind the
+//! SNN→ANN boundary train with backprop on the spike rates at T; [`run`]: `snnc train
+//! --method stdp` (checkpoint, report with EE_Conv / EE_Full, [`kernels`]: `OUT/kernels.svg`).
 //!
 //! Owner: the STDP helper. Invariants: settings are validated before a run (bad values are
 //! errors, never panics); STDP changes only the weights and thresholds of the spiking conv
