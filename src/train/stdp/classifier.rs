@@ -138,8 +138,9 @@ impl Observer for Rates {
     }
 }
 
-/// The boundary's spike rates at T = `timesteps` for `count` images of `images` (all when
-/// `None`), step by step with IF neurons and the model's thresholds, `batch` at a time:
+/// The boundary's spike rates at T = `timesteps` for the first `count` images of `images`
+/// (at most all), step by step with IF neurons and the model's thresholds, `batch` at a
+/// time, Poisson input from the feature stream `stream` of `seed`:
 /// a split of `[F]` features (flattened boundary values) with the images' labels, and the
 /// spike rate of every threshold slot over those runs (spikes per neuron per step).
 pub fn features(
@@ -149,6 +150,7 @@ pub fn features(
     timesteps: usize,
     batch: usize,
     seed: u64,
+    stream: u64,
 ) -> Result<(Split, Vec<f64>)> {
     let boundary = classifier_boundary(model.network())?;
     let mut counts = Counters::new(model.thresholds().len(), model.network().graph.node_count());
@@ -159,7 +161,7 @@ pub fn features(
         stop: None,
         collect: None,
     };
-    let mut rng = rng_for(seed, FEATURE_STREAM);
+    let mut rng = rng_for(seed, FEATURE_STREAM + stream);
     let mut out = Split::default();
     let n = count.min(images.count());
     let mut start = 0;

@@ -113,7 +113,8 @@ pub fn train(
         .input
         .ok_or("the classifier has no input shape")?;
     let dims = [shape.c, shape.h, shape.w].map(|d| usize::try_from(d).unwrap_or(usize::MAX));
-    let feats = |imgs: &SplitImages| {
+    // Train and test features draw their Poisson spikes from different streams.
+    let feats = |imgs: &SplitImages, stream: u64| {
         classifier::features(
             model,
             imgs,
@@ -121,11 +122,12 @@ pub fn train(
             cfg.timesteps,
             cfg.batch.max(32),
             cfg.seed,
+            stream,
         )
         .map_err(|e| e.to_string())
     };
-    let (train_feats, _) = feats(&train)?;
-    let (test_feats, test_rates) = feats(&test)?;
+    let (train_feats, _) = feats(&train, 0)?;
+    let (test_feats, test_rates) = feats(&test, 1)?;
     let fdata = crate::data::Dataset {
         name: format!("{} STDP features", data.name),
         shape: dims,
