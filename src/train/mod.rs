@@ -18,5 +18,6 @@ pub mod plot;
 pub mod progress;
 pub mod records;
 pub mod report;
+pub mod stdp;
 
 pub use driver::{TrainConfig, TrainError};
