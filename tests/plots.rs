@@ -81,6 +81,7 @@ fn epoch(e: usize, loss: f64, train: f64, test: f64) -> EpochRecord {
         loss,
         train_accuracy: train,
         test_accuracy: test,
+        loss_terms: None,
     }
 }
 

@@ -739,7 +739,6 @@ fn assert_flag_diagnosed(file: &str, extra: &[&str], names: &str) {
 }
 
 #[test]
-#[ignore = "issue 12.2: fails until flags ignored by the chosen mode are diagnosed"]
 fn momentum_with_adam_is_diagnosed() {
     assert_flag_diagnosed(
         FC,
@@ -749,43 +748,36 @@ fn momentum_with_adam_is_diagnosed() {
 }
 
 #[test]
-#[ignore = "issue 12.2: fails until flags ignored by the chosen mode are diagnosed"]
 fn timesteps_with_ann_is_diagnosed() {
     assert_flag_diagnosed(FC, &["--method", "ann", "--timesteps", "2"], "timesteps");
 }
 
 #[test]
-#[ignore = "issue 12.2: fails until flags ignored by the chosen mode are diagnosed"]
 fn timesteps_with_conversion_is_diagnosed() {
     assert_flag_diagnosed(CONV, &conv_args(&["--timesteps", "2"]), "timesteps");
 }
 
 #[test]
-#[ignore = "issue 12.2: fails until flags ignored by the chosen mode are diagnosed"]
 fn balance_with_agd_is_diagnosed() {
     assert_flag_diagnosed(FC, &["--method", "agd", "--balance", "max"], "balance");
 }
 
 #[test]
-#[ignore = "issue 12.2: fails until flags ignored by the chosen mode are diagnosed"]
 fn balance_images_with_ann_is_diagnosed() {
     assert_flag_diagnosed(FC, &["--method", "ann", "--balance-images", "8"], "balance");
 }
 
 #[test]
-#[ignore = "issue 12.2: fails until flags ignored by the chosen mode are diagnosed"]
 fn reset_with_ann_is_diagnosed() {
     assert_flag_diagnosed(FC, &["--method", "ann", "--reset", "zero"], "reset");
 }
 
 #[test]
-#[ignore = "issue 12.2: fails until flags ignored by the chosen mode are diagnosed"]
 fn eval_timesteps_with_agd_is_diagnosed() {
     assert_flag_diagnosed(FC, &["--method", "agd", "--eval-timesteps", "4"], "eval");
 }
 
 #[test]
-#[ignore = "issue 12.2: fails until flags ignored by the chosen mode are diagnosed"]
 fn balance_steps_with_percentile_is_diagnosed() {
     assert_flag_diagnosed(
         CONV,
@@ -828,7 +820,6 @@ fn diverging_run_exits_1_and_keeps_the_last_good_checkpoint() -> R {
 
 /// Issue 11.3: `snnc eval` of weights holding a NaN exits 1.
 #[test]
-#[ignore = "issue 11.3: fails until snnc eval refuses non-finite weights"]
 fn eval_of_nonfinite_weights_exits_1() -> R {
     let d = tempfile::tempdir()?;
     let out = train(FC, d.path(), "run", &["--seed", "5"])?;
@@ -859,7 +850,6 @@ fn eval_of_nonfinite_weights_exits_1() -> R {
 
 /// Issue 13.8: `--epochs 0` is refused with a message, not "wrote" without writing.
 #[test]
-#[ignore = "issue 13.8: fails until --epochs 0 is refused"]
 fn zero_epochs_is_refused() {
     let d = tempfile::tempdir().expect("tempdir");
     let r = train_raw(FC, &d.path().join("run"), &["--epochs", "0"]);
@@ -868,10 +858,144 @@ fn zero_epochs_is_refused() {
     assert!(!stdout(&r).contains("wrote"), "{}", stdout(&r));
 }
 
+/// Issue 12.2: without `--eval-timesteps`, conversion evaluates the SNN at the network's
+/// `timesteps` (conv.snn: 4) only, not at the default latencies 50, 100, 250, 500.
+#[test]
+fn conversion_evaluates_at_the_networks_timesteps() -> R {
+    let d = tempfile::tempdir()?;
+    let args = [
+        "--method",
+        "conversion",
+        "--balance-images",
+        "8",
+        "--balance-steps",
+        "4",
+        "--seed",
+        "5",
+    ];
+    let out = train(CONV, d.path(), "run", &args)?;
+    let rep = report(&out)?;
+    let ts: Vec<u64> = rep["conversion"]
+        .as_array()
+        .ok_or("conversion results")?
+        .iter()
+        .filter_map(|r| r["timesteps"].as_u64())
+        .collect();
+    assert_eq!(ts, [4]);
+    assert_eq!(rep["timesteps"].as_u64(), Some(4));
+    Ok(())
+}
+
+/// Issue 12.2: the diagnostic of an ignored flag is a warning with its code, and the run
+/// still succeeds and writes its weights; `--timesteps` with conversion is refused (exit 2).
+#[test]
+fn ignored_flag_is_a_warning_and_conversion_timesteps_an_error() -> R {
+    let d = tempfile::tempdir()?;
+    let out = d.path().join("adam");
+    let r = train_raw(FC, &out, &["--momentum", "0.5", "--device", "cpu"]);
+    let e = stderr(&r);
+    assert!(r.status.success(), "{e}");
+    assert!(
+        e.lines()
+            .any(|l| l.starts_with("warning: --momentum")
+                && l.ends_with("[snnc::train::ignored_flag]")),
+        "{e}"
+    );
+    assert!(out.join("weights.safetensors").exists());
+    let r = train_raw(CONV, &d.path().join("c"), &conv_args(&["--timesteps", "2"]));
+    let e = stderr(&r);
+    assert_eq!(r.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("--eval-timesteps") && e.contains("snnc::train::config"),
+        "{e}"
+    );
+    assert!(!stdout(&r).contains("wrote"), "{}", stdout(&r));
+    Ok(())
+}
+
+/// Issue 13.8: `--device cuda` is refused with a code and exit 2 (training runs on the CPU,
+/// and this build has no CUDA unless built with `--features cuda`), before any work.
+#[test]
+fn device_cuda_is_refused() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let r = train_raw(FC, &d.path().join("run"), &["--device", "cuda"]);
+    let e = stderr(&r);
+    assert_eq!(r.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("snnc::train::device") && e.contains("CPU"),
+        "{e}"
+    );
+    #[cfg(not(feature = "cuda"))]
+    assert!(e.contains("built without CUDA"), "{e}");
+    assert!(!d.path().join("run").exists());
+}
+
+/// Issue 13.8: the weights file is readable by everyone (mode 0644), like the report.
+#[cfg(unix)]
+#[test]
+fn weights_file_has_mode_0644() -> R {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir()?;
+    let out = train(FC, d.path(), "run", &["--seed", "5"])?;
+    let mode = std::fs::metadata(out.join("weights.safetensors"))?
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o644, "{mode:o}");
+    Ok(())
+}
+
+/// Issue 11 "Also": `snnc train --help` gives every default, as `train::defaults` holds it.
+#[test]
+fn help_shows_each_default() {
+    use snnc::train::defaults as d;
+    let r = snnc(&["train", "--help"]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let help = stdout(&r);
+    // The help block of `flag`: from its line to the next flag's line.
+    let block = |flag: &str| -> String {
+        let mut lines = help
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with(flag));
+        let first = lines.next().unwrap_or_default().to_string();
+        let rest: Vec<&str> = lines
+            .take_while(|l| !l.trim_start().starts_with('-'))
+            .collect();
+        format!("{first} {}", rest.join(" "))
+    };
+    let eval_ts = snnc::ir::defaults::CONVERSION_EVAL_TIMESTEPS
+        .map(|t| t.to_string())
+        .join(",");
+    for (flag, want) in [
+        ("--epochs", format!("default {}", d::EPOCHS)),
+        ("--timesteps", format!("else {}", d::TIMESTEPS)),
+        ("--batch", format!("default {}", d::BATCH)),
+        ("--lr ", format!("default {}", d::LR)),
+        ("--lr-schedule", "default constant".to_string()),
+        ("--optimizer", "default adam".to_string()),
+        ("--weight-decay", format!("default {}", d::WEIGHT_DECAY)),
+        ("--momentum", format!("default {}", d::MOMENTUM)),
+        ("--seed", format!("default {}", d::SEED)),
+        ("--device", "default cpu".to_string()),
+        ("--train-limit", "default: all".to_string()),
+        ("--test-limit", "default: all".to_string()),
+        ("--balance-images", format!("default {}", d::BALANCE_IMAGES)),
+        ("--balance-steps", format!("default {}", d::BALANCE_STEPS)),
+        ("--balance ", "the default".to_string()),
+        ("--reset", "default subtract".to_string()),
+        ("--eval-timesteps", format!("else {eval_ts}")),
+        ("--out", "default: runs/".to_string()),
+        ("--method", "default".to_string()),
+        ("--data", "default".to_string()),
+    ] {
+        let b = block(flag);
+        assert!(b.contains(&want), "{flag}: `{want}` not in `{b}`\n{help}");
+    }
+    assert!(help.contains("snnc::train::ignored_flag"), "{help}");
+}
+
 /// Issue 13.2: `snnc eval` of weights trained at T = 4 (the file says 3) evaluates at 4,
 /// reproducing the report's accuracy.
 #[test]
-#[ignore = "issue 13.2: fails until eval takes T from the checkpoint"]
 fn eval_uses_the_checkpoints_timesteps() -> R {
     let d = tempfile::tempdir()?;
     let out = train(FC, d.path(), "t4", &["--seed", "5", "--timesteps", "4"])?;

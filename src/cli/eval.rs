@@ -1,14 +1,18 @@
 //! `snnc eval`: load trained weights into a network and report test accuracy and the spike
 //! activity per layer and unroll step. The checkpoint's `meta.method` picks the method from
 //! the registry, which decides how the network runs: as an SNN (`agd`), as its ANN baseline
-//! (`ann`), or as the converted SNN with its balanced thresholds (`conversion`). This file
-//! maps flags onto `train::driver::EvalConfig`. Exit status as for `train`.
+//! (`ann`), or as the converted SNN with its balanced thresholds (`conversion`). Settings not
+//! given as flags come from the checkpoint's record of its run, announced on stderr
+//! ("note: T = 4 from the checkpoint"). Writes `eval-report.json` beside the weights (the
+//! training report's format, with the resolved settings under `config`). This file maps
+//! flags onto `train::driver::EvalFlags`. Exit status as for `train`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::train::{fail, load_network, print_activity, Fail};
-use crate::train::{defaults, driver};
+use crate::train::driver;
+use crate::train::report::{EnergyRecord, Report};
 
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
@@ -20,7 +24,8 @@ pub struct EvalArgs {
     /// Which network of the file (default: the first).
     #[arg(long)]
     pub network: Option<String>,
-    /// Time steps T (default: the network's `timesteps`, else 10; 500 for a conversion checkpoint).
+    /// Time steps T (default: the checkpoint's training T, else the network's `timesteps`,
+    /// else 10; a converted checkpoint: the network's `timesteps`, else 500).
     #[arg(long)]
     pub timesteps: Option<usize>,
     /// The data set: fashion-mnist[:DIR], mnist:DIR, cifar10:DIR or embedded.
@@ -29,8 +34,12 @@ pub struct EvalArgs {
     /// Use the first N test images.
     #[arg(long)]
     pub test_limit: Option<usize>,
-    #[arg(long, default_value_t = defaults::EVAL_BATCH)]
-    pub batch: usize,
+    /// Images per batch (default: the checkpoint's training batch, else 100).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Seed of Poisson and dropout noise (default: the checkpoint's seed, else 0).
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 pub fn run(args: EvalArgs) -> ExitCode {
@@ -43,14 +52,19 @@ pub fn run(args: EvalArgs) -> ExitCode {
 fn run_inner(args: EvalArgs) -> Result<(), Fail> {
     crate::backend::candle::alloc::tune_malloc();
     let net = load_network(&args.file, args.network.as_deref())?;
-    let cfg = driver::EvalConfig {
+    let flags = driver::EvalFlags {
         timesteps: args.timesteps,
         batch: args.batch,
+        seed: args.seed,
         data: args.data.clone(),
         test_limit: args.test_limit,
         progress: true,
     };
-    let ev = driver::evaluate_checkpoint(&net, &args.weights, &cfg).map_err(fail)?;
+    let prepared = driver::prepare_eval(&net, &args.weights, &flags).map_err(fail)?;
+    for note in &prepared.notes {
+        eprintln!("{note}");
+    }
+    let ev = driver::run_eval(&prepared).map_err(fail)?;
     let loss = ev
         .loss
         .map(|l| format!(", loss {l:.4}"))
@@ -71,5 +85,62 @@ fn run_inner(args: EvalArgs) -> Result<(), Fail> {
             en.e_ann_pj, en.e_snn_pj, en.ee
         );
     }
+    let path = args
+        .weights
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join("eval-report.json");
+    // The result is printed already: a folder that cannot be written is a warning, not a failure.
+    match eval_report(&net.name, &args, &prepared, &ev).write_json(&path) {
+        Ok(()) => println!("wrote {}", path.display()),
+        Err(e) => eprintln!(
+            "warning[snnc::train::io]: cannot write {}: {e}",
+            path.display()
+        ),
+    }
     Ok(())
+}
+
+/// The evaluation as a `Report` (the training report's format, no epochs): accuracy,
+/// activity and energy (null where the method has none), and under `config` the resolved
+/// settings it ran with and the checkpoint it read.
+fn eval_report(
+    network: &str,
+    args: &EvalArgs,
+    p: &driver::PreparedEval,
+    ev: &driver::EvalOutcome,
+) -> Report {
+    let mut r = Report::new(&ev.label, network, ev.timesteps);
+    r.test_accuracy = ev.accuracy;
+    r.infer_images_per_s = ev.images_per_s;
+    r.train_images_per_s = f64::NAN;
+    r.wall_s = f64::NAN;
+    r.activity = ev.activity.clone();
+    r.energy = ev.energy.clone().unwrap_or(EnergyRecord {
+        e_ann_pj: f64::NAN,
+        e_snn_pj: f64::NAN,
+        ee: f64::NAN,
+    });
+    r.extra.insert(
+        "config".into(),
+        serde_json::json!({
+            "command": "eval",
+            "weights": args.weights.display().to_string(),
+            "method": p.method.name(),
+            "network": network,
+            "data_spec": args.data,
+            "test_images": ev.images,
+            "test_limit": args.test_limit,
+            "timesteps": ev.timesteps,
+            "batch": p.config.batch,
+            "seed": p.meta.seed,
+            "trained_epochs": p.meta.epoch,
+        }),
+    );
+    if let Some(l) = ev.loss {
+        r.extra.insert("test_loss".into(), l.into());
+    }
+    r.extra
+        .insert("snnc_version".into(), env!("CARGO_PKG_VERSION").into());
+    r
 }

@@ -20,6 +20,7 @@ use crate::train::driver::{self, OptimizerKind, RunConfig, TrainConfig, TrainErr
 use crate::train::method;
 use crate::train::optim::LrSchedule;
 use crate::train::report::ActivityRecord;
+use crate::train::validate;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -44,8 +45,29 @@ pub enum ScheduleArg {
     Cosine,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceArg {
+    Cpu,
+    Cuda,
+}
+
+/// What `snnc train --help` says after the flags: which settings are warned about or
+/// refused when the chosen method does not use them (`train::validate`).
+const AFTER_HELP: &str = "\
+Settings the chosen method does not use are never silent:
+  warning [snnc::train::ignored_flag], the run goes on:
+    --momentum with adam; --timesteps or the network's `timesteps` with --method ann;
+    --balance, --balance-images, --balance-steps, --reset, --eval-timesteps with agd or ann;
+    --balance-steps with --balance percentile
+  error, exit 2:
+    --epochs 0, --timesteps with --method conversion (use --eval-timesteps)
+      [snnc::train::config]; --device cuda (training runs on the CPU only)
+      [snnc::train::device]";
+
 #[derive(Debug, Default, clap::Args, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[command(after_help = AFTER_HELP)]
 pub struct TrainArgs {
     /// The .snn file.
     #[serde(skip)]
@@ -54,66 +76,97 @@ pub struct TrainArgs {
     #[arg(long)]
     pub network: Option<String>,
     /// agd (surrogate gradients), ann (the same topology with ReLU and T = 1) or conversion
-    /// (the ANN, then balanced IF thresholds): the names of `train::method::METHODS`.
+    /// (the ANN, then balanced IF thresholds): the names of `train::method::METHODS`
+    /// (default: the network's `method`).
     #[arg(long, value_parser = method::parse_name)]
     pub method: Option<String>,
     /// The data set: fashion-mnist[:DIR], mnist:DIR, cifar10:DIR or embedded (default:
     /// Debian's Fashion-MNIST if installed, else the embedded slice).
     #[arg(long)]
     pub data: Option<String>,
-    #[arg(long)]
+    // Help texts that quote a default are built from `train::defaults` (not retyped).
+    #[arg(long, help = format!("Training epochs, at least 1 (default {})", defaults::EPOCHS))]
     pub epochs: Option<usize>,
-    /// Time steps T (default: the network's `timesteps`, else 10).
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "Time steps T of AGD (default: the network's `timesteps`, else {}); ann runs T = 1 \
+         (warning if given), conversion refuses it (use --eval-timesteps)",
+        defaults::TIMESTEPS
+    ))]
     pub timesteps: Option<usize>,
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "Images per batch (default {}; conversion's balancing and SNN evaluation: {})",
+        defaults::BATCH,
+        defaults::CONVERSION_BATCH
+    ))]
     pub batch: Option<usize>,
-    #[arg(long)]
+    #[arg(long, help = format!("Learning rate (default {})", defaults::LR))]
     pub lr: Option<f64>,
+    /// Learning-rate schedule (default constant).
     #[arg(long, value_enum)]
     #[serde(alias = "lr_schedule")]
     pub lr_schedule: Option<ScheduleArg>,
+    /// Update rule (default adam).
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerArg>,
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "L2 weight decay, added to the gradient (default {})",
+        defaults::WEIGHT_DECAY
+    ))]
     #[serde(alias = "weight_decay")]
     pub weight_decay: Option<f64>,
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "SGD's momentum (default {}); warning with adam, which has none",
+        defaults::MOMENTUM
+    ))]
     pub momentum: Option<f64>,
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "Seed of the initial weights, input spikes and shuffling (default {})",
+        defaults::SEED
+    ))]
     pub seed: Option<u64>,
-    /// Use the first N training images.
+    /// Where training runs (default cpu). `cuda` is refused: the training driver runs on
+    /// the CPU only, with or without the `cuda` feature.
+    #[arg(long, value_enum)]
+    pub device: Option<DeviceArg>,
+    /// Use the first N training images (default: all).
     #[arg(long)]
     #[serde(alias = "train_limit")]
     pub train_limit: Option<usize>,
-    /// Use the first N test images.
+    /// Use the first N test images (default: all).
     #[arg(long)]
     #[serde(alias = "test_limit")]
     pub test_limit: Option<usize>,
     /// Output folder (default: runs/<network>-<method>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue from OUT/weights.safetensors.
+    /// Continue from OUT/weights.safetensors (default: start afresh).
     #[arg(long)]
     #[serde(default)]
     pub resume: bool,
-    /// Conversion: training images presented while balancing thresholds (default 256).
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "Conversion: training images presented while balancing thresholds (default {})",
+        defaults::BALANCE_IMAGES
+    ))]
     #[serde(alias = "balance_images")]
     pub balance_images: Option<u32>,
-    /// Conversion: time steps of each balancing run (default 100).
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "Conversion with --balance max: time steps of each balancing run (default {})",
+        defaults::BALANCE_STEPS
+    ))]
     #[serde(alias = "balance_steps")]
     pub balance_steps: Option<u32>,
-    /// Conversion: `max` (largest input, Sengupta et al.) or `percentile[:P]` (Rueckauer
-    /// et al., default P = 99.9).
+    /// Conversion: `max` (largest input, Sengupta et al.; the default) or `percentile[:P]`
+    /// (Rueckauer et al., default P = 99.9).
     #[arg(long)]
     pub balance: Option<conversion::Balance>,
     /// Conversion: reset of the IF neurons (default subtract).
     #[arg(long, value_enum)]
     pub reset: Option<ResetArg>,
-    /// Conversion: latencies T at which the SNN is evaluated (default 50,100,250,500).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', help = format!(
+        "Conversion: latencies T at which the SNN is evaluated (default: the network's \
+         `timesteps`, else {})",
+        crate::ir::defaults::CONVERSION_EVAL_TIMESTEPS.map(|t| t.to_string()).join(",")
+    ))]
     #[serde(alias = "eval_timesteps")]
     pub eval_timesteps: Option<Vec<usize>>,
     /// STDP: training images presented to each spiking conv layer (default 2000; 0: the
@@ -219,6 +272,7 @@ fn merge(mut args: TrainArgs) -> Result<TrainArgs, Fail> {
         weight_decay,
         momentum,
         seed,
+        device,
         train_limit,
         test_limit,
         out,
@@ -244,31 +298,46 @@ pub fn run(args: TrainArgs) -> ExitCode {
 fn run_inner(args: TrainArgs) -> Result<(), Fail> {
     crate::backend::candle::alloc::tune_malloc();
     let args = merge(args)?;
+    if args.device == Some(DeviceArg::Cuda) {
+        return Err(Fail::usage(device_refusal()));
+    }
     let net = load_network(&args.file, args.network.as_deref())?;
     let cfg = run_config(&args, &net).map_err(fail)?;
-    let outcome = driver::run(&net, &cfg).map_err(fail)?;
-    for line in &outcome.summary {
-        println!("{line}");
+    let given = validate::Given {
+        timesteps: args.timesteps.is_some(),
+        momentum: args.momentum.is_some(),
+        balance: args.balance.is_some(),
+        balance_images: args.balance_images.is_some(),
+        balance_steps: args.balance_steps.is_some(),
+        reset: args.reset.is_some(),
+        eval_timesteps: args.eval_timesteps.is_some(),
+    };
+    for w in validate::check(&cfg.train, &net, &given).map_err(fail)? {
+        eprintln!("{w}");
     }
+    let outcome = driver::run(&net, &cfg).map_err(fail)?;
     let report = &outcome.report;
     for e in &report.epochs {
-        println!(
-            "epoch {:>3}  train loss {:.4}  train acc {:6.2}%  test acc {:6.2}%",
-            e.epoch,
-            e.loss,
-            100.0 * e.train_accuracy,
-            100.0 * e.test_accuracy,
-        );
+        println!("{}", crate::train::report::epoch_line(e));
+    }
+    for line in &outcome.summary {
+        println!("{line}");
     }
     println!(
         "speed: training {:.1} images/s, inference {:.1} images/s (last epoch)",
         report.train_images_per_s, report.infer_images_per_s
     );
+    if !report.activity.is_empty() {
+        println!(
+            "at T = {} (the report's activity and energy):",
+            report.timesteps
+        );
+    }
     print_activity(&report.activity);
     let en = &report.energy;
     println!(
-        "energy: E_ANN {:.3e} pJ, E_SNN {:.3e} pJ, EE = {:.2}",
-        en.e_ann_pj, en.e_snn_pj, en.ee
+        "energy at T = {}: E_ANN {:.3e} pJ, E_SNN {:.3e} pJ, EE = {:.2}",
+        report.timesteps, en.e_ann_pj, en.e_snn_pj, en.ee
     );
     println!("wrote {}", outcome.out.display());
     Ok(())
@@ -321,7 +390,7 @@ fn run_config(args: &TrainArgs, net: &Network) -> Result<RunConfig, TrainError> 
             Some(ResetArg::Zero) => Reset::Zero,
             _ => Reset::Subtract,
         },
-        eval_timesteps: args.eval_timesteps.clone().unwrap_or(d.eval_timesteps),
+        eval_timesteps: validate::conversion_eval_timesteps(net, args.eval_timesteps.as_deref()),
         batch: args.batch.unwrap_or(d.batch),
         seed,
         progress: true,
@@ -366,6 +435,19 @@ fn stdp_config(args: &TrainArgs) -> crate::train::stdp::StdpConfig {
         images: args.stdp_images.map_or(d.images, |n| n as usize),
         ..d
     }
+}
+
+/// Why `--device cuda` is refused, by build: without the `cuda` feature, or with it (the
+/// training driver places its model on the CPU either way).
+fn device_refusal() -> String {
+    let why = if cfg!(feature = "cuda") {
+        "this snnc is built with the `cuda` feature, but the training driver runs on the CPU \
+         only"
+    } else {
+        "this snnc is built without CUDA (the `cuda` feature), and the training driver runs on \
+         the CPU only"
+    };
+    format!("--device cuda: {why}; use --device cpu (the default) [snnc::train::device]")
 }
 
 pub(crate) fn print_activity(activity: &[ActivityRecord]) {

@@ -1,6 +1,6 @@
 //! Checkpoints: `DIR/weights.safetensors`, written atomically (a temporary file in the same
 //! folder, synced, then renamed over the old one), so Ctrl-C or a kill at any moment leaves
-//! the last complete checkpoint intact.
+//! the last complete checkpoint intact. On Unix the file has mode 0644.
 //!
 //! This module owns every name in a checkpoint (the bundle an exporter reads):
 //! - weights: one tensor per weight set, named by the IR (`Conv3`, `FC1`), shared by every
@@ -105,6 +105,13 @@ pub fn save(path: &Path, tensors: &HashMap<String, Tensor>, meta: &Meta) -> Resu
     tmp_name.push(format!(".tmp{}", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
     candle_core::safetensors::save(&all, &tmp)?;
+    // Weights are an output like the report: rw-r--r-- (issue 13.8), whatever mode the
+    // temporary file was created with.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
+    }
     std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, path)?;
     Ok(())
@@ -164,4 +171,92 @@ pub fn load(path: &Path) -> Result<(HashMap<String, Tensor>, Meta)> {
         },
     };
     Ok((map, meta))
+}
+
+/// Whether `key` is a checkpoint entry other than a weight or threshold: metadata, optimiser
+/// state, a converted network's reset.
+fn is_auxiliary(key: &str) -> bool {
+    key == RESET_KEY
+        || ["meta.", "adam.", "sgd."]
+            .iter()
+            .any(|p| key.starts_with(p))
+}
+
+/// Checks that a checkpoint's tensors fit a network whose weights are `expected` (name,
+/// shape, in the network's order) and whose threshold slots are `slots` (their
+/// [`threshold_key`]s).
+///
+/// Errors: the first mismatch, naming the tensor and both shapes: a weight that is missing
+/// or has another shape, a threshold that is not a scalar, then (in name order) a tensor
+/// that names no weight or threshold slot of the network.
+pub fn check_fits(
+    map: &HashMap<String, Tensor>,
+    expected: &[(String, Vec<usize>)],
+    slots: &[String],
+) -> std::result::Result<(), String> {
+    for (name, shape) in expected {
+        match map.get(name) {
+            None => {
+                return Err(format!(
+                    "the checkpoint has no weights `{name}` (expected shape {shape:?})"
+                ))
+            }
+            Some(t) if t.dims() != shape.as_slice() => {
+                return Err(format!(
+                    "`{name}`: expected shape {shape:?}, found {:?}",
+                    t.dims()
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    for name in slots {
+        if let Some(t) = map.get(name) {
+            if t.elem_count() != 1 {
+                return Err(format!(
+                    "`{name}`: expected shape [1], found {:?}",
+                    t.dims()
+                ));
+            }
+        }
+    }
+    let mut extra: Vec<&String> = map
+        .keys()
+        .filter(|k| {
+            !is_auxiliary(k) && !slots.contains(k) && !expected.iter().any(|(n, _)| n == *k)
+        })
+        .collect();
+    extra.sort();
+    match extra.first() {
+        Some(k) => Err(format!(
+            "the checkpoint holds `{k}` (shape {:?}), which names no weight or threshold of the network",
+            map[*k].dims()
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Checks that every floating-point weight and threshold of a checkpoint is finite.
+///
+/// Errors: the first tensor (in name order) holding NaN or ±∞, named.
+pub fn check_finite(map: &HashMap<String, Tensor>) -> std::result::Result<(), String> {
+    let mut names: Vec<&String> = map
+        .iter()
+        .filter(|(k, t)| !is_auxiliary(k) && t.dtype().is_float())
+        .map(|(k, _)| k)
+        .collect();
+    names.sort();
+    for name in names {
+        let v = map[name]
+            .flatten_all()
+            .and_then(|t| t.to_dtype(candle_core::DType::F32))
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| format!("cannot read `{name}`: {e}"))?;
+        if let Some(x) = v.iter().find(|x| !x.is_finite()) {
+            return Err(format!(
+                "the checkpoint's `{name}` holds a non-finite value ({x})"
+            ));
+        }
+    }
+    Ok(())
 }

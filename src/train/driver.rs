@@ -132,6 +132,15 @@ pub fn batch_tensors(
     Ok((x, candle_core::Tensor::new(y, dev)?))
 }
 
+/// The time steps a forward pass with `opts` holds (1 in ANN mode).
+fn step_count(opts: &ForwardOptions) -> usize {
+    if opts.mode == Mode::Ann {
+        1
+    } else {
+        opts.timesteps
+    }
+}
+
 /// Runs `model` over `split` (images of `shape`) in batches, recording activity.
 pub fn evaluate(
     model: &Model,
@@ -149,6 +158,7 @@ pub fn evaluate(
     let dev = model.device().clone();
     let n = split.len();
     let batch = batch.max(1);
+    crate::train::memory::check(model.network(), batch.min(n), step_count(&opts), false)?;
     let start = Instant::now();
     let (mut right, mut loss) = (0usize, 0f64);
     let mut act: Vec<SlotActivity> = Vec::new();
@@ -157,6 +167,7 @@ pub fn evaluate(
     let idx: Vec<usize> = (0..n).collect();
     for chunk in idx.chunks(batch) {
         let (x, y) = batch_tensors(split, shape, chunk, &dev)?;
+        rng.set_images(chunk.iter().copied());
         let mut rec = Recorder::new(model.thresholds().len());
         let out = model.forward_observed(&x, &opts, &mut rng, &mut rec)?;
         right += correct_count(&model.eval_logits(&out)?, &y)?;
@@ -284,6 +295,8 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
         return Err(TrainError::DataMismatch("the training set is empty".into()));
     }
     check_data(model, data)?;
+    let steps = step_count(&cfg.method.forward_options(cfg.timesteps, true));
+    crate::train::memory::check(model.network(), cfg.batch.min(train.len()), steps, true)?;
     let vars = model.vars();
     let mut opt: Box<dyn Optimizer> = match cfg.optimizer {
         OptimizerKind::Adam => Box::new(Adam::new(
@@ -354,6 +367,19 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
     let opts = cfg.method.forward_options(cfg.timesteps, true);
     let batch = cfg.batch.max(1);
     let run_start = Instant::now();
+    // Per-batch records beside the report (`batches.jsonl`), appended to on `--resume`.
+    let mut batch_log = match &cfg.out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            let path = crate::train::records::path_beside(&dir.join("report.json"));
+            Some(if cfg.resume {
+                crate::train::records::BatchLog::open_append(&path)?
+            } else {
+                crate::train::records::BatchLog::create(&path)?
+            })
+        }
+        None => None,
+    };
     for epoch in start_epoch..cfg.epochs {
         opt.set_lr(cfg.schedule.lr_at(cfg.lr, epoch))?;
         let mut rng = rng_for(cfg.seed, EPOCH_STREAM + epoch as u64);
@@ -365,11 +391,13 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
         );
         let start = Instant::now();
         let (mut loss_sum, mut right, mut seen) = (0f64, 0usize, 0usize);
+        let mut terms_sum: Option<report::LossTerms> = None;
         for (bi, chunk) in crate::data::batches(train, batch, Some(cfg.seed), epoch).enumerate() {
             let chunk = chunk.as_slice();
             let (x, y) = batch_tensors(train, data.shape, chunk, &dev)?;
+            rng.set_images(chunk.iter().copied());
             let out = model.forward(&x, &opts, &mut rng)?;
-            let loss = model.loss(&out, &y, true, &mut rng)?;
+            let (loss, terms) = model.train_loss_terms(&out, &y, &mut rng)?;
             let l = loss.to_scalar::<f32>()?;
             let stop = |what: String| TrainError::NonFinite {
                 epoch: epoch + 1,
@@ -394,13 +422,32 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
                 )));
             }
             loss_sum += l as f64 * chunk.len() as f64;
-            right += correct_count(&model.eval_logits(&out)?, &y)?;
+            let batch_terms = terms.as_ref().map(loss_terms_value).transpose()?;
+            if let Some(t) = &batch_terms {
+                report::LossTerms::accumulate(&mut terms_sum, t, chunk.len() as f64);
+            }
+            let batch_right = correct_count(&model.eval_logits(&out)?, &y)?;
+            right += batch_right;
             seen += chunk.len();
+            if let Some(log) = &mut batch_log {
+                log.append(&crate::train::records::BatchRecord {
+                    epoch: epoch + 1,
+                    batch: bi + 1,
+                    images_seen: epoch * train.len() + seen,
+                    loss: l as f64,
+                    accuracy: batch_right as f64 / chunk.len().max(1) as f64,
+                    lr: cfg.schedule.lr_at(cfg.lr, epoch),
+                    ce: batch_terms.map(|t| t.ce),
+                    kl: batch_terms.map(|t| t.kl),
+                    aux: batch_terms.map(|t| t.aux),
+                    entropy: batch_terms.map(|t| t.neg_entropy),
+                })?;
+            }
             pb.inc(chunk.len() as u64);
-            pb.set_message(format!(
-                "loss {:.4} acc {:.1}%",
+            pb.set_message(progress_message(
                 loss_sum / seen as f64,
-                100.0 * right as f64 / seen as f64
+                terms_sum.map(|t| t.mean(seen as f64)),
+                right as f64 / seen as f64,
             ));
         }
         let train_secs = start.elapsed().as_secs_f64().max(1e-9);
@@ -421,6 +468,7 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
             loss: loss_sum / seen.max(1) as f64,
             train_accuracy: right as f64 / seen.max(1) as f64,
             test_accuracy: eval.accuracy,
+            loss_terms: terms_sum.map(|t| t.mean(seen.max(1) as f64)),
         });
         report.test_accuracy = eval.accuracy;
         report.train_images_per_s = seen as f64 / train_secs;
@@ -491,6 +539,7 @@ pub struct RunOutcome {
 /// the SNN), and writes `report.json`, `training.svg` and `activity.svg`. With
 /// `cfg.train.progress`, a header and progress bars go to stderr.
 pub fn run(net: &Network, cfg: &RunConfig) -> Result<RunOutcome, TrainError> {
+    let run_start = Instant::now();
     let t = &cfg.train;
     if t.timesteps == 0 || t.batch == 0 {
         return Err(TrainError::Config(
@@ -524,7 +573,7 @@ pub fn run(net: &Network, cfg: &RunConfig) -> Result<RunOutcome, TrainError> {
         eprintln!(
             "training `{}` ({}) on {} images, testing on {}, T = {}, batch {}, {} epoch(s) → {}",
             net.name,
-            t.method.checkpoint_method(),
+            method_label(t.method),
             data.train.len(),
             data.test.len(),
             t.method.training_timesteps(t.timesteps),
@@ -538,13 +587,32 @@ pub fn run(net: &Network, cfg: &RunConfig) -> Result<RunOutcome, TrainError> {
         .method
         .after_training(&mut model, &data, &train_cfg, &mut report, &out)?;
     let plot_err = |e: report::PlotError| TrainError::Io(std::io::Error::other(e.to_string()));
-    report::plot_training(&report.epochs, &out.join("training.svg")).map_err(plot_err)?;
+    let batches = crate::train::records::read_batches(&crate::train::records::path_beside(
+        &out.join("report.json"),
+    ))
+    .unwrap_or_default();
+    crate::train::plot::plot_training(&report.epochs, &[], &batches, &out.join("training.svg"))
+        .map_err(plot_err)?;
     report::plot_activity(&report.activity, &out.join("activity.svg")).map_err(plot_err)?;
+    // The whole run, data loading and the method's phase after training included.
+    report.wall_s = run_start.elapsed().as_secs_f64();
+    report.write_json(&out.join("report.json"))?;
     Ok(RunOutcome {
         report,
         summary,
         out,
     })
+}
+
+/// How a run's header names its method: `agd`, or `conversion, ANN phase` for a method
+/// whose gradient phase trains something else first.
+pub fn method_label(method: &dyn TrainingMethod) -> String {
+    let (name, phase) = (method.name(), method.checkpoint_method());
+    if name == phase {
+        name.to_string()
+    } else {
+        format!("{name}, {} phase", phase.to_uppercase())
+    }
 }
 
 /// What evaluating a checkpoint gave.
@@ -564,7 +632,7 @@ pub struct EvalOutcome {
     pub energy: Option<EnergyRecord>,
 }
 
-/// How to evaluate a checkpoint.
+/// How to evaluate a checkpoint, resolved (see [`EvalFlags`] for what `snnc eval` is told).
 #[derive(Debug, Clone)]
 pub struct EvalConfig {
     /// T (default: the network's `timesteps`, else the method's default).
@@ -575,28 +643,165 @@ pub struct EvalConfig {
     pub progress: bool,
 }
 
-/// Loads the checkpoint at `weights` into `net` and evaluates it on the test set the way
-/// its method (`meta.method`) runs it.
-pub fn evaluate_checkpoint(
+/// What `snnc eval` is told. Unset settings come from the checkpoint's record of its run
+/// (`meta.timesteps`, `meta.batch`, `meta.seed`), then from the network file, then from
+/// [`defaults`]; each value taken from the checkpoint is announced in [`PreparedEval::notes`].
+#[derive(Debug, Clone, Default)]
+pub struct EvalFlags {
+    pub timesteps: Option<usize>,
+    pub batch: Option<usize>,
+    pub seed: Option<u64>,
+    pub data: Option<String>,
+    pub test_limit: Option<usize>,
+    pub progress: bool,
+}
+
+/// A checkpoint loaded into its network, checked, with its evaluation settings resolved.
+pub struct PreparedEval {
+    pub model: Model,
+    pub tensors: HashMap<String, candle_core::Tensor>,
+    /// The checkpoint's metadata, with `seed` replaced by `--seed` when given.
+    pub meta: Meta,
+    pub method: &'static dyn TrainingMethod,
+    pub config: EvalConfig,
+    /// One line each (`note: …` or `warning[code]: …`): settings taken from the checkpoint,
+    /// neuron parameters where checkpoint and file disagree.
+    pub notes: Vec<String>,
+}
+
+/// Loads the checkpoint at `weights` into `net` and resolves how to evaluate it.
+///
+/// Errors (`snnc::train::checkpoint`, exit 1): the checkpoint's tensor names or shapes do not
+/// fit `net` (the first mismatch is named with both shapes), or a weight or threshold holds a
+/// non-finite value (the tensor is named).
+pub fn prepare_eval(
     net: &Network,
     weights: &Path,
-    cfg: &EvalConfig,
-) -> Result<EvalOutcome, TrainError> {
-    let (map, meta) = checkpoint::load(weights)?;
+    flags: &EvalFlags,
+) -> Result<PreparedEval, TrainError> {
+    let (map, mut meta) = checkpoint::load(weights)?;
     let mut model = Model::new(net, &Device::Cpu, 0).map_err(|e| TrainError::Lower {
         network: net.name.clone(),
         reason: e.to_string(),
     })?;
-    model.load(&map).map_err(|e| {
+    let expected: Vec<(String, Vec<usize>)> = model
+        .vars()
+        .iter()
+        .map(|(n, v)| (n.clone(), v.dims().to_vec()))
+        .collect();
+    let slots: Vec<String> = (0..model.thresholds().len())
+        .map(|i| model.threshold_name(crate::ir::SlotId(i)))
+        .collect();
+    let unfit = |e: String| {
         TrainError::Checkpoint(format!(
             "{} does not fit `{}`: {e}",
             weights.display(),
             net.name
         ))
+    };
+    checkpoint::check_fits(&map, &expected, &slots).map_err(unfit)?;
+    checkpoint::check_finite(&map).map_err(|e| {
+        TrainError::Checkpoint(format!("{}: {e}; its weights diverged", weights.display()))
     })?;
+    let file_thresholds = model.thresholds().to_vec();
+    model.load(&map).map_err(|e| unfit(e.to_string()))?;
     // Checkpoints without a method (weights only) are evaluated as AGD SNNs.
     let method = method::find(&meta.method).unwrap_or(method::AGD);
-    method.evaluate_checkpoint(&model, &map, &meta, cfg)
+    let mut notes = Vec::new();
+    // A method whose training runs over T (AGD) is evaluated at its training T; conversion's
+    // checkpoint records the ANN phase, whose T is not the converted network's.
+    let runs_over_t = method.training_timesteps(2) == 2;
+    if runs_over_t {
+        notes.extend(threshold_notes(
+            &slots,
+            &file_thresholds,
+            model.thresholds(),
+        ));
+    }
+    let settings = meta.settings.clone();
+    let timesteps = match (flags.timesteps, &settings) {
+        (Some(t), _) => Some(t),
+        (None, Some(s)) if runs_over_t && s.timesteps > 0 => {
+            let file = net.settings.timesteps.map(|t| t as usize);
+            let said = match file {
+                Some(f) if f != s.timesteps => {
+                    format!(" (the file says {f}; --timesteps overrides)")
+                }
+                _ => String::new(),
+            };
+            notes.push(format!(
+                "note: T = {} from the checkpoint{said}",
+                s.timesteps
+            ));
+            Some(s.timesteps)
+        }
+        _ => None,
+    };
+    let batch = match (flags.batch, &settings) {
+        (Some(b), _) => b,
+        // Conversion records its ANN phase's batch, not the batch its SNN was simulated with.
+        (None, Some(s)) if s.batch > 0 && method.checkpoint_method() == method.name() => {
+            notes.push(format!(
+                "note: batch {} from the checkpoint (the training batch; --batch overrides)",
+                s.batch
+            ));
+            s.batch
+        }
+        _ => defaults::EVAL_BATCH,
+    };
+    match flags.seed {
+        Some(seed) => meta.seed = seed,
+        None if settings.is_some() => notes.push(format!(
+            "note: seed {} from the checkpoint (--seed overrides)",
+            meta.seed
+        )),
+        None => {}
+    }
+    Ok(PreparedEval {
+        model,
+        tensors: map,
+        meta,
+        method,
+        config: EvalConfig {
+            timesteps,
+            batch,
+            data: flags.data.clone(),
+            test_limit: flags.test_limit,
+            progress: flags.progress,
+        },
+        notes,
+    })
+}
+
+/// `warning[snnc::train::checkpoint_threshold]` lines for each threshold slot whose value in
+/// the checkpoint differs from the network file's.
+fn threshold_notes(slots: &[String], file: &[f32], loaded: &[f32]) -> Vec<String> {
+    slots
+        .iter()
+        .zip(file.iter().zip(loaded))
+        .filter(|(_, (f, l))| (**f - **l).abs() > 1e-6 * f.abs().max(l.abs()).max(1.0))
+        .map(|(name, (f, l))| {
+            format!(
+                "warning[snnc::train::checkpoint_threshold]: `{name}` is {l} in the checkpoint but {f} in the network file; the checkpoint's {l} is used, because the weights were trained with it (retrain to use the file's)"
+            )
+        })
+        .collect()
+}
+
+/// Evaluates a prepared checkpoint on the test set the way its method runs it.
+pub fn run_eval(p: &PreparedEval) -> Result<EvalOutcome, TrainError> {
+    p.method
+        .evaluate_checkpoint(&p.model, &p.tensors, &p.meta, &p.config)
+}
+
+/// Loads the checkpoint at `weights` into `net` and evaluates it on the test set the way
+/// its method (`meta.method`) runs it ([`prepare_eval`], then [`run_eval`]).
+pub fn evaluate_checkpoint(
+    net: &Network,
+    weights: &Path,
+    flags: &EvalFlags,
+) -> Result<EvalOutcome, TrainError> {
+    run_eval(&prepare_eval(net, weights, flags)?)
 }
 
 /// Accuracy, loss and activity of a batched-model checkpoint at T (AGD, ANN).
@@ -672,6 +877,33 @@ pub fn resume_meta(out: &Path) -> Result<Meta, TrainError> {
 /// The output folder when none is given: `runs/<network>-<method>`.
 pub fn default_out(net: &Network, method: &dyn TrainingMethod) -> PathBuf {
     PathBuf::from(format!("runs/{}-{}", net.name, method.name()))
+}
+
+/// The running message of a training epoch: mean loss (with stochmax's terms, so that a
+/// negative total is explained) and accuracy, a fraction shown in percent.
+pub fn progress_message(loss: f64, terms: Option<report::LossTerms>, accuracy: f64) -> String {
+    match terms {
+        Some(t) => format!(
+            "loss {loss:.4} (= {}) acc {:.1}%",
+            t.describe(),
+            100.0 * accuracy
+        ),
+        None => format!("loss {loss:.4} acc {:.1}%", 100.0 * accuracy),
+    }
+}
+
+/// The values of a batch's stochmax loss terms.
+fn loss_terms_value(
+    t: &crate::backend::candle::classifier::StochmaxTerms,
+) -> Result<report::LossTerms, TrainError> {
+    let v =
+        |x: &candle_core::Tensor| -> Result<f64, TrainError> { Ok(x.to_scalar::<f32>()? as f64) };
+    Ok(report::LossTerms {
+        ce: v(&t.ce)?,
+        kl: v(&t.kl)?,
+        aux: v(&t.aux)?,
+        neg_entropy: v(&t.neg_entropy)?,
+    })
 }
 
 /// The first parameter holding a non-finite value, if any.

@@ -51,6 +51,19 @@ pub enum TrainError {
     #[error("parameter `{0}` received no gradient: it does not influence the loss")]
     #[diagnostic(code(snnc::train::no_gradient))]
     NoGradient(String),
+    /// One step would need more memory than is available (issue 11.4).
+    #[error("a {what} step would need about {need} of memory for a batch of {batch} over {timesteps} time steps, but only {available} is available")]
+    #[diagnostic(
+        code(snnc::train::memory),
+        help("lower --batch or --timesteps (the step's memory grows with their product)")
+    )]
+    Memory {
+        what: String,
+        need: String,
+        available: String,
+        batch: usize,
+        timesteps: usize,
+    },
     /// The loss, the weights after an update, or the test loss stopped being finite.
     #[error("{what} at epoch {epoch}, batch {batch}; training stopped. {kept} Try a lower learning rate.")]
     #[diagnostic(code(snnc::train::non_finite))]
@@ -92,6 +105,7 @@ impl TrainError {
             | TrainError::Lower { .. }
             | TrainError::Checkpoint(_)
             | TrainError::NoGradient(_)
+            | TrainError::Memory { .. }
             | TrainError::NonFinite { .. }
             | TrainError::NotConvertible { .. }
             | TrainError::Stdp(_) => 1,

@@ -12,6 +12,7 @@ pub mod conversion;
 pub mod defaults;
 pub mod driver;
 pub mod error;
+pub mod memory;
 pub mod method;
 pub mod optim;
 pub mod plot;
@@ -19,5 +20,6 @@ pub mod progress;
 pub mod records;
 pub mod report;
 pub mod stdp;
+pub mod validate;
 
 pub use driver::{TrainConfig, TrainError};

@@ -62,6 +62,83 @@ pub struct EpochRecord {
     pub train_accuracy: f64,
     #[serde(deserialize_with = "nan_if_null")]
     pub test_accuracy: f64,
+    /// What `loss` is made of when it is more than one cross-entropy (stochmax): the
+    /// epoch means of its terms; `None` for softmax, whose loss is the cross-entropy alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_terms: Option<LossTerms>,
+}
+
+/// The terms of stochmax's training loss (Eq. 7 with DropMax's regularisers), each a mean
+/// over the epoch's images: `loss = ce + kl + aux + neg_entropy`. Only `ce` is a
+/// cross-entropy; `neg_entropy` is ≤ 0, which is why the total can be negative.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct LossTerms {
+    /// Cross-entropy of the masked logits `log(z + ε) + o`, in nats.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub ce: f64,
+    /// `KL(q ‖ ρ)` summed over classes.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub kl: f64,
+    /// Binary cross-entropy of the auxiliary head against the one-hot label.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub aux: f64,
+    /// Minus the entropy of the retain probabilities ρ (≤ 0).
+    #[serde(deserialize_with = "nan_if_null")]
+    pub neg_entropy: f64,
+}
+
+impl LossTerms {
+    /// `ce + kl + aux + neg_entropy`.
+    pub fn total(&self) -> f64 {
+        self.ce + self.kl + self.aux + self.neg_entropy
+    }
+
+    /// `CE 1.2300 + KL 0.1000 + aux 0.2000 − entropy 1.9600`: what a loss is made of.
+    pub fn describe(&self) -> String {
+        format!(
+            "CE {:.4} + KL {:.4} + aux {:.4} − entropy {:.4}",
+            self.ce, self.kl, self.aux, -self.neg_entropy
+        )
+    }
+
+    fn add_scaled(&mut self, other: &LossTerms, w: f64) {
+        self.ce += other.ce * w;
+        self.kl += other.kl * w;
+        self.aux += other.aux * w;
+        self.neg_entropy += other.neg_entropy * w;
+    }
+
+    /// Running sum for an epoch mean: adds a batch's terms weighted by its size `w`.
+    pub fn accumulate(sum: &mut Option<LossTerms>, batch: &LossTerms, w: f64) {
+        sum.get_or_insert_with(LossTerms::default)
+            .add_scaled(batch, w);
+    }
+
+    /// The terms divided by `n` (the images summed over).
+    pub fn mean(&self, n: f64) -> LossTerms {
+        let mut m = LossTerms::default();
+        m.add_scaled(self, 1.0 / n);
+        m
+    }
+}
+
+/// The line a run prints for one epoch; a stochmax loss is followed by its terms and the
+/// note that only the CE term is a cross-entropy.
+pub fn epoch_line(e: &EpochRecord) -> String {
+    let mut line = format!(
+        "epoch {:>3}  train loss {:.4}  train acc {:6.2}%  test acc {:6.2}%",
+        e.epoch,
+        e.loss,
+        100.0 * e.train_accuracy,
+        100.0 * e.test_accuracy,
+    );
+    if let Some(t) = &e.loss_terms {
+        line.push_str(&format!(
+            "\n           stochmax loss = {} (only CE is a cross-entropy; the entropy term can make the total negative)",
+            t.describe()
+        ));
+    }
+    line
 }
 
 /// The spike rate of one layer application (a layer at one unroll step).

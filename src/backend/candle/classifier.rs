@@ -214,6 +214,18 @@ impl Stochmax {
         labels: &Tensor,
         rng: &mut SeededRng,
     ) -> Result<Tensor> {
+        self.train_terms(h, o, labels, rng)?.total()
+    }
+
+    /// The four loss terms, drawing the mask noise from `rng` exactly as
+    /// [`Stochmax::train_loss`] does (their sum is its loss).
+    pub fn train_terms(
+        &self,
+        h: &Tensor,
+        o: &Tensor,
+        labels: &Tensor,
+        rng: &mut SeededRng,
+    ) -> Result<StochmaxTerms> {
         let (batch, classes) = check_matrix(o, "stochmax output o")?;
         let u = Tensor::from_vec(
             rng.uniform_open_vec(batch * classes),
@@ -221,7 +233,7 @@ impl Stochmax {
             o.device(),
         )?
         .to_dtype(o.dtype())?;
-        self.train_loss_with_noise(h, o, labels, &u)
+        self.train_terms_with_noise(h, o, labels, &u)
     }
 
     /// The training loss with given mask noise `u` `[B, K]` in (0, 1) (values are clamped to

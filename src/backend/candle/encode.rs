@@ -7,20 +7,101 @@
 //! - every output is laid out `[T, B, ...]`: time first, then the batch shape of the input;
 //! - the same seed and the same calls give bit-identical results on every device, since all
 //!   noise is drawn on the host from a ChaCha8 stream and only then moved to the device;
-//! - pixels are probabilities: values below 0 (and NaN) never spike, values above 1 always do.
+//! - pixels are probabilities: values below 0 (and NaN) never spike, values above 1 always do;
+//! - per-image noise (issue 11.7): once [`SeededRng::set_images`] names the data-set index of
+//!   every image of the batch, Poisson spikes and dropout masks are a function of (the
+//!   stream's seed and number, the image index, the step) alone — not of the batch size,
+//!   the batch order or how many steps other calls drew. Image `k`'s Poisson draw at step
+//!   `t` is word `t·n + j` (pixel `j` of `n`) of the ChaCha8 stream `k` under a key derived
+//!   from (seed, stream, purpose); so a run for T steps reads the first T steps of a longer
+//!   run's input exactly. Without `set_images` the draws are sequential, as before.
 
 use candle_core::{bail, DType, Device, Result, Tensor};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// A seeded, reproducible random stream (ChaCha8).
+/// A seeded, reproducible random stream (ChaCha8), optionally keyed per image (see the
+/// module docs): field 0 is the sequential stream, used for every draw that is not keyed.
 #[derive(Debug, Clone)]
-pub struct SeededRng(pub ChaCha8Rng);
+pub struct SeededRng(pub ChaCha8Rng, Option<ImageKeys>);
+
+/// The data-set indices of a batch's images and the count of dropout sites drawn so far.
+#[derive(Debug, Clone)]
+struct ImageKeys {
+    indices: Vec<u64>,
+    dropout_site: u64,
+}
+
+/// Purposes of keyed draws (distinct key derivations).
+const PURPOSE_POISSON: u64 = 1;
+const PURPOSE_DROPOUT: u64 = 2;
+
+/// SplitMix64 finaliser: a bijective mix of 64 bits.
+fn mix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
 
 impl SeededRng {
     /// The stream for `seed`: equal seeds give equal streams.
     pub fn new(seed: u64) -> Self {
-        SeededRng(ChaCha8Rng::seed_from_u64(seed))
+        SeededRng(ChaCha8Rng::seed_from_u64(seed), None)
+    }
+
+    /// Wraps a ChaCha8 stream (sequential draws until [`SeededRng::set_images`]).
+    pub fn from_chacha(rng: ChaCha8Rng) -> Self {
+        SeededRng(rng, None)
+    }
+
+    /// Keys Poisson and dropout noise by image from now on: `indices[b]` is the index in its
+    /// data set of image `b` of every following batch `[B, ...]` (B = `indices.len()`, else
+    /// the draw is an error). Resets the dropout-site count.
+    pub fn set_images(&mut self, indices: impl IntoIterator<Item = usize>) {
+        self.1 = Some(ImageKeys {
+            indices: indices.into_iter().map(|i| i as u64).collect(),
+            dropout_site: 0,
+        });
+    }
+
+    /// Starts a new forward pass over the same images: dropout sites count from 0 again.
+    pub fn begin_pass(&mut self) {
+        if let Some(k) = &mut self.1 {
+            k.dropout_site = 0;
+        }
+    }
+
+    /// The per-image generators of a keyed draw of `batch` images for `purpose`, or `None`
+    /// when the stream is not keyed.
+    fn keyed(&self, purpose: u64, batch: usize) -> Result<Option<Vec<ChaCha8Rng>>> {
+        let Some(keys) = &self.1 else {
+            return Ok(None);
+        };
+        if keys.indices.len() != batch {
+            bail!(
+                "per-image noise: {} image indices for a batch of {batch}",
+                keys.indices.len()
+            );
+        }
+        let mut seed = self.0.get_seed();
+        let words = [self.0.get_stream(), purpose, 0x736e_6e63_6e6f_6973];
+        for (i, w) in words.iter().enumerate() {
+            let m = mix64(w ^ mix64(i as u64)).to_le_bytes();
+            for (s, b) in seed[i * 8..i * 8 + 8].iter_mut().zip(m) {
+                *s ^= b;
+            }
+        }
+        Ok(Some(
+            keys.indices
+                .iter()
+                .map(|&k| {
+                    let mut r = ChaCha8Rng::from_seed(seed);
+                    r.set_stream(k);
+                    r
+                })
+                .collect(),
+        ))
     }
 
     /// A uniform draw from the open interval (0, 1) (never exactly 0 or 1, so that
@@ -79,6 +160,25 @@ pub fn poisson(images: &Tensor, timesteps: usize, rng: &mut SeededRng) -> Result
         .checked_mul(timesteps)
         .ok_or_else(|| candle_core::Error::Msg("Poisson coding: output too large".into()))?;
     let mut spikes = vec![0f32; total];
+    let batch = images.dims()[0];
+    if let Some(mut gens) = rng.keyed(PURPOSE_POISSON, batch)? {
+        // Image b, step t, pixel j: word t·per + j of image b's stream.
+        let per = n / batch.max(1);
+        for (b, g) in gens.iter_mut().enumerate() {
+            let th = &thresholds[b * per..(b + 1) * per];
+            for t in 0..timesteps {
+                let out = &mut spikes[t * n + b * per..t * n + (b + 1) * per];
+                for (s, &th) in out.iter_mut().zip(th) {
+                    *s = if u64::from(g.next_u32()) < th {
+                        1.0
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+        return Tensor::from_vec(spikes, dims, images.device())?.to_dtype(images.dtype());
+    }
     for step in spikes.chunks_exact_mut(n.max(1)) {
         for (s, &t) in step.iter_mut().zip(&thresholds) {
             *s = if u64::from(rng.0.next_u32()) < t {
@@ -117,6 +217,32 @@ pub fn dropout_mask(
     let scale = 1.0 / (1.0 - p);
     // Drop iff u < p · 2^32, i.e. with probability p.
     let drop_below = spike_threshold(p);
+    let batch = shape.first().copied().unwrap_or(1);
+    let site = match &mut rng.1 {
+        Some(k) => {
+            k.dropout_site += 1;
+            k.dropout_site
+        }
+        None => 0,
+    };
+    if let Some(gens) = rng.keyed(PURPOSE_DROPOUT + (site << 8), batch)? {
+        // One mask per image (and dropout site), word j of image b's stream.
+        let mask: Vec<f32> = gens
+            .into_iter()
+            .flat_map(|mut g| {
+                (0..n / batch.max(1))
+                    .map(|_| {
+                        if u64::from(g.next_u32()) < drop_below {
+                            0.0
+                        } else {
+                            scale
+                        }
+                    })
+                    .collect::<Vec<f32>>()
+            })
+            .collect();
+        return Tensor::from_vec(mask, shape, device);
+    }
     let mask: Vec<f32> = (0..n)
         .map(|_| {
             if u64::from(rng.0.next_u32()) < drop_below {
@@ -133,9 +259,29 @@ pub fn dropout_mask(
 /// spikes `[B, ...]`, a spike where a uniform draw `u ∈ (0, 1)` ([`SeededRng::uniform_open`],
 /// one per pixel in order) is below the pixel's value. The same distribution as
 /// [`poisson`] at one step (to within 2⁻²³); its own draw keeps converted networks'
-/// recorded results reproducible.
-pub fn poisson_step(images: &Tensor, rng: &mut SeededRng) -> Result<Tensor> {
+/// recorded results reproducible. With per-image keys ([`SeededRng::set_images`]) the
+/// spikes of step `step` (0-based) are exactly step `step` of [`poisson`].
+pub fn poisson_step(images: &Tensor, step: usize, rng: &mut SeededRng) -> Result<Tensor> {
     let v = images.flatten_all()?.to_vec1::<f32>()?;
+    let batch = images.dims().first().copied().unwrap_or(1);
+    if let Some(mut gens) = rng.keyed(PURPOSE_POISSON, batch)? {
+        let per = v.len() / batch.max(1);
+        let mut s = vec![0f32; v.len()];
+        for (b, g) in gens.iter_mut().enumerate() {
+            g.set_word_pos(step as u128 * per as u128);
+            for (o, &p) in s[b * per..(b + 1) * per]
+                .iter_mut()
+                .zip(&v[b * per..(b + 1) * per])
+            {
+                *o = if u64::from(g.next_u32()) < spike_threshold(p) {
+                    1.0
+                } else {
+                    0.0
+                };
+            }
+        }
+        return Tensor::from_vec(s, images.shape(), images.device());
+    }
     let s: Vec<f32> = v
         .iter()
         .map(|&p| if rng.uniform_open() < p { 1.0 } else { 0.0 })

@@ -23,7 +23,8 @@
 //! - Classifier: softmax, or stochmax (`classifier::Stochmax`, parameters `stochmax.*`,
 //!   drawn from the same seed); [`Model::loss`] and [`Model::eval_logits`] apply it.
 //! - Kernels: `conv::conv2d`, `pool::{avg,max}_pool2d`, the fused `neuron::lif_scan_steps`.
-//!   Dropout draws one mask per batch (`encode::dropout_mask`), held over all T steps.
+//!   Dropout draws one mask per image (`encode::dropout_mask`, keyed per image once the
+//!   caller set `SeededRng::set_images`), held over all T steps.
 //!
 //! Invariants: `weights[i]` holds weight set `WeightId(i)`; `thresholds.len()` equals the
 //! number of threshold slots; a forward pass never panics on a shape the IR promised (a
@@ -57,7 +58,7 @@ pub fn threshold_key(layer: &str, step: u32) -> String {
 pub fn rng_for(seed: u64, stream: u64) -> SeededRng {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(stream);
-    SeededRng(rng)
+    SeededRng::from_chacha(rng)
 }
 
 /// What the spiking layers of a run are.
@@ -382,6 +383,23 @@ impl Model {
         }
     }
 
+    /// The training loss (as [`Model::loss`] with `train`, same noise draws) and, for a
+    /// stochmax head, its four terms (cross-entropy, KL, auxiliary, minus the entropy).
+    pub fn train_loss_terms(
+        &self,
+        out: &ForwardOutput,
+        labels: &Tensor,
+        rng: &mut SeededRng,
+    ) -> Result<(Tensor, Option<classifier::StochmaxTerms>)> {
+        match &self.head {
+            Head::Stochmax(head) => {
+                let terms = head.train_terms(&out.penultimate, &out.logits, labels, rng)?;
+                Ok((terms.total()?, Some(terms)))
+            }
+            Head::Softmax => Ok((self.loss(out, labels, true, rng)?, None)),
+        }
+    }
+
     /// The logits whose argmax is the prediction (stochmax: `log ρ + o`).
     pub fn eval_logits(&self, out: &ForwardOutput) -> Result<Tensor> {
         self.head.eval_logits(&out.penultimate, &out.logits)
@@ -435,6 +453,7 @@ impl Model {
         let as_ann = opts.mode == Mode::Ann;
         let t = if as_ann { 1 } else { opts.timesteps.max(1) };
         self.check_footprint(b, t)?;
+        rng.begin_pass();
         let gamma = self.net.settings.surrogate_gamma;
         let mut values: Vec<Option<Tensor>> = vec![None; self.net.graph.node_count()];
         let mut penultimate = None;
@@ -600,7 +619,7 @@ fn mean_over_t(x: &Tensor, t: usize) -> Result<Tensor> {
     x.reshape(v)?.mean(0)
 }
 
-/// Dropout with one mask per batch, held over all T steps of `[T·B, ...]`.
+/// Dropout with one mask per image, held over all T steps of `[T·B, ...]`.
 fn dropout(x: &Tensor, p: f32, t: usize, rng: &mut SeededRng) -> Result<Tensor> {
     let dims = x.dims();
     let mut per_b = vec![dims[0] / t];

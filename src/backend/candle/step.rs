@@ -493,7 +493,11 @@ impl Simulator {
                 if ann || *encoding == Encoding::Direct {
                     img
                 } else {
-                    let s = encode::poisson_step(&img, rng)?;
+                    let s = encode::poisson_step(
+                        &img,
+                        st.time.map_or(0, |t| t.saturating_sub(1)),
+                        rng,
+                    )?;
                     obs.input_spikes(&s)?;
                     s
                 }

@@ -80,6 +80,7 @@ pub fn balance(
                 let mut m = 0f32;
                 for c in &chunks {
                     let (x, _) = data.images(c, &dev)?;
+                    rng.set_images(c.iter().copied());
                     let out = sim.run(&x, &spec, &mut rng)?;
                     m = m.max(out.max_input[slot.0]);
                     pb.inc(1);

@@ -82,12 +82,28 @@ pub fn energy_from_input_density(net: &Network, density: &[f64], t: usize) -> (f
     (e.e_ann_pj, e.e_snn_pj, e.ee.unwrap_or(0.0))
 }
 
+/// Refuses a stochmax network (issue 12.3): its test-time rule classifies by
+/// `log σ(W_ρ h + b_ρ) + o` (Eq. 7's retain head over the last features `h`), which the
+/// step-by-step simulator does not compute, so a converted network would be classified by its
+/// raw outputs `o` and disagree with its own ANN. Errors (`snnc::train::conversion`): the
+/// network's classifier is stochmax.
+pub fn check_classifier(net: &Network) -> Result<()> {
+    if net.settings.classifier == crate::ir::Classifier::Stochmax {
+        return Err(err(format!(
+            "network `{}` uses the stochmax classifier, which conversion cannot simulate: the converted SNN would be classified by its raw outputs, not by stochmax's test-time rule log σ(W_ρ h + b_ρ) + o; convert the softmax twin of the network, or train this one with --method agd",
+            net.name
+        )));
+    }
+    Ok(())
+}
+
 fn c_has_weights(net: &Network, n: NodeIndex) -> bool {
     net.graph[n].op.weights().is_some()
 }
 
 /// Accuracy of the ANN (spiking layers as ReLU) on `data`.
 pub fn evaluate_ann(sim: &Simulator, data: &dyn Images, batch: usize) -> Result<f64> {
+    check_classifier(sim.network())?;
     let idx: Vec<usize> = (0..data.count()).collect();
     if idx.is_empty() {
         return Ok(0.0);
@@ -118,6 +134,7 @@ pub fn evaluate_snn(
     seed: u64,
     progress: bool,
 ) -> Result<SnnEvaluation> {
+    check_classifier(sim.network())?;
     let mut ts: Vec<usize> = timesteps.iter().copied().filter(|&t| t > 0).collect();
     ts.sort_unstable();
     ts.dedup();
@@ -145,6 +162,7 @@ pub fn evaluate_snn(
     let mut pb = progress_bar(chunks.len(), progress, "SNN");
     for c in chunks {
         let (x, y) = data.images(c, sim.device())?;
+        rng.set_images(c.iter().copied());
         let out = sim.run(&x, &spec, &mut rng)?;
         for (i, l) in out.logits.iter().enumerate() {
             right[i] += correct_count(l, &y)?;
