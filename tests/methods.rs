@@ -16,7 +16,7 @@ const NET: &str = "network N {\n  input 1x4x4\n  method METHOD\n  FC1(16,3) LIF\
 
 #[test]
 fn registry_names_round_trip() {
-    assert_eq!(method::names(), ["agd", "ann", "conversion"]);
+    assert_eq!(method::names(), ["agd", "ann", "conversion", "stdp"]);
     for m in METHODS {
         assert_eq!(
             method::find(m.name()).map(|f| f.name()).ok(),
@@ -61,8 +61,19 @@ fn network_method_maps_through_the_registry() {
         Some("conversion")
     );
     let stdp = compile(&NET.replace("METHOD", "stdp"));
-    let e = method::for_network(&stdp).map(|m| m.name()).unwrap_err();
-    assert!(e.to_string().contains("method stdp"), "{e}");
+    assert_eq!(
+        method::for_network(&stdp).map(|m| m.name()).ok(),
+        Some("stdp")
+    );
+    // STDP refuses out-of-range constants of `[train.stdp]` before any training.
+    let mut cfg = snnc::train::driver::TrainConfig {
+        method: method::STDP,
+        ..Default::default()
+    };
+    assert!(method::STDP.validate(&cfg).is_ok());
+    cfg.stdp.dropout = 1.0;
+    let e = method::STDP.validate(&cfg).unwrap_err();
+    assert!(e.to_string().contains("dropout"), "{e}");
     assert_eq!(e.exit_code(), 2);
 }
 
@@ -100,17 +111,24 @@ fn cli_method_and_error_codes() -> Result<(), Box<dyn std::error::Error>> {
         .output()?;
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("agd, ann, conversion"), "{err}");
+    assert!(err.contains("agd, ann, conversion, stdp"), "{err}");
+    // The network's `method stdp` goes through the registry and the driver: T = 0 is a
+    // usage error with the driver's config code.
     let out = Command::new(bin)
-        .args(["train", stdp_s, "--data", "embedded", "--out"])
+        .args([
+            "train",
+            stdp_s,
+            "--data",
+            "embedded",
+            "--timesteps",
+            "0",
+            "--out",
+        ])
         .arg(dir.path().join("o"))
         .output()?;
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("method stdp") && err.contains("[snnc::train::config]"),
-        "{err}"
-    );
+    assert!(err.contains("[snnc::train::config]"), "{err}");
     // 1x4x4 images expected, the embedded set has 1x28x28: an input error, exit 1.
     let out = Command::new(bin)
         .args(["train", stdp_s, "--method", "agd", "--data", "embedded"])

@@ -169,6 +169,16 @@ pub struct TrainArgs {
     ))]
     #[serde(alias = "eval_timesteps")]
     pub eval_timesteps: Option<Vec<usize>>,
+    /// STDP: training images presented to each spiking conv layer (default 2000; 0: the
+    /// random-feature baseline).
+    #[arg(long)]
+    #[serde(alias = "stdp_images")]
+    pub stdp_images: Option<u32>,
+    /// STDP constants (config file only: a `[train.stdp]` table with the fields of
+    /// `train::stdp::StdpConfig`, e.g. `params = { eta = 0.01, tau = 5.0 }`).
+    #[arg(skip)]
+    #[serde(default)]
+    pub stdp: Option<Box<crate::train::stdp::StdpConfig>>,
     /// A TOML file whose `[train]` table holds defaults for these flags.
     #[arg(long)]
     #[serde(skip)]
@@ -270,7 +280,9 @@ fn merge(mut args: TrainArgs) -> Result<TrainArgs, Fail> {
         balance_steps,
         balance,
         reset,
-        eval_timesteps
+        eval_timesteps,
+        stdp_images,
+        stdp
     );
     args.resume |= t.resume;
     Ok(args)
@@ -402,6 +414,7 @@ fn run_config(args: &TrainArgs, net: &Network) -> Result<RunConfig, TrainError> 
         resume: args.resume,
         progress: true,
         conversion,
+        stdp: stdp_config(args),
         describe: serde_json::Map::new(),
         train_limit,
         test_limit,
@@ -413,6 +426,15 @@ fn run_config(args: &TrainArgs, net: &Network) -> Result<RunConfig, TrainError> 
         test_limit,
         source: std::fs::read_to_string(&args.file).ok(),
     })
+}
+
+/// `[train.stdp]` with `--stdp-images` on top (T, seed and progress are the run's).
+fn stdp_config(args: &TrainArgs) -> crate::train::stdp::StdpConfig {
+    let d = args.stdp.as_deref().cloned().unwrap_or_default();
+    crate::train::stdp::StdpConfig {
+        images: args.stdp_images.map_or(d.images, |n| n as usize),
+        ..d
+    }
 }
 
 /// Why `--device cuda` is refused, by build: without the `cuda` feature, or with it (the

@@ -69,6 +69,8 @@ pub struct TrainConfig {
     /// Settings of the conversion method (balancing, reset, latencies); other methods
     /// ignore them.
     pub conversion: ConversionConfig,
+    /// Settings of the STDP method (`--stdp-images`, `[train.stdp]`); other methods ignore them.
+    pub stdp: crate::train::stdp::StdpConfig,
     /// Keys every report of the run carries (the resolved configuration, version, source
     /// hash: [`describe`]).
     pub describe: serde_json::Map<String, serde_json::Value>,
@@ -95,6 +97,7 @@ impl Default for TrainConfig {
             resume: false,
             progress: false,
             conversion: ConversionConfig::default(),
+            stdp: crate::train::stdp::StdpConfig::default(),
             describe: serde_json::Map::new(),
             train_limit: None,
             test_limit: None,
@@ -548,6 +551,9 @@ pub fn run(net: &Network, cfg: &RunConfig) -> Result<RunOutcome, TrainError> {
     }
     t.method.validate(t)?;
     t.method.check_network(net)?;
+    if let Some(outcome) = t.method.run(net, cfg)? {
+        return Ok(outcome);
+    }
     let out = t.out.clone().unwrap_or_else(|| default_out(net, t.method));
     let mut train_cfg = TrainConfig {
         out: Some(out.clone()),

@@ -77,6 +77,10 @@ pub enum TrainError {
         /// The last good checkpoint, named, or that there is none.
         kept: String,
     },
+    /// The STDP method failed (a checkpoint of another run, a network without STDP layers…).
+    #[error("{0}")]
+    #[diagnostic(code(snnc::train::stdp))]
+    Stdp(String),
     /// A layer that ANN-to-SNN conversion cannot simulate rate-correctly
     /// (`passes::convertible`).
     #[error("`{layer}` max-pools spike maps, which ANN-to-SNN conversion cannot simulate rate-correctly (a max-pooled spike map fires when any input fires, above the ANN's maximum at every T); use `AvgPool` or `Pool`")]
@@ -103,7 +107,8 @@ impl TrainError {
             | TrainError::NoGradient(_)
             | TrainError::Memory { .. }
             | TrainError::NonFinite { .. }
-            | TrainError::NotConvertible { .. } => 1,
+            | TrainError::NotConvertible { .. }
+            | TrainError::Stdp(_) => 1,
         }
     }
 }

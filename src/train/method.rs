@@ -16,10 +16,10 @@ use crate::backend::candle::model::{ForwardOptions, Model};
 use crate::data::Dataset;
 use crate::ir::Network;
 use crate::train::checkpoint::Meta;
-use crate::train::driver::{self, EvalConfig, EvalOutcome, TrainConfig};
+use crate::train::driver::{self, EvalConfig, EvalOutcome, RunConfig, RunOutcome, TrainConfig};
 use crate::train::error::TrainError;
 use crate::train::report::Report;
-use crate::train::{agd, ann, conversion};
+use crate::train::{agd, ann, conversion, stdp};
 
 /// One way of obtaining a network's weights and thresholds.
 pub trait TrainingMethod: Sync + Send {
@@ -51,6 +51,13 @@ pub trait TrainingMethod: Sync + Send {
     /// Refuses a network (final IR) this method cannot train, before any training.
     fn check_network(&self, _net: &Network) -> Result<(), TrainError> {
         Ok(())
+    }
+
+    /// A method that owns its whole run (no gradient phase of the driver: STDP) runs it here,
+    /// after [`Self::validate`] and [`Self::check_network`], and returns its outcome; `None`
+    /// (the default): the driver runs the gradient phase, then [`Self::after_training`].
+    fn run(&self, _net: &Network, _cfg: &RunConfig) -> Result<Option<RunOutcome>, TrainError> {
+        Ok(None)
     }
 
     /// Runs after the gradient phase, with the trained model; may rewrite the report and the
@@ -93,9 +100,11 @@ pub const AGD: &dyn TrainingMethod = &agd::Agd;
 pub const ANN: &dyn TrainingMethod = &ann::Ann;
 /// ANN-to-SNN conversion: the ANN, then balanced IF thresholds.
 pub const CONVERSION: &dyn TrainingMethod = &conversion::ConversionMethod;
+/// Layerwise unsupervised STDP of the spiking convolutions, then the classifier.
+pub const STDP: &dyn TrainingMethod = &stdp::method::StdpMethod;
 
 /// The registry: every method `snnc train` offers, one line each.
-pub static METHODS: &[&dyn TrainingMethod] = &[AGD, ANN, CONVERSION];
+pub static METHODS: &[&dyn TrainingMethod] = &[AGD, ANN, CONVERSION, STDP];
 
 /// The method named `name`.
 pub fn find(name: &str) -> Result<&'static dyn TrainingMethod, TrainError> {

@@ -19,6 +19,7 @@ pub mod plot;
 pub mod progress;
 pub mod records;
 pub mod report;
+pub mod stdp;
 pub mod validate;
 
 pub use driver::{TrainConfig, TrainError};

@@ -48,6 +48,13 @@ pub trait Observer {
         Ok(())
     }
 
+    /// The pre-synaptic input of a weighted (conv/FC) spiking application: the tensor its
+    /// weights multiply (`[B, C, H, W]` or `[B, F]`), step by step only (STDP's pre-synaptic
+    /// spikes; for a BackRes step n > 1, the layer's own output of step n − 1).
+    fn presynaptic(&mut self, _app: &Application, _input: &Tensor) -> Result<()> {
+        Ok(())
+    }
+
     /// The input current of a spiking application, before the neuron (also in ANN mode,
     /// where the neuron is a ReLU).
     fn current(&mut self, _app: &Application, _current: &Tensor) -> Result<()> {
@@ -56,6 +63,12 @@ pub trait Observer {
 
     /// The spikes (0/1) a spiking application emitted (not called in ANN mode).
     fn spikes(&mut self, _app: &Application, _spikes: &Tensor) -> Result<()> {
+        Ok(())
+    }
+
+    /// The spike rates an SNN→ANN boundary `node` passes on after the first `_t` steps
+    /// (step by step only; `[B, ...]`): the features an appended classifier reads.
+    fn boundary(&mut self, _node: NodeIndex, _t: usize, _rates: &Tensor) -> Result<()> {
         Ok(())
     }
 }

@@ -441,7 +441,11 @@ impl Simulator {
                         continue;
                     }
                     let v = match (&self.net.graph[n].op, sums.get(&n.index())) {
-                        (Op::Boundary { .. }, Some(s)) => (s / t as f64)?,
+                        (Op::Boundary { .. }, Some(s)) => {
+                            let r = (s / t as f64)?;
+                            obs.boundary(n, t, &r)?;
+                            r
+                        }
                         _ => self.node(n, x, true, spec, st, rng, obs)?,
                     };
                     st.values[n.index()] = Some(v);
@@ -524,6 +528,9 @@ impl Simulator {
             Activation::Spiking(_) => {
                 let (slot, th) = model::spiking_slot(node, &self.thresholds)?;
                 let app = Application::of(n, node, slot, if ann { None } else { st.time });
+                if let (Op::Conv { .. } | Op::Fc { .. }, Some(inp)) = (&node.op, ins.first()) {
+                    obs.presynaptic(&app, inp)?;
+                }
                 obs.current(&app, &v)?;
                 let shape = v.shape().clone();
                 let cur = v.flatten_all()?.to_vec1::<f32>()?;
