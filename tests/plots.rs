@@ -77,6 +77,7 @@ fn read(path: &Path) -> String {
 
 fn epoch(e: usize, loss: f64, train: f64, test: f64) -> EpochRecord {
     EpochRecord {
+        test_loss: None,
         epoch: e,
         loss,
         train_accuracy: train,

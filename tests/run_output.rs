@@ -83,6 +83,7 @@ fn loss_terms_sum_and_describe() {
     // (2·t + 2·0) / 4 = t / 2.
     assert_eq!(sum.map(|s| s.mean(4.0).ce), Some(0.625));
     let e = EpochRecord {
+        test_loss: None,
         epoch: 1,
         loss: -0.5,
         train_accuracy: 0.5,
@@ -96,6 +97,7 @@ fn loss_terms_sum_and_describe() {
         "{line}"
     );
     let softmax = epoch_line(&EpochRecord {
+        test_loss: None,
         loss_terms: None,
         ..e
     });

@@ -748,9 +748,12 @@ fn cli_train_resume_and_eval() -> R {
             "{series} missing from training.svg"
         );
     }
-    // One marker per epoch for the epoch-mean training loss, the training accuracy and the
-    // test accuracy (the test loss of each epoch is not kept, so it draws none).
-    assert_eq!(training.matches("<circle").count(), 3 * 2, "{training}");
+    // One marker per epoch for the epoch-mean training loss, the test loss, the training
+    // accuracy and the test accuracy.
+    assert_eq!(training.matches("<circle").count(), 4 * 2, "{training}");
+    for e in &report.epochs {
+        assert!(e.test_loss.is_some_and(f64::is_finite), "{e:?}");
+    }
     let activity = std::fs::read_to_string(out.join("activity.svg"))?;
     let lines: Vec<&str> = activity.lines().map(str::trim).collect();
     for label in ["Input", "FC1", "FC2@1", "FC2@2"] {

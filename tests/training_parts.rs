@@ -861,6 +861,7 @@ fn sample_report() -> Report {
         wall_s: 61.25,
         epochs: (1..=4)
             .map(|e| EpochRecord {
+                test_loss: None,
                 loss_terms: None,
                 epoch: e,
                 loss: 2.3 / e as f64,

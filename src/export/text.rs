@@ -96,13 +96,20 @@ pub fn to_text(net: &Network) -> String {
         }))
         .collect();
     write_table(&mut s, &rows);
-    let _ = writeln!(
-        s,
-        "  unique params: {}",
-        net.unique_params()
-            .map(|p| p.to_string())
-            .unwrap_or_else(|| "overflow".into())
-    );
+    let layers = net
+        .unique_params()
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "overflow".into());
+    // Stochmax's retain and auxiliary heads are parameters too (counted once shapes are known).
+    let head = crate::analysis::unique_parameters(net).head;
+    if head > 0 {
+        let _ = writeln!(
+            s,
+            "  unique params: {layers} in layers + {head} in the stochmax retain/auxiliary heads"
+        );
+    } else {
+        let _ = writeln!(s, "  unique params: {layers}");
+    }
     if !net.thresholds.is_empty() {
         let _ = writeln!(s, "  thresholds:");
         for (i, t) in net.thresholds.iter().enumerate() {

@@ -468,6 +468,7 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
             loss: loss_sum / seen.max(1) as f64,
             train_accuracy: right as f64 / seen.max(1) as f64,
             test_accuracy: eval.accuracy,
+            test_loss: Some(eval.loss),
             loss_terms: terms_sum.map(|t| t.mean(seen.max(1) as f64)),
         });
         report.test_accuracy = eval.accuracy;
@@ -591,8 +592,18 @@ pub fn run(net: &Network, cfg: &RunConfig) -> Result<RunOutcome, TrainError> {
         &out.join("report.json"),
     ))
     .unwrap_or_default();
-    crate::train::plot::plot_training(&report.epochs, &[], &batches, &out.join("training.svg"))
-        .map_err(plot_err)?;
+    let test_losses: Vec<f64> = report
+        .epochs
+        .iter()
+        .map(|e| e.test_loss.unwrap_or(f64::NAN))
+        .collect();
+    crate::train::plot::plot_training(
+        &report.epochs,
+        &test_losses,
+        &batches,
+        &out.join("training.svg"),
+    )
+    .map_err(plot_err)?;
     report::plot_activity(&report.activity, &out.join("activity.svg")).map_err(plot_err)?;
     // The whole run, data loading and the method's phase after training included.
     report.wall_s = run_start.elapsed().as_secs_f64();

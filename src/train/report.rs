@@ -62,6 +62,9 @@ pub struct EpochRecord {
     pub train_accuracy: f64,
     #[serde(deserialize_with = "nan_if_null")]
     pub test_accuracy: f64,
+    /// Mean test loss after the epoch (`None` in reports written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_loss: Option<f64>,
     /// What `loss` is made of when it is more than one cross-entropy (stochmax): the
     /// epoch means of its terms; `None` for softmax, whose loss is the cross-entropy alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
