@@ -226,6 +226,9 @@ fn converting_a_stochmax_network_is_refused() -> R {
     let err = text(&r.stderr);
     assert_eq!(r.status.code(), Some(1), "{err}");
     assert!(err.contains("snnc::train::conversion"), "{err}");
+    // Refused before the ANN phase: no epoch ran, no checkpoint was written.
+    assert!(!err.contains("epoch 1"), "{err}");
+    assert!(!out.join("weights.safetensors").exists());
     assert!(
         err.contains("uses the stochmax classifier, which conversion cannot simulate"),
         "{err}"

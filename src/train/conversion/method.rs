@@ -45,6 +45,9 @@ impl TrainingMethod for ConversionMethod {
     }
 
     fn check_network(&self, net: &Network) -> std::result::Result<(), TrainError> {
+        // Refused before the ANN phase, not after it: a stochmax network's converted SNN
+        // would be classified by its raw outputs.
+        evaluate::check_classifier(net).map_err(TrainError::Conversion)?;
         match crate::passes::convertible::conversion_problems(net)
             .into_iter()
             .next()
