@@ -51,6 +51,11 @@ die() { echo "bench/run.sh: $*" >&2; exit 2; }
 for v in N N_TEST THREADS RUNS; do
     [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, got '${!v}'"
 done
+[[ "$NICE" =~ ^-?[0-9]+$ ]] || die "NICE must be an integer, got '$NICE'"
+for v in LOAD_MAX BUSY_PCT QUIET_WAIT; do
+    [[ "${!v}" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "$v must be a non-negative number, got '${!v}'"
+done
+[[ "$QUIET_CHECK" == 0 || "$QUIET_CHECK" == 1 ]] || die "QUIET_CHECK must be 0 or 1, got '$QUIET_CHECK'"
 for p in $PROGRAMS; do
     case "$p" in snnc | snntorch | spikingjelly) ;; *) die "unknown program '$p' in PROGRAMS" ;; esac
 done
@@ -72,6 +77,7 @@ if wants snntorch || wants spikingjelly; then
 fi
 
 # --- snnc
+SNNC_GIVEN="${SNNC:-}"
 if wants snnc; then
     if [[ -z "${SNNC:-}" ]]; then
         cargo build --release --bin snnc >&2
@@ -107,15 +113,25 @@ for ((r = 0; r < RUNS; r++)); do
 done
 
 command_line="N=$N N_TEST=$N_TEST THREADS=$THREADS RUNS=$RUNS bench/run.sh"
+[[ "$PROGRAMS" == "snnc snntorch spikingjelly" ]] || command_line="PROGRAMS='$PROGRAMS' $command_line"
+[[ "$NICE" == 0 ]] || command_line="NICE=$NICE $command_line"
+[[ -z "${SNNC_GIVEN:-}" ]] || command_line="SNNC=$SNNC_GIVEN $command_line"
 [[ "$QUIET_CHECK" == 1 ]] || command_line="QUIET_CHECK=0 $command_line"
-python3 - "$RAW/settings.json" <<PY
-import json, sys
+S_CORES=$(nproc) S_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ) S_SNNC="$snnc_id" S_COMMAND="$command_line" \
+S_ORDERS="$(printf '%s\n' "${orders[@]}")" S_NETWORK="$NETWORK" S_N="$N" S_N_TEST="$N_TEST" \
+S_T="$TIMESTEPS" S_BATCH="$BATCH" S_THREADS="$THREADS" S_RUNS="$RUNS" S_NICE="$NICE" \
+S_PROGRAMS="$PROGRAMS" S_QUIET="$QUIET_CHECK" S_LOAD_MAX="$LOAD_MAX" S_BUSY="$BUSY_PCT" S_DATA="$DATA_DIR" \
+    python3 - "$RAW/settings.json" <<'PY'
+import json, os, sys
+e = os.environ
 json.dump({
-    "network": "$NETWORK", "train_images": $N, "test_images": $N_TEST, "timesteps": $TIMESTEPS,
-    "batch": $BATCH, "threads": $THREADS, "rounds": $RUNS, "cores": $(nproc), "nice": $NICE,
-    "programs": "$PROGRAMS".split(), "orders": [o for o in """$(printf '%s\n' "${orders[@]}")""".splitlines()],
-    "quiet_check": "$QUIET_CHECK" == "1", "load_max": $LOAD_MAX, "busy_pct": $BUSY_PCT,
-    "date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "snnc_commit": "$snnc_id", "command": "$command_line",
+    "network": e["S_NETWORK"], "data_dir": e["S_DATA"], "train_images": int(e["S_N"]),
+    "test_images": int(e["S_N_TEST"]), "timesteps": int(e["S_T"]), "batch": int(e["S_BATCH"]),
+    "threads": int(e["S_THREADS"]), "rounds": int(e["S_RUNS"]), "cores": int(e["S_CORES"]),
+    "nice": int(e["S_NICE"]), "programs": e["S_PROGRAMS"].split(),
+    "orders": e["S_ORDERS"].splitlines(), "quiet_check": e["S_QUIET"] == "1",
+    "load_max": float(e["S_LOAD_MAX"]), "busy_pct": float(e["S_BUSY"]), "date": e["S_DATE"],
+    "snnc_commit": e["S_SNNC"], "command": e["S_COMMAND"],
 }, open(sys.argv[1], "w"), indent=2)
 PY
 
