@@ -92,7 +92,8 @@ else
     snnc_id="not run"
 fi
 
-rm -rf "$RAW"
+# A refused or broken invocation must not leave an older summary looking like its result.
+rm -rf "$RAW" "$OUT/summary.md" "$OUT/summary.json"
 mkdir -p "$RAW"
 : >"$RAW/runs.tsv"
 
