@@ -1036,6 +1036,12 @@ fn round_trip_every_representable_network() {
             assert_eq!(back.weights.len(), n.weights.len(), "{rel}");
             assert_eq!(back.settings.timesteps, n.settings.timesteps, "{rel}");
             assert_eq!(back.settings.encode, n.settings.encode, "{rel}");
+            // Export again: the same graph but for node names.
+            let g2 = nir::export(&back, &imp.tensors, ExportOptions::default())
+                .unwrap_or_else(|d| panic!("{rel}: re-export: {:?}", d.codes()))
+                .0;
+            assert_eq!(graph_modulo_names(&g2), graph_modulo_names(&g), "{rel}");
+            assert_eq!(g2.edges.len(), g.edges.len(), "{rel}");
             // Same weights per weight set (in order of first use) and thresholds per slot.
             for (a, b) in n.weights.iter().zip(&back.weights) {
                 assert_eq!(
@@ -1326,4 +1332,113 @@ fn corrupted_files_never_panic() {
         }
     }
     assert!(failures > 0);
+}
+
+// ---- dt on the command line ---------------------------------------------------------------
+
+#[test]
+fn cli_dt_maps_leak_to_tau_and_back() {
+    let bin = env!("CARGO_BIN_EXE_snnc");
+    let dir = tempfile::tempdir().unwrap();
+    let snn = dir.path().join("s.snn");
+    std::fs::write(&snn, SMALL).unwrap();
+    let n = net(SMALL);
+    let w = dir.path().join("w.safetensors");
+    let meta = snnc::train::checkpoint::Meta {
+        epoch: 0,
+        seed: 0,
+        network: n.name.clone(),
+        method: "agd".into(),
+        settings: None,
+    };
+    snnc::train::checkpoint::save(&w, &initial_state(&n), &meta).unwrap();
+    let out = dir.path().join("s.nir");
+    let st = std::process::Command::new(bin)
+        .arg("export")
+        .arg(&snn)
+        .arg("--weights")
+        .arg(&w)
+        .args(["--dt", "0.002", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let g = NirGraph::from_hdf5(std::fs::read(&out).unwrap()).unwrap();
+    // α = 0.95, dt = 2 ms: τ = 0.002 / 0.05 = 0.04 s, r = 1 / 0.05 = 20 (α is an f32, so
+    // to about 1e-6 relative).
+    let tau = floats(field(&g, "Conv1_lif", "tau")).1;
+    let r = floats(field(&g, "Conv1_lif", "r")).1;
+    assert!(
+        tau.iter().all(|&t| (t / 0.04 - 1.0).abs() < 1e-6),
+        "{}",
+        tau[0]
+    );
+    assert!(r.iter().all(|&x| (x / 20.0 - 1.0).abs() < 1e-6), "{}", r[0]);
+    assert_eq!(g.metadata["dt"].as_f64(), Some(0.002));
+    assert_eq!(g.metadata["spike_rule"].as_text(), Some("v >= v_threshold"));
+    // Import reads dt from the metadata, whatever --dt says: α = 1 − 0.002/0.04 = 0.95.
+    let back = dir.path().join("b.snn");
+    let st = std::process::Command::new(bin)
+        .arg("import")
+        .arg(&out)
+        .args(["--dt", "0.5", "-o"])
+        .arg(&back)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let text = std::fs::read_to_string(&back).unwrap();
+    assert!(
+        text.contains("LIF(leak=0.95, threshold=0.5, reset=subtract)"),
+        "{text}"
+    );
+    // Without metadata --dt applies: τ = 1 ms, r = 10 at dt = 0.2 ms gives α = 0.8 and an
+    // input gain r·dt/τ = 2 folded into the weights (0.5 → 1).
+    let base_path = dir.path().join("base.nir");
+    std::fs::write(&base_path, base().to_hdf5().unwrap()).unwrap();
+    let b2 = dir.path().join("b2.snn");
+    let st = std::process::Command::new(bin)
+        .arg("import")
+        .arg(&base_path)
+        .args(["--dt", "0.0002", "-o"])
+        .arg(&b2)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let text = std::fs::read_to_string(&b2).unwrap();
+    assert!(
+        text.contains("FC1(4,3) LIF(leak=0.8, threshold=1, reset=zero)"),
+        "{text}"
+    );
+    let (t, _) = snnc::train::checkpoint::load(&dir.path().join("b2.safetensors")).unwrap();
+    assert_eq!(tensor_vec(&t["FC1"]), vec![1.0; 12]);
+    // A dt that is not a positive number of seconds: exit 1 with the code.
+    for bad in ["0", "-1e-3"] {
+        let st = std::process::Command::new(bin)
+            .arg("export")
+            .arg(&snn)
+            .arg("--weights")
+            .arg(&w)
+            .arg(format!("--dt={bad}"))
+            .arg("-o")
+            .arg(dir.path().join("x.nir"))
+            .output()
+            .unwrap();
+        assert_eq!(st.status.code(), Some(1), "{bad}");
+        assert!(
+            String::from_utf8_lossy(&st.stderr).contains("snnc::nir::dt"),
+            "{bad}"
+        );
+    }
 }
