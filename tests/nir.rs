@@ -445,6 +445,12 @@ fn skip_graph() -> NirGraph {
 
 #[test]
 fn skips_snnc_cannot_write_are_located_refusals() {
+    let mut seen = Vec::new();
+    let mut import_err = |g: &NirGraph| {
+        let (code, msg) = import_err(g);
+        seen.push(format!("{code}: {msg}"));
+        (code, msg)
+    };
     // A skip path without the main path's pool: its shape differs and it holds no copy.
     let mut g = skip_graph();
     let skip_pool = g
@@ -525,6 +531,20 @@ fn skips_snnc_cannot_write_are_located_refusals() {
         msg.contains("a later application of the shared weights `Conv2`"),
         "{msg}"
     );
+    insta::assert_snapshot!(seen.join("\n"));
+    // On the command line: exit 1 with the code.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.nir");
+    std::fs::write(&path, g.to_hdf5().unwrap()).unwrap();
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_snnc"))
+        .arg("import")
+        .arg(&path)
+        .arg("-o")
+        .arg(dir.path().join("r.snn"))
+        .output()
+        .unwrap();
+    assert_eq!(st.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&st.stderr).contains("snnc::nir::structure"));
 }
 
 // ---- per-image predictions of the original and the round-tripped network ---------------
