@@ -1119,7 +1119,13 @@ fn python() -> Option<PathBuf> {
 fn the_reference_package_reads_what_snnc_writes() {
     let Some(py) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
-    for (name, src) in [("small", SMALL), ("backres", BACKRES), ("add", ADD)] {
+    for (name, src) in [
+        ("small", SMALL),
+        ("backres", BACKRES),
+        ("add", ADD),
+        ("add_backres", ADD_NETS[1]),
+        ("add_input", ADD_NETS[2]),
+    ] {
         let n = net(src);
         let g = export(&n, &initial_state(&n));
         let path = dir.path().join(format!("{name}.nir"));
