@@ -3,7 +3,7 @@
 //! reference `nir` package, round trips over `networks/`, and (when the venv exists) the
 //! reference reader on what snnc writes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
@@ -301,7 +301,8 @@ const ADD: &str = "network A {
 #[test]
 fn add_skips_become_edges_into_one_node() {
     let n = net(ADD);
-    let g = export(&n, &initial_state(&n));
+    let state = initial_state(&n);
+    let g = export(&n, &state);
     let mut into: Vec<&str> = g
         .edges
         .iter()
@@ -311,9 +312,329 @@ fn add_skips_become_edges_into_one_node() {
     into.sort();
     // The pool between Conv1 and Conv3 is applied on the skip path too.
     assert_eq!(into, vec!["Pool1", "Pool1_skip"]);
-    // snnc does not import skips yet: a located refusal, not a panic.
-    let err = import::import_graph(&g, &ImportOptions::default()).unwrap_err();
-    assert_eq!(err.codes(), vec!["snnc::nir::structure"]);
+    // Import folds the branch back into the skip (the pool copy is implicit again).
+    let imp = import::import_graph(&g, &ImportOptions::default()).unwrap();
+    assert!(
+        imp.source.contains("    skip Conv1 -> Conv3 add\n"),
+        "{}",
+        imp.source
+    );
+    let back = net(&imp.source);
+    assert_eq!(structure(&back), structure(&n));
+    assert_eq!(
+        tensor_vec(&imp.tensors["Conv3"]),
+        tensor_vec(&state["Conv3"])
+    );
+}
+
+/// Networks with `add` skips (none under networks/ has one: the paper's skips concatenate),
+/// all 1×28×28 so that they run on the embedded test images.
+const ADD_NETS: [&str; 3] = [
+    // A skip over a pool: the pool is copied onto the skip path.
+    "network AddPool {
+    input 1x28x28
+    timesteps 4
+    neuron IF(threshold=0.5, reset=zero)
+    Conv1(1,4,3x3/1, pad=1)
+    Conv2(4,4,3x3/1, pad=1)
+    Pool(2x2/2)
+    Conv3(4,4,3x3/1, pad=1)
+    Pool(2x2/2)
+    FC1(196,10)
+    skip Conv1 -> Conv3 add
+}",
+    // BackRes: a skip over a repeated layer, one from its last application into an FC (a
+    // feature map added before the flatten), Poisson input.
+    "network AddBackRes {
+    input 1x28x28
+    timesteps 4
+    encode poisson
+    neuron LIF(leak=0.9, threshold=0.5, reset=subtract)
+    Conv1(1,4,3x3/2, pad=1)
+    Conv2(4,4,3x3/1, pad=1) x2
+    Conv3(4,4,3x3/1, pad=1)
+    Pool(2x2/2)
+    FC1(196,10)
+    skip Conv1 -> Conv3 add
+    skip Conv2 -> FC1 add
+}",
+    // From the Input, two skips into one layer, and FC → FC.
+    "network AddInput {
+    input 1x28x28
+    timesteps 3
+    neuron LIF(leak=0.8, threshold=0.5, reset=zero)
+    Conv1(1,1,3x3/1, pad=1)
+    Conv2(1,1,3x3/1, pad=1)
+    Conv3(1,2,3x3/2, pad=1)
+    FC1(392,16)
+    FC2(16,16)
+    FC3(16,10)
+    skip Input -> Conv3 add
+    skip Conv1 -> Conv3 add
+    skip FC1 -> FC3 add
+}",
+];
+
+/// The graph modulo node names: each node's type, fields and metadata, and per node the
+/// types of the nodes feeding it (sorted).
+fn graph_modulo_names(g: &NirGraph) -> Vec<String> {
+    let mut out: Vec<String> = g
+        .nodes
+        .iter()
+        .map(|(name, n)| {
+            let mut ins: Vec<&str> = g
+                .edges
+                .iter()
+                .filter(|(_, b)| b == name)
+                .map(|(a, _)| g.nodes[a].kind.as_str())
+                .collect();
+            ins.sort();
+            format!("{} {:?} {:?} <- {ins:?}", n.kind, n.fields, n.metadata)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn add_skip_networks_round_trip_export_import_export() {
+    for src in ADD_NETS {
+        let n = net(src);
+        let state = initial_state(&n);
+        let g = export(&n, &state);
+        assert!(
+            g.nodes.keys().any(|k| k.ends_with("_skip")) || src.contains("Input ->"),
+            "{}",
+            n.name
+        );
+        let imp = import::import_bytes(g.to_hdf5().unwrap(), &ImportOptions::default())
+            .unwrap_or_else(|d| panic!("{}: {:?}", n.name, d.codes()));
+        let back = net(&imp.source);
+        assert_eq!(
+            structure(&back),
+            structure(&n),
+            "{}:\n{}",
+            n.name,
+            imp.source
+        );
+        assert_eq!(back.unique_params(), n.unique_params());
+        // Export again: the same graph but for names.
+        let g2 = export(&back, &imp.tensors);
+        assert_eq!(g2.edges.len(), g.edges.len(), "{}", n.name);
+        assert_eq!(
+            graph_modulo_names(&g2),
+            graph_modulo_names(&g),
+            "{}",
+            n.name
+        );
+        // And the same predictions image by image.
+        let method = if src.contains("IF(") {
+            "conversion"
+        } else {
+            "agd"
+        };
+        same_predictions(&n, &state, &back, &imp.tensors, method);
+    }
+}
+
+/// A graph to break: Input → Conv → IF → {Conv → IF → pool, pool (skip)} → Linear.
+fn skip_graph() -> NirGraph {
+    let n = net(ADD_NETS[0]);
+    export(&n, &initial_state(&n))
+}
+
+#[test]
+fn skips_snnc_cannot_write_are_located_refusals() {
+    let mut seen = Vec::new();
+    let mut import_err = |g: &NirGraph| {
+        let (code, msg) = import_err(g);
+        seen.push(format!("{code}: {msg}"));
+        (code, msg)
+    };
+    // A skip path without the main path's pool: its shape differs and it holds no copy.
+    let mut g = skip_graph();
+    let skip_pool = g
+        .nodes
+        .keys()
+        .find(|k| k.ends_with("_skip"))
+        .unwrap()
+        .clone();
+    let (from, _) = g.edges.iter().find(|e| e.1 == skip_pool).unwrap().clone();
+    g.edges.retain(|e| e.1 != skip_pool && e.0 != skip_pool);
+    g.nodes.remove(&skip_pool);
+    g.edges.push((from.clone(), "Conv3".into()));
+    let (code, msg) = import_err(&g);
+    assert_eq!(code, "snnc::nir::structure", "{msg}");
+    assert!(
+        msg.contains("pools none but the main path between them pools 2x2/2"),
+        "{msg}"
+    );
+    // A sum into a neuron rather than a layer's input.
+    let mut g = skip_graph();
+    g.edges.push(("Conv1_if".into(), "Conv3_if".into()));
+    let (code, msg) = import_err(&g);
+    assert_eq!(code, "snnc::nir::structure", "{msg}");
+    assert!(
+        msg.contains("several edges go into `Conv3_if` (IF)"),
+        "{msg}"
+    );
+    // A skip that starts before the neuron (at the convolution's current).
+    let mut g = skip_graph();
+    for e in g.edges.iter_mut() {
+        if e.1 == skip_pool {
+            e.0 = "Conv1".into();
+        }
+    }
+    let (code, msg) = import_err(&g);
+    assert_eq!(code, "snnc::nir::structure", "{msg}");
+    assert!(msg.contains("before the layer's neuron"), "{msg}");
+    // A skip path with something other than a pool on it.
+    let mut g = skip_graph();
+    g.nodes.get_mut(&skip_pool).unwrap().kind = "Scale".into();
+    g.nodes
+        .get_mut(&skip_pool)
+        .unwrap()
+        .fields
+        .insert("scale".into(), Value::filled(&[4, 28, 28], 1.0));
+    let (code, msg) = import_err(&g);
+    assert_eq!(code, "snnc::nir::unsupported", "{msg}");
+    assert!(msg.contains("it lies on a skip path"), "{msg}");
+    // A fork off the main path.
+    let mut g = skip_graph();
+    g.nodes.insert(
+        "dangling".into(),
+        NirNode::new("AvgPool2d")
+            .field("kernel_size", Value::ints(&[2, 2]))
+            .field("stride", Value::ints(&[2, 2])),
+    );
+    g.edges.push((skip_pool.clone(), "dangling".into()));
+    let (code, msg) = import_err(&g);
+    assert_eq!(code, "snnc::nir::structure", "{msg}");
+    assert!(
+        msg.contains("not on the path from the Input to the Output"),
+        "{msg}"
+    );
+    // A residual around the second application of a shared layer: snnc joins skips before
+    // a layer's first application only.
+    let n = net("network R {
+    input 1x8x8
+    neuron IF(threshold=1, reset=zero)
+    Conv1(1,2,3x3/1, pad=1)
+    Conv2(2,2,3x3/1, pad=1) x2
+    FC1(128,2)
+}");
+    let mut g = export(&n, &initial_state(&n));
+    g.edges.push(("Conv1_if".into(), "Conv2@2".into()));
+    let (code, msg) = import_err(&g);
+    assert_eq!(code, "snnc::nir::structure", "{msg}");
+    assert!(
+        msg.contains("a later application of the shared weights `Conv2`"),
+        "{msg}"
+    );
+    insta::assert_snapshot!(seen.join("\n"));
+    // On the command line: exit 1 with the code.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.nir");
+    std::fs::write(&path, g.to_hdf5().unwrap()).unwrap();
+    let st = std::process::Command::new(env!("CARGO_BIN_EXE_snnc"))
+        .arg("import")
+        .arg(&path)
+        .arg("-o")
+        .arg(dir.path().join("r.snn"))
+        .output()
+        .unwrap();
+    assert_eq!(st.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&st.stderr).contains("snnc::nir::structure"));
+}
+
+// ---- per-image predictions of the original and the round-tripped network ---------------
+
+/// Records the spike count of every spiking application, in call order.
+#[derive(Default)]
+struct SpikeCounts(Vec<f32>);
+
+impl snnc::backend::candle::observe::Observer for SpikeCounts {
+    fn spikes(
+        &mut self,
+        _app: &snnc::backend::candle::observe::Application,
+        spikes: &Tensor,
+    ) -> candle_core::Result<()> {
+        self.0.push(spikes.sum_all()?.to_scalar::<f32>()?);
+        Ok(())
+    }
+}
+
+/// Per-image predictions, eval logits (`[B, K]`, row-major) and spike counts per spiking
+/// application of `n` with `tensors` on the first `images` embedded test images, T = 4
+/// (short, to keep the test quick), Poisson noise from seed 11.
+fn run_images(
+    n: &Network,
+    tensors: &HashMap<String, Tensor>,
+    method: &str,
+    images: usize,
+) -> (Vec<u32>, Vec<f32>, Vec<f32>) {
+    use snnc::backend::candle::model::{rng_for, ForwardOptions};
+    let mut m = Model::new(n, &Device::Cpu, 0).unwrap();
+    m.load(tensors).unwrap();
+    let data = snnc::data::load(&snnc::data::DataSpec::Embedded, Some(0), Some(images)).unwrap();
+    let [c, h, w] = data.shape;
+    let x = Tensor::from_vec(data.test.images.clone(), (images, c, h, w), &Device::Cpu).unwrap();
+    let t = 4;
+    let opts = if method == "conversion" {
+        ForwardOptions::if_conversion(t)
+    } else {
+        ForwardOptions::snn(t, false)
+    };
+    let mut obs = SpikeCounts::default();
+    let out = m
+        .forward_observed(&x, &opts, &mut rng_for(11, 3), &mut obs)
+        .unwrap();
+    let logits = m.eval_logits(&out).unwrap();
+    let pred = logits.argmax(1).unwrap().to_vec1::<u32>().unwrap();
+    (pred, tensor_vec(&logits), obs.0)
+}
+
+/// The original and the round-tripped network agree image by image: the same predictions,
+/// bit-identical logits and the same spike count in every application. The network must
+/// do something (spikes, and more than one predicted class), or the test would be vacuous.
+fn same_predictions(
+    a: &Network,
+    ta: &HashMap<String, Tensor>,
+    b: &Network,
+    tb: &HashMap<String, Tensor>,
+    method: &str,
+) {
+    let (pa, la, sa) = run_images(a, ta, method, 64);
+    let (pb, lb, sb) = run_images(b, tb, method, 64);
+    assert_eq!(pa.len(), 64);
+    assert_eq!(pa, pb, "{}: predictions", a.name);
+    assert_eq!(la, lb, "{}: logits", a.name);
+    assert_eq!(sa, sb, "{}: spike counts", a.name);
+    assert!(sa.iter().sum::<f32>() > 0.0, "{}: no spikes at all", a.name);
+    let classes: HashSet<u32> = pa.iter().copied().collect();
+    assert!(classes.len() > 1, "{}: one class for every image", a.name);
+}
+
+#[test]
+fn round_tripped_networks_predict_the_same_per_image() {
+    for (file, method) in [
+        ("fashion-mnist/agd/backres.snn", "agd"),
+        ("fashion-mnist/agd/convnet.snn", "agd"),
+        ("fashion-mnist/conversion/vgg-backres.snn", "conversion"),
+    ] {
+        let n = net(&std::fs::read_to_string(root().join("networks").join(file)).unwrap());
+        // Seeded initial weights stand in for trained ones; thresholds of 0.5 give activity.
+        let mut state = initial_state(&n);
+        for v in state.values_mut() {
+            if v.dims() == [1] {
+                *v = Tensor::new(&[0.5f32], &Device::Cpu).unwrap();
+            }
+        }
+        let g = export(&n, &state);
+        let imp = import::import_bytes(g.to_hdf5().unwrap(), &ImportOptions::default()).unwrap();
+        let back = net(&imp.source);
+        same_predictions(&n, &state, &back, &imp.tensors, method);
+    }
 }
 
 // ---- malformed files -------------------------------------------------------------------
@@ -487,7 +808,7 @@ fn malformed_files_are_located_diagnostics() {
                 g.edges.push(("lif".into(), "fc".into()));
             }),
             "snnc::nir::structure",
-            "edges go into `fc`",
+            "the graph has a cycle",
         ),
         (
             "no output",
@@ -735,6 +1056,12 @@ fn round_trip_every_representable_network() {
             assert_eq!(back.weights.len(), n.weights.len(), "{rel}");
             assert_eq!(back.settings.timesteps, n.settings.timesteps, "{rel}");
             assert_eq!(back.settings.encode, n.settings.encode, "{rel}");
+            // Export again: the same graph but for node names.
+            let g2 = nir::export(&back, &imp.tensors, ExportOptions::default())
+                .unwrap_or_else(|d| panic!("{rel}: re-export: {:?}", d.codes()))
+                .0;
+            assert_eq!(graph_modulo_names(&g2), graph_modulo_names(&g), "{rel}");
+            assert_eq!(g2.edges.len(), g.edges.len(), "{rel}");
             // Same weights per weight set (in order of first use) and thresholds per slot.
             for (a, b) in n.weights.iter().zip(&back.weights) {
                 assert_eq!(
@@ -792,7 +1119,13 @@ fn python() -> Option<PathBuf> {
 fn the_reference_package_reads_what_snnc_writes() {
     let Some(py) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
-    for (name, src) in [("small", SMALL), ("backres", BACKRES), ("add", ADD)] {
+    for (name, src) in [
+        ("small", SMALL),
+        ("backres", BACKRES),
+        ("add", ADD),
+        ("add_backres", ADD_NETS[1]),
+        ("add_input", ADD_NETS[2]),
+    ] {
         let n = net(src);
         let g = export(&n, &initial_state(&n));
         let path = dir.path().join(format!("{name}.nir"));
@@ -1025,4 +1358,113 @@ fn corrupted_files_never_panic() {
         }
     }
     assert!(failures > 0);
+}
+
+// ---- dt on the command line ---------------------------------------------------------------
+
+#[test]
+fn cli_dt_maps_leak_to_tau_and_back() {
+    let bin = env!("CARGO_BIN_EXE_snnc");
+    let dir = tempfile::tempdir().unwrap();
+    let snn = dir.path().join("s.snn");
+    std::fs::write(&snn, SMALL).unwrap();
+    let n = net(SMALL);
+    let w = dir.path().join("w.safetensors");
+    let meta = snnc::train::checkpoint::Meta {
+        epoch: 0,
+        seed: 0,
+        network: n.name.clone(),
+        method: "agd".into(),
+        settings: None,
+    };
+    snnc::train::checkpoint::save(&w, &initial_state(&n), &meta).unwrap();
+    let out = dir.path().join("s.nir");
+    let st = std::process::Command::new(bin)
+        .arg("export")
+        .arg(&snn)
+        .arg("--weights")
+        .arg(&w)
+        .args(["--dt", "0.002", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let g = NirGraph::from_hdf5(std::fs::read(&out).unwrap()).unwrap();
+    // α = 0.95, dt = 2 ms: τ = 0.002 / 0.05 = 0.04 s, r = 1 / 0.05 = 20 (α is an f32, so
+    // to about 1e-6 relative).
+    let tau = floats(field(&g, "Conv1_lif", "tau")).1;
+    let r = floats(field(&g, "Conv1_lif", "r")).1;
+    assert!(
+        tau.iter().all(|&t| (t / 0.04 - 1.0).abs() < 1e-6),
+        "{}",
+        tau[0]
+    );
+    assert!(r.iter().all(|&x| (x / 20.0 - 1.0).abs() < 1e-6), "{}", r[0]);
+    assert_eq!(g.metadata["dt"].as_f64(), Some(0.002));
+    assert_eq!(g.metadata["spike_rule"].as_text(), Some("v >= v_threshold"));
+    // Import reads dt from the metadata, whatever --dt says: α = 1 − 0.002/0.04 = 0.95.
+    let back = dir.path().join("b.snn");
+    let st = std::process::Command::new(bin)
+        .arg("import")
+        .arg(&out)
+        .args(["--dt", "0.5", "-o"])
+        .arg(&back)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let text = std::fs::read_to_string(&back).unwrap();
+    assert!(
+        text.contains("LIF(leak=0.95, threshold=0.5, reset=subtract)"),
+        "{text}"
+    );
+    // Without metadata --dt applies: τ = 1 ms, r = 10 at dt = 0.2 ms gives α = 0.8 and an
+    // input gain r·dt/τ = 2 folded into the weights (0.5 → 1).
+    let base_path = dir.path().join("base.nir");
+    std::fs::write(&base_path, base().to_hdf5().unwrap()).unwrap();
+    let b2 = dir.path().join("b2.snn");
+    let st = std::process::Command::new(bin)
+        .arg("import")
+        .arg(&base_path)
+        .args(["--dt", "0.0002", "-o"])
+        .arg(&b2)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let text = std::fs::read_to_string(&b2).unwrap();
+    assert!(
+        text.contains("FC1(4,3) LIF(leak=0.8, threshold=1, reset=zero)"),
+        "{text}"
+    );
+    let (t, _) = snnc::train::checkpoint::load(&dir.path().join("b2.safetensors")).unwrap();
+    assert_eq!(tensor_vec(&t["FC1"]), vec![1.0; 12]);
+    // A dt that is not a positive number of seconds: exit 1 with the code.
+    for bad in ["0", "-1e-3"] {
+        let st = std::process::Command::new(bin)
+            .arg("export")
+            .arg(&snn)
+            .arg("--weights")
+            .arg(&w)
+            .arg(format!("--dt={bad}"))
+            .arg("-o")
+            .arg(dir.path().join("x.nir"))
+            .output()
+            .unwrap();
+        assert_eq!(st.status.code(), Some(1), "{bad}");
+        assert!(
+            String::from_utf8_lossy(&st.stderr).contains("snnc::nir::dt"),
+            "{bad}"
+        );
+    }
 }

@@ -87,6 +87,9 @@ pub fn run(args: ExportArgs) -> ExitCode {
                 eprintln!("error: cannot write {}: {e}", args.output.display());
                 return ExitCode::from(2);
             }
+            eprintln!(
+                "note: snnc fires at v >= v_threshold (graph metadata spike_rule); snnTorch and Norse fire at v > v_threshold (docs/nir.md)"
+            );
             println!(
                 "wrote {} (NIR, {} nodes, {} edges, dt = {} s)",
                 args.output.display(),

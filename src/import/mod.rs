@@ -4,8 +4,16 @@
 //! written one.
 //!
 //! Owner: the NIR export/import. What is accepted (the inverse of `export::nir`):
-//! - a chain `Input → … → Output` (every node one edge in and one out); several edges into
-//!   one node (NIR's summed skips) are refused (`snnc::nir::structure`);
+//! - a main path `Input → … → Output` (the longest path) and skip branches: nodes with
+//!   several incoming edges (NIR sums them) become `skip A -> B add`, where A is the last
+//!   layer (or the Input) where the branch leaves and B the Conv2d/Linear/Affine (or the
+//!   Flatten before a Linear) where it joins. The branch holds only average pools, and
+//!   with the main path's pools before its start it must be exactly the main path's pools
+//!   between A and B (snnc copies those onto skip paths); the join must be B's first
+//!   application and A's last application before it. Anything else — a fork or merge off
+//!   the main path, a sum into a neuron or pool, a gain on a skip — is refused with a
+//!   `snnc::nir::structure` diagnostic that says why (NIR has no concatenation, so
+//!   `concat` skips never appear);
 //! - `Conv2d` (square kernel, equal strides and paddings or "same"/"valid", dilation 1,
 //!   groups 1, zero bias) and `Linear`/`Affine` (zero bias) as `ConvN`/`FCN` layers;
 //!   `Flatten` (implicit in snnc); `AvgPool2d`, or `SumPool2d` (its k² gain, or a following
@@ -191,7 +199,12 @@ struct Layer {
 #[derive(Debug, Clone)]
 enum Item {
     Layer(Layer),
-    Pool { window: u64, stride: u64 },
+    /// A pool; `sum` for a SumPool2d (its k² gain folded into the next layer).
+    Pool {
+        window: u64,
+        stride: u64,
+        sum: bool,
+    },
 }
 
 /// The shape flowing along the chain: channels × height × width (features × 1 × 1 once flat).
@@ -255,15 +268,25 @@ fn import_inner(g: &NirGraph, opts: &ImportOptions) -> R<Imported> {
             })
         }
     };
-    let chain = chain(g)?;
+    let plan = plan(g)?;
     let mut walk = Walk {
         dt,
         items: Vec::new(),
         flow: None,
         gain: 1.0,
     };
-    for name in &chain {
+    let mut marks = Vec::with_capacity(plan.main.len());
+    for name in &plan.main {
+        let before = (walk.items.len(), walk.flow, walk.gain);
         walk.node(name, &g.nodes[name])?;
+        marks.push(Mark {
+            items_before: before.0,
+            flow_before: before.1,
+            gain_before: before.2,
+            items_after: walk.items.len(),
+            flow_after: walk.flow,
+            open_after: matches!(walk.items.last(), Some(Item::Layer(l)) if l.neuron.is_none()),
+        });
     }
     if (walk.gain - 1.0).abs() > 1e-9 {
         return Err(ImportError::Structure {
@@ -271,14 +294,191 @@ fn import_inner(g: &NirGraph, opts: &ImportOptions) -> R<Imported> {
             help: None,
         });
     }
-    let first_input = input_shape_of(g, &chain)?;
-    emit(g, opts, dt, first_input, walk.items)
+    let skips = plan
+        .branches
+        .iter()
+        .map(|b| skip_of(g, &plan, &marks, &walk.items, b))
+        .collect::<R<Vec<_>>>()?;
+    let first_input = input_shape_of(g, &plan.main)?;
+    emit(g, opts, dt, first_input, walk.items, skips)
 }
 
-/// The node names from the Input to the Output, checking the graph is such a chain.
-fn chain(g: &NirGraph) -> R<Vec<String>> {
+/// The walk's state around one main-path node.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    items_before: usize,
+    flow_before: Option<Flow>,
+    gain_before: f64,
+    items_after: usize,
+    flow_after: Option<Flow>,
+    /// The last item is a layer still without its neuron.
+    open_after: bool,
+}
+
+/// A skip as `skip A -> B add`: the item index of A (`None`: the Input) and of B.
+#[derive(Debug, Clone)]
+struct Skip {
+    from: Option<usize>,
+    to: usize,
+    /// The NIR node the skip joins at (for diagnostics).
+    node: String,
+}
+
+/// Maps a skip branch onto snnc's `skip A -> B add`: A is the last layer at or before the
+/// branch's start (or the Input), B the layer the branch joins at; the branch's pools plus
+/// the main path's pools between A and the branch's start must be exactly the main path's
+/// pools between A and B (snnc copies those onto the skip path), all average pools, and
+/// the shapes must agree.
+fn skip_of(g: &NirGraph, plan: &Plan, marks: &[Mark], items: &[Item], b: &Branch) -> R<Skip> {
+    let from_name = &plan.main[b.from];
+    let to_name = &plan.main[b.to];
+    let structure = |why: String, help: Option<&str>| ImportError::Structure {
+        why,
+        help: help.map(String::from),
+    };
+    let mf = marks[b.from];
+    if mf.open_after {
+        return Err(structure(
+            format!("a skip leaves `{from_name}` before the layer's neuron"),
+            Some("snnc skips start at a layer's output (its spikes) or at the Input"),
+        ));
+    }
+    // A: the last layer item up to the branch's start.
+    let from_item = items[..mf.items_after]
+        .iter()
+        .rposition(|i| matches!(i, Item::Layer(_)));
+    // B: the main node the branch joins must be a layer, or Flattens before a Linear.
+    let mut k = b.to;
+    while g.nodes[&plan.main[k]].kind == "Flatten" {
+        k += 1;
+    }
+    let target_kind = g.nodes[&plan.main[k]].kind.as_str();
+    if !matches!(target_kind, "Conv2d" | "Linear" | "Affine") {
+        return Err(structure(
+            format!(
+                "several edges go into `{to_name}` ({}), and NIR sums them; snnc adds skips only at the input of a Conv2d, Linear or Affine layer",
+                g.nodes[to_name].kind
+            ),
+            None,
+        ));
+    }
+    let to_item = marks[k].items_before;
+    let mt = marks[b.to];
+    if (mt.gain_before - 1.0).abs() > 1e-9 {
+        return Err(structure(
+            format!("a Scale or SumPool2d gain reaches `{to_name}`, where a skip joins; snnc's skip paths carry no gain"),
+            Some("use AvgPool2d on both paths"),
+        ));
+    }
+    // The pools on the NIR skip path and on the main path between A and B.
+    let pools = |r: std::ops::Range<usize>| -> Vec<(u64, u64, bool)> {
+        items[r]
+            .iter()
+            .filter_map(|i| match i {
+                Item::Pool {
+                    window,
+                    stride,
+                    sum,
+                } => Some((*window, *stride, *sum)),
+                _ => None,
+            })
+            .collect()
+    };
+    let start = from_item.map(|i| i + 1).unwrap_or(0);
+    let mut skip_pools = pools(start..mf.items_after);
+    let mut flow = mf
+        .flow_after
+        .ok_or_else(|| structure("a skip before the Input".into(), None))?;
+    for name in &b.path {
+        let n = &g.nodes[name];
+        if !matches!(n.kind.as_str(), "AvgPool2d" | "SumPool2d") {
+            return Err(ImportError::Unsupported {
+                node: name.clone(),
+                kind: n.kind.clone(),
+                why: "it lies on a skip path; snnc's skip paths hold only the average pools of the main path".into(),
+                help: None,
+            });
+        }
+        let (k, s) = pool_params(name, n, &flow)?;
+        skip_pools.push((k, s, n.kind == "SumPool2d"));
+        flow = Flow {
+            c: flow.c,
+            h: (flow.h - k) / s + 1,
+            w: (flow.w - k) / s + 1,
+            flat: false,
+        };
+    }
+    let main_pools = pools(start..to_item);
+    if skip_pools.iter().any(|p| p.2) {
+        return Err(structure(
+            format!("the skip into `{to_name}` passes a SumPool2d; snnc's skip paths average"),
+            Some("use AvgPool2d on skip paths"),
+        ));
+    }
+    if skip_pools != main_pools {
+        let text = |p: &[(u64, u64, bool)]| {
+            if p.is_empty() {
+                "none".to_string()
+            } else {
+                p.iter()
+                    .map(|(k, s, _)| format!("{k}x{k}/{s}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        return Err(structure(
+            format!(
+                "the skip from `{from_name}` into `{to_name}` pools {} but the main path between them pools {}; snnc's skip paths apply exactly the main path's pools",
+                text(&skip_pools),
+                text(&main_pools)
+            ),
+            None,
+        ));
+    }
+    let main_flow = mt.flow_before.unwrap_or(flow);
+    let same = if target_kind == "Conv2d" {
+        !flow.flat && !main_flow.flat && flow == main_flow
+    } else {
+        flow.elems() == main_flow.elems()
+    };
+    if !same {
+        return Err(ImportError::ShapeMismatch {
+            node: to_name.clone(),
+            field: "(incoming edges)".into(),
+            expected: format!("the shape on the main path, {}", main_flow.text()),
+            found: format!("{} from `{from_name}`", flow.text()),
+        });
+    }
+    Ok(Skip {
+        from: from_item,
+        to: to_item,
+        node: to_name.clone(),
+    })
+}
+
+/// The graph as snnc reads it: the main path from the Input to the Output (the longest
+/// path), and the skip branches that leave it and join it again further on.
+#[derive(Debug)]
+struct Plan {
+    main: Vec<String>,
+    branches: Vec<Branch>,
+}
+
+/// A skip branch: from the main path node `from` (index into `Plan::main`) through the
+/// off-path nodes `path` (pools only, checked later) into the main path node `to`.
+#[derive(Debug)]
+struct Branch {
+    from: usize,
+    path: Vec<String>,
+    to: usize,
+}
+
+/// The main path and the skip branches of `g`, checking that every node lies on a path from
+/// the Input to the Output, that there is no cycle, and that every node off the main path
+/// lies on a simple branch (one edge in, one out).
+fn plan(g: &NirGraph) -> R<Plan> {
     let mut succ: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    let mut pred: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut indeg: BTreeMap<&str, usize> = g.nodes.keys().map(|k| (k.as_str(), 0)).collect();
     for (a, b) in &g.edges {
         for n in [a, b] {
             if !g.nodes.contains_key(n) {
@@ -289,7 +489,7 @@ fn chain(g: &NirGraph) -> R<Vec<String>> {
             }
         }
         succ.entry(a).or_default().push(b);
-        pred.entry(b).or_default().push(a);
+        *indeg.entry(b).or_default() += 1;
     }
     for (kind, what) in [("Input", "input"), ("Output", "output")] {
         let n = g.nodes.values().filter(|n| n.kind == kind).count();
@@ -300,65 +500,123 @@ fn chain(g: &NirGraph) -> R<Vec<String>> {
             });
         }
     }
-    let start = g
-        .nodes
+    let find = |kind: &str| {
+        g.nodes
+            .iter()
+            .find(|(_, n)| n.kind == kind)
+            .map(|(k, _)| k.as_str())
+            .unwrap_or_default()
+    };
+    let (start, end) = (find("Input"), find("Output"));
+    // Kahn's order: a node left over lies on a cycle.
+    let mut left = indeg.clone();
+    let mut ready: Vec<&str> = left
         .iter()
-        .find(|(_, n)| n.kind == "Input")
-        .map(|(k, _)| k.as_str())
-        .unwrap_or_default();
-    let mut seen = HashSet::new();
-    let mut out = vec![start.to_string()];
-    seen.insert(start);
-    let mut cur = start;
-    loop {
-        if g.nodes[cur].kind == "Output" {
-            break;
-        }
-        let next = succ.get(cur).cloned().unwrap_or_default();
-        let n = match next.as_slice() {
-            [n] => *n,
-            [] => {
-                return Err(ImportError::Structure {
-                    why: format!("`{cur}` has no outgoing edge: the Output is not reached"),
-                    help: None,
-                })
+        .filter(|(_, &d)| d == 0)
+        .map(|(k, _)| *k)
+        .collect();
+    let mut order = Vec::with_capacity(g.nodes.len());
+    while let Some(n) = ready.pop() {
+        order.push(n);
+        for &m in succ.get(n).map(|v| v.as_slice()).unwrap_or_default() {
+            if let Some(d) = left.get_mut(m) {
+                *d -= 1;
+                if *d == 0 {
+                    ready.push(m);
+                }
             }
-            many => {
-                return Err(ImportError::Structure {
-                    why: format!(
-                        "`{cur}` feeds {} nodes ({}); snnc imports chains only",
-                        many.len(),
-                        many.join(", ")
-                    ),
-                    help: Some("skip connections are not imported yet".into()),
-                })
-            }
-        };
-        let preds = pred.get(n).map(|p| p.len()).unwrap_or(0);
-        if preds > 1 {
-            return Err(ImportError::Structure {
-                why: format!(
-                    "{preds} edges go into `{n}` (NIR sums them); snnc imports chains only"
-                ),
-                help: Some("skip connections are not imported yet".into()),
-            });
         }
-        if !seen.insert(n) {
-            return Err(ImportError::Structure {
-                why: format!("the graph has a cycle through `{n}`"),
-                help: Some("snnc networks are feed-forward".into()),
-            });
-        }
-        out.push(n.to_string());
-        cur = n;
     }
-    if let Some(extra) = g.nodes.keys().find(|k| !seen.contains(k.as_str())) {
+    if order.len() < g.nodes.len() {
+        let on = left
+            .iter()
+            .find(|(_, &d)| d > 0)
+            .map(|(k, _)| *k)
+            .unwrap_or_default();
         return Err(ImportError::Structure {
-            why: format!("node `{extra}` is not on the path from the Input to the Output"),
-            help: None,
+            why: format!("the graph has a cycle through `{on}`"),
+            help: Some("snnc networks are feed-forward".into()),
         });
     }
-    Ok(out)
+    // Longest path from the Input (in nodes), in topological order.
+    let mut dist: HashMap<&str, usize> = HashMap::new();
+    let mut prev: HashMap<&str, &str> = HashMap::new();
+    dist.insert(start, 0);
+    for &n in &order {
+        let Some(&d) = dist.get(n) else { continue };
+        for &m in succ.get(n).map(|v| v.as_slice()).unwrap_or_default() {
+            if dist.get(m).is_none_or(|&e| e < d + 1) {
+                dist.insert(m, d + 1);
+                prev.insert(m, n);
+            }
+        }
+    }
+    // Every node must be reached from the Input and reach the Output.
+    let mut reaches: HashSet<&str> = HashSet::from([end]);
+    for &n in order.iter().rev() {
+        if succ
+            .get(n)
+            .is_some_and(|v| v.iter().any(|m| reaches.contains(m)))
+        {
+            reaches.insert(n);
+        }
+    }
+    if let Some(extra) = order
+        .iter()
+        .find(|n| !dist.contains_key(*n) || !reaches.contains(*n))
+    {
+        let why = if !dist.contains_key(extra) && *extra != start {
+            format!("node `{extra}` is not on the path from the Input to the Output")
+        } else if g.nodes[*extra].kind == "Output" {
+            "the Output is not reached from the Input".to_string()
+        } else {
+            format!("node `{extra}` is not on the path from the Input to the Output (the Output is not reached from it)")
+        };
+        return Err(ImportError::Structure { why, help: None });
+    }
+    let mut main = vec![end];
+    while let Some(&p) = prev.get(main[main.len() - 1]) {
+        main.push(p);
+    }
+    main.reverse();
+    let index: HashMap<&str, usize> = main.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    let mut branches = Vec::new();
+    for (i, &m) in main.iter().enumerate() {
+        let mut main_edge_seen = false;
+        for &s in succ.get(m).map(|v| v.as_slice()).unwrap_or_default() {
+            if i + 1 < main.len() && s == main[i + 1] && !main_edge_seen {
+                main_edge_seen = true;
+                continue;
+            }
+            // A branch: follow off-path nodes, each with one edge in and one out.
+            let mut path = Vec::new();
+            let mut cur = s;
+            while !index.contains_key(cur) {
+                let outs = succ.get(cur).map(|v| v.as_slice()).unwrap_or_default();
+                if indeg.get(cur).copied().unwrap_or(0) != 1 || outs.len() != 1 {
+                    return Err(ImportError::Structure {
+                        why: format!(
+                            "`{cur}` lies off the main path with {} edge(s) in and {} out; snnc's skip paths neither fork nor merge",
+                            indeg.get(cur).copied().unwrap_or(0),
+                            outs.len()
+                        ),
+                        help: Some("a skip is one path of pools from a layer's output to a later layer's input".into()),
+                    });
+                }
+                path.push(cur.to_string());
+                cur = outs[0];
+            }
+            branches.push(Branch {
+                from: i,
+                path,
+                to: index[cur],
+            });
+        }
+    }
+    Ok(Plan {
+        main: main.into_iter().map(String::from).collect(),
+        branches,
+    })
 }
 
 fn input_shape_of(g: &NirGraph, chain: &[String]) -> R<Flow> {
@@ -825,35 +1083,14 @@ impl Walk {
                 if f.flat {
                     return Err(unsupported("pooling after a Flatten or an FC layer", None));
                 }
-                let k = square(name, n, "kernel_size")?;
-                let s = square(name, n, "stride")?;
-                let p = if n.fields.contains_key("padding") {
-                    square(name, n, "padding")?
-                } else {
-                    0
-                };
-                if p != 0 {
-                    return Err(ImportError::UnsupportedValue {
-                        node: name.into(),
-                        field: "padding".into(),
-                        why: format!("{p}; snnc pooling has no padding"),
-                        help: None,
-                    });
-                }
-                if k == 0 || s == 0 || k > f.h || k > f.w {
-                    return Err(ImportError::ShapeMismatch {
-                        node: name.into(),
-                        field: "kernel_size".into(),
-                        expected: format!("a window that fits {}", f.text()),
-                        found: format!("{k}×{k}, stride {s}"),
-                    });
-                }
+                let (k, s) = pool_params(name, n, &f)?;
                 if kind == "SumPool2d" {
                     self.gain *= (k as f64) * (k as f64);
                 }
                 self.items.push(Item::Pool {
                     window: k,
                     stride: s,
+                    sum: kind == "SumPool2d",
                 });
                 self.flow = Some(Flow {
                     c: f.c,
@@ -981,6 +1218,42 @@ impl Walk {
     }
 }
 
+/// A pool's window and stride (square, no padding, fitting the feature map `f`).
+fn pool_params(name: &str, n: &NirNode, f: &Flow) -> R<(u64, u64)> {
+    if f.flat {
+        return Err(ImportError::Unsupported {
+            node: name.into(),
+            kind: n.kind.clone(),
+            why: "pooling after a Flatten or an FC layer".into(),
+            help: None,
+        });
+    }
+    let k = square(name, n, "kernel_size")?;
+    let s = square(name, n, "stride")?;
+    let p = if n.fields.contains_key("padding") {
+        square(name, n, "padding")?
+    } else {
+        0
+    };
+    if p != 0 {
+        return Err(ImportError::UnsupportedValue {
+            node: name.into(),
+            field: "padding".into(),
+            why: format!("{p}; snnc pooling has no padding"),
+            help: None,
+        });
+    }
+    if k == 0 || s == 0 || k > f.h || k > f.w {
+        return Err(ImportError::ShapeMismatch {
+            node: name.into(),
+            field: "kernel_size".into(),
+            expected: format!("a window that fits {}", f.text()),
+            found: format!("{k}×{k}, stride {s}"),
+        });
+    }
+    Ok((k, s))
+}
+
 fn flow_shape(f: &Flow) -> Vec<u64> {
     if f.flat {
         vec![f.elems()]
@@ -1060,7 +1333,14 @@ fn activation(n: &Neuron) -> String {
     }
 }
 
-fn emit(g: &NirGraph, opts: &ImportOptions, dt: f64, input: Flow, items: Vec<Item>) -> R<Imported> {
+fn emit(
+    g: &NirGraph,
+    opts: &ImportOptions,
+    dt: f64,
+    input: Flow,
+    items: Vec<Item>,
+    skips: Vec<Skip>,
+) -> R<Imported> {
     let network = g
         .metadata
         .get("snnc_network")
@@ -1126,7 +1406,7 @@ fn emit(g: &NirGraph, opts: &ImportOptions, dt: f64, input: Flow, items: Vec<Ite
     let mut i = 0;
     while i < items.len() {
         match &items[i] {
-            Item::Pool { window, stride } => {
+            Item::Pool { window, stride, .. } => {
                 body.push(format!("Pool({window}x{window}/{stride})"));
                 i += 1;
             }
@@ -1181,6 +1461,51 @@ fn emit(g: &NirGraph, opts: &ImportOptions, dt: f64, input: Flow, items: Vec<Ite
                 i = j;
             }
         }
+    }
+    // Skips: `skip A -> B add`, checked against snnc's rule that the join sits before B's
+    // first application and takes A's last application before it.
+    let mut pairs: HashSet<(String, String)> = HashSet::new();
+    for sk in &skips {
+        let b = names[sk.to].clone().unwrap_or_default();
+        let a = match sk.from {
+            Some(i) => names[i].clone().unwrap_or_default(),
+            None => "Input".to_string(),
+        };
+        let structure = |why: String| {
+            ImportError::Structure {
+            why,
+            help: Some(
+                "snnc joins a skip before B's first application and takes A's last application before it".into(),
+            ),
+        }
+        };
+        if names[..sk.to]
+            .iter()
+            .any(|n| n.as_deref() == Some(b.as_str()))
+        {
+            return Err(structure(format!(
+                "a skip joins at `{}`, a later application of the shared weights `{b}`",
+                sk.node
+            )));
+        }
+        if let Some(i) = sk.from {
+            if names[i + 1..sk.to]
+                .iter()
+                .any(|n| n.as_deref() == Some(a.as_str()))
+            {
+                return Err(structure(format!(
+                    "the skip into `{}` leaves an application of `{a}` that is not its last before `{b}`",
+                    sk.node
+                )));
+            }
+        }
+        if !pairs.insert((a.clone(), b.clone())) {
+            return Err(structure(format!(
+                "two skips go from `{a}` into `{b}` (at `{}`)",
+                sk.node
+            )));
+        }
+        body.push(format!("skip {a} -> {b} add"));
     }
     let mut src = String::new();
     src.push_str(&format!(

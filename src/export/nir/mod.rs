@@ -15,7 +15,9 @@
 //!   (`dv/dt = r·I`): r = 1/dt. dt (seconds, default [`DEFAULT_DT`]) goes into the graph
 //!   metadata. Thresholds: the checkpoint's `threshold.<layer>.<step>`, per application.
 //!   Reset by subtraction has no NIR form: v_reset = 0, node metadata `reset = "subtract"`,
-//!   and a warning (`snnc::nir::reset_subtract`).
+//!   and a warning (`snnc::nir::reset_subtract`). snnc fires at v ≥ θ: the graph metadata
+//!   says so (`spike_rule = "v >= v_threshold"`); readers that fire at v > θ (snnTorch,
+//!   Norse) differ only for a membrane exactly at θ (docs/nir.md).
 //! - `Pool` avg → `AvgPool2d`; `Join` add → its inputs become several edges into the next
 //!   node (NIR sums them). BackRes applications become one node chain per step, each with a
 //!   copy of the shared weights (metadata `snnc_layer`, `snnc_step` name the weight set).
@@ -179,6 +181,11 @@ pub fn export(
     }
     g.version = format::NIR_VERSION.into();
     g.metadata.insert("dt".into(), Value::scalar(opts.dt));
+    // snnc fires at v ≥ θ (Eq. 2's comparison in `backend::candle::neuron`); snnTorch and
+    // Norse fire at v > θ, Sinabs at v ≥ θ. Readers that compare strictly miss the spikes
+    // of a membrane exactly at the threshold (see docs/nir.md).
+    g.metadata
+        .insert("spike_rule".into(), Value::text("v >= v_threshold"));
     g.metadata
         .insert("snnc_network".into(), Value::text(net.name.clone()));
     if let Some(t) = net.settings.timesteps {
