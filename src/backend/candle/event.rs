@@ -44,6 +44,22 @@ impl PathPolicy {
     }
 }
 
+impl std::str::FromStr for PathPolicy {
+    type Err = String;
+
+    /// `auto` (the measured crossovers, [`PathPolicy::default`]), `event` or `dense`.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(PathPolicy::default()),
+            "event" => Ok(PathPolicy::Event),
+            "dense" => Ok(PathPolicy::Dense),
+            other => Err(format!(
+                "unknown simulation path `{other}` (expected auto, event or dense)"
+            )),
+        }
+    }
+}
+
 impl Default for PathPolicy {
     fn default() -> Self {
         PathPolicy::Auto {
