@@ -31,48 +31,12 @@ use super::encode::{self, SeededRng};
 use super::event::{ConvEvent, FcEvent, PathPolicy};
 use super::model::{self, Model};
 use super::neuron;
-use super::observe::{Application, NoObserver, Observer};
+pub use super::observe::Counters;
+use super::observe::{Application, NoObserver, Observer, SpikeCounter, Tee};
 use super::{err, usize_of};
 use crate::ir::{
     Activation, BoundaryKind, Domain, Encoding, LayerKind, Network, Op, PoolKind, Reset, SlotId,
 };
-
-/// Spike and input counts, summed over neurons, images and steps.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Counters {
-    /// Per slot: spikes, and neuron·steps.
-    pub spikes: Vec<f64>,
-    pub neuron_steps: Vec<f64>,
-    /// Per node index (weighted nodes only): non-zero inputs, and inputs, over the steps.
-    pub input_nonzero: Vec<f64>,
-    pub input_total: Vec<f64>,
-}
-
-impl Counters {
-    /// Zero counts for `slots` threshold slots and `nodes` graph nodes.
-    pub fn new(slots: usize, nodes: usize) -> Self {
-        Counters {
-            spikes: vec![0.0; slots],
-            neuron_steps: vec![0.0; slots],
-            input_nonzero: vec![0.0; nodes],
-            input_total: vec![0.0; nodes],
-        }
-    }
-
-    /// Adds `o` elementwise.
-    pub fn add(&mut self, o: &Counters) {
-        for (a, b) in [
-            (&mut self.spikes, &o.spikes),
-            (&mut self.neuron_steps, &o.neuron_steps),
-            (&mut self.input_nonzero, &o.input_nonzero),
-            (&mut self.input_total, &o.input_total),
-        ] {
-            for (x, y) in a.iter_mut().zip(b) {
-                *x += y;
-            }
-        }
-    }
-}
 
 /// What one simulated batch produced.
 #[derive(Debug, Clone)]
@@ -338,14 +302,16 @@ impl Simulator {
         let mut st = State {
             values: vec![None; nodes],
             membranes: vec![None; nodes],
-            counters: Counters::new(slots, nodes),
             max_input: vec![0.0; slots],
             activations: vec![Vec::new(); slots],
             dense_calls: 0,
             event_calls: 0,
-            record_inputs: !spec.ann,
             time: None,
         };
+        // The counts are an observer too, run beside the caller's.
+        let mut counter = SpikeCounter::new(slots, nodes, !spec.ann);
+        let mut tee = Tee(&mut counter, obs);
+        let obs: &mut dyn Observer = &mut tee;
         let out_node = self.net.output;
         let mut out = RunOutput {
             logits: Vec::new(),
@@ -367,7 +333,8 @@ impl Simulator {
                     .clone()
                     .ok_or_else(|| err("the network has no output"))?;
                 out.logits.push(l.flatten_from(1)?);
-                out.counters.push(st.counters.clone());
+                out.counters
+                    .push(obs.counters().cloned().unwrap_or_default());
             }
         } else {
             let ph = self.phases()?;
@@ -421,7 +388,8 @@ impl Simulator {
                 while next_ck < spec.checkpoints.len() && spec.checkpoints[next_ck] == t {
                     out.logits
                         .push(self.finish(x, t, &ph, &sums, spec, &mut st, rng, obs)?);
-                    out.counters.push(st.counters.clone());
+                    out.counters
+                        .push(obs.counters().cloned().unwrap_or_default());
                     next_ck += 1;
                 }
             }
@@ -526,7 +494,7 @@ impl Simulator {
                 }
             }
             Op::Conv { weights } | Op::Fc { weights } => {
-                self.weighted(n, weights.0, &first()?, st)?
+                self.weighted(n, weights.0, &first()?, st, obs)?
             }
             Op::Pool {
                 kind,
@@ -590,8 +558,7 @@ impl Simulator {
                     gamma: 0.0,
                 };
                 let (spikes, count) = par_step(&p, mem, &cur)?;
-                st.counters.spikes[slot.0] += count as f64;
-                st.counters.neuron_steps[slot.0] += cur.len() as f64;
+                obs.spike_count(&app, count, cur.len())?;
                 let s = Tensor::from_vec(spikes, shape, &self.device)?;
                 obs.spikes(&app, &s)?;
                 Ok(s)
@@ -600,16 +567,20 @@ impl Simulator {
     }
 
     /// A conv or FC application on `inp`, by the dense or event path.
-    fn weighted(&self, n: NodeIndex, wid: usize, inp: &Tensor, st: &mut State) -> Result<Tensor> {
+    fn weighted(
+        &self,
+        n: NodeIndex,
+        wid: usize,
+        inp: &Tensor,
+        st: &mut State,
+        obs: &mut dyn Observer,
+    ) -> Result<Tensor> {
         let wt = &self.weights[wid];
         let kind = self.net.weights[wid].kind;
         let b = inp.dim(0)?;
         let flat = inp.flatten_all()?.to_vec1::<f32>()?;
         let nz = flat.iter().filter(|&&v| v != 0.0).count();
-        if st.record_inputs {
-            st.counters.input_nonzero[n.index()] += nz as f64;
-            st.counters.input_total[n.index()] += flat.len() as f64;
-        }
+        obs.input_count(n, nz, flat.len())?;
         let density = if flat.is_empty() {
             0.0
         } else {
@@ -643,12 +614,10 @@ impl Simulator {
 struct State {
     values: Vec<Option<Tensor>>,
     membranes: Vec<Option<Vec<f32>>>,
-    counters: Counters,
     max_input: Vec<f32>,
     activations: Vec<Vec<f32>>,
     dense_calls: usize,
     event_calls: usize,
-    record_inputs: bool,
     /// The time step being run (1-based), `None` before the loop.
     time: Option<usize>,
 }
@@ -881,5 +850,56 @@ mod tests {
         assert_eq!(sample_positive(&a, 1.0, 7).len() as f64, positive);
         assert!(sample_positive(&a, 0.0, 7).is_empty());
         assert_ne!(sample_positive(&a, 0.25, 43), one);
+    }
+
+    /// Sums the spike tensors it is shown, per slot, and counts the steps.
+    struct TensorSpikes(Vec<f64>, usize);
+
+    impl Observer for TensorSpikes {
+        fn spikes(&mut self, app: &Application, spikes: &Tensor) -> Result<()> {
+            self.0[app.slot.0] += f64::from(spikes.sum_all()?.to_scalar::<f32>()?);
+            self.1 += 1;
+            Ok(())
+        }
+    }
+
+    /// The simulator's counts (its `SpikeCounter` observer, run beside the caller's) equal
+    /// the spikes the caller's observer sees in the tensors, and the caller's observer is
+    /// still called at every application and step.
+    #[test]
+    fn spike_counter_observer_matches_the_spike_tensors() -> Result<()> {
+        let dev = Device::Cpu;
+        let b = NetBuilder::new("cnt", Shape::new(1, 6, 6), 4);
+        let lif = b.lif();
+        let net = b
+            .conv("C1", 1, 3, 3, 1, lif)
+            .fc("F1", 3 * 6 * 6, 5, lif)
+            .fc("F2", 5, 2, Activation::None)
+            .build();
+        let mut m = Model::new(&net, &dev, 5)?;
+        for slot in 0..net.thresholds.len() {
+            m.set_threshold(SlotId(slot), 0.2)?;
+        }
+        let px: Vec<f32> = (0..3 * 36).map(|i| ((i * 53) % 97) as f32 / 96.0).collect();
+        let x = Tensor::from_vec(px, (3, 1, 6, 6), &dev)?;
+        let sim = Simulator::new(&m, Reset::Subtract, PathPolicy::default())?;
+        let mut seen = TensorSpikes(vec![0.0; net.thresholds.len()], 0);
+        let out = sim.run_observed(&x, &spec(vec![2, 4]), &mut SeededRng::new(3), &mut seen)?;
+        assert_eq!(seen.1, 2 * 4, "two spiking layers, four steps");
+        assert_eq!(out.counters[1].spikes, seen.0);
+        assert!(seen.0.iter().sum::<f64>() > 0.0);
+        // Neuron·steps: C1 has 3·6·6 neurons per image, F1 5; 3 images; 4 steps (2 at T = 2).
+        assert_eq!(
+            out.counters[1].neuron_steps,
+            vec![3.0 * 108.0 * 4.0, 3.0 * 5.0 * 4.0]
+        );
+        assert_eq!(
+            out.counters[0].neuron_steps,
+            vec![3.0 * 108.0 * 2.0, 3.0 * 5.0 * 2.0]
+        );
+        let total: f64 = out.counters[1].input_total.iter().sum();
+        // Inputs of C1 (3·36), F1 (3·108) and F2 (3·5) at each of 4 steps.
+        assert_eq!(total, 4.0 * 3.0 * (36.0 + 108.0 + 5.0));
+        Ok(())
     }
 }
