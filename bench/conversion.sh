@@ -67,7 +67,7 @@ cpu_ticks() {
     for f in /proc/[0-9]*/stat; do
         pid=${f#/proc/}
         pid=${pid%/stat}
-        read -r rest <"$f" 2>/dev/null || continue
+        { read -r rest <"$f"; } 2>/dev/null || continue # gone since the glob
         # Fields after the ")" that closes comm: state is 3, utime 14, stime 15.
         local comm=${rest#*(}
         comm=${comm%)*}
