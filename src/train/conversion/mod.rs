@@ -204,9 +204,12 @@ impl std::str::FromStr for SimPath {
         if s.trim().eq_ignore_ascii_case("ann") {
             return Ok(SimPath::Ann);
         }
-        s.parse::<PathPolicy>()
-            .map(SimPath::Snn)
-            .map_err(|e| format!("{e}, or ann"))
+        s.parse::<PathPolicy>().map(SimPath::Snn).map_err(|_| {
+            format!(
+                "unknown simulation path `{}` (expected auto, event, dense or ann)",
+                s.trim()
+            )
+        })
     }
 }
 
@@ -373,5 +376,26 @@ pub fn checkpoint_reset(map: &HashMap<String, Tensor>) -> Result<Reset> {
             Some(1) => Ok(Reset::Zero),
             _ => Ok(Reset::Subtract),
         },
+    }
+}
+
+#[cfg(test)]
+mod sim_path_tests {
+    use super::*;
+
+    /// `--sim-path` / `SNNC_SIM_PATH` values: the three accumulation paths and the ANN;
+    /// anything else is an error naming the choices.
+    #[test]
+    fn sim_path_values_parse() {
+        assert_eq!("auto".parse(), Ok(SimPath::Snn(PathPolicy::default())));
+        assert_eq!(" Event ".parse(), Ok(SimPath::Snn(PathPolicy::Event)));
+        assert_eq!("dense".parse(), Ok(SimPath::Snn(PathPolicy::Dense)));
+        assert_eq!("ANN".parse(), Ok(SimPath::Ann));
+        let e = "sparse".parse::<SimPath>().unwrap_err();
+        assert!(
+            e.contains("`sparse`") && e.contains("auto, event, dense or ann"),
+            "{e}"
+        );
+        assert!("ann".parse::<PathPolicy>().is_err());
     }
 }
