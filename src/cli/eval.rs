@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::train::{fail, load_network, print_activity, Fail};
+use crate::backend::candle::event::PathPolicy;
+use crate::train::conversion::SimPath;
 use crate::train::driver;
 use crate::train::report::{EnergyRecord, Report};
 
@@ -40,6 +42,33 @@ pub struct EvalArgs {
     /// Seed of Poisson and dropout noise (default: the checkpoint's seed, else 0).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// A converted checkpoint: how conv/FC layers accumulate their inputs at each step —
+    /// `auto` (event-driven below the measured input-density crossovers, the default),
+    /// `event` (only the weights of non-zero inputs) or `dense` (im2col/matmul); the
+    /// results agree up to f32 summation order. `ann` runs the source ANN instead (ReLU, one
+    /// pass, same weights) for its inference time. For benchmarks; overrides `SNNC_SIM_PATH`.
+    #[arg(long, value_enum)]
+    pub sim_path: Option<SimPathArg>,
+}
+
+/// The accumulation path of the step-by-step runtime (`--sim-path`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SimPathArg {
+    Auto,
+    Event,
+    Dense,
+    Ann,
+}
+
+impl SimPathArg {
+    fn path(self) -> SimPath {
+        match self {
+            SimPathArg::Auto => SimPath::Snn(PathPolicy::default()),
+            SimPathArg::Event => SimPath::Snn(PathPolicy::Event),
+            SimPathArg::Dense => SimPath::Snn(PathPolicy::Dense),
+            SimPathArg::Ann => SimPath::Ann,
+        }
+    }
 }
 
 pub fn run(args: EvalArgs) -> ExitCode {
@@ -52,6 +81,9 @@ pub fn run(args: EvalArgs) -> ExitCode {
 fn run_inner(args: EvalArgs) -> Result<(), Fail> {
     crate::backend::candle::alloc::tune_malloc();
     let net = load_network(&args.file, args.network.as_deref())?;
+    if let Some(p) = args.sim_path {
+        crate::train::conversion::set_sim_path(Some(p.path()));
+    }
     let flags = driver::EvalFlags {
         timesteps: args.timesteps,
         batch: args.batch,

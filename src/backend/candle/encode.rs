@@ -37,7 +37,7 @@ const PURPOSE_POISSON: u64 = 1;
 const PURPOSE_DROPOUT: u64 = 2;
 
 /// SplitMix64 finaliser: a bijective mix of 64 bits.
-fn mix64(mut z: u64) -> u64 {
+pub(crate) fn mix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -145,6 +145,18 @@ fn spike_threshold(pixel: f32) -> u64 {
     (f64::from(pixel.clamp(0.0, 1.0)) * 4_294_967_296.0) as u64
 }
 
+/// One Bernoulli draw: a spike (1) iff the 32-bit word is below the pixel's threshold
+/// ([`spike_threshold`]). Every Poisson spike of this module, batched or step by step, keyed
+/// or sequential, is this one draw of one word per pixel and step.
+#[inline]
+fn bernoulli(word: u32, threshold: u64) -> f32 {
+    if u64::from(word) < threshold {
+        1.0
+    } else {
+        0.0
+    }
+}
+
 /// Poisson rate coding: images `[B, ...]` in `[0, 1]` → spikes `[T, B, ...]` (values 0 or 1, in
 /// the dtype and on the device of `images`) where every pixel spikes at every step
 /// independently with probability equal to its value (a Bernoulli draw per step).
@@ -169,11 +181,7 @@ pub fn poisson(images: &Tensor, timesteps: usize, rng: &mut SeededRng) -> Result
             for t in 0..timesteps {
                 let out = &mut spikes[t * n + b * per..t * n + (b + 1) * per];
                 for (s, &th) in out.iter_mut().zip(th) {
-                    *s = if u64::from(g.next_u32()) < th {
-                        1.0
-                    } else {
-                        0.0
-                    };
+                    *s = bernoulli(g.next_u32(), th);
                 }
             }
         }
@@ -181,11 +189,7 @@ pub fn poisson(images: &Tensor, timesteps: usize, rng: &mut SeededRng) -> Result
     }
     for step in spikes.chunks_exact_mut(n.max(1)) {
         for (s, &t) in step.iter_mut().zip(&thresholds) {
-            *s = if u64::from(rng.0.next_u32()) < t {
-                1.0
-            } else {
-                0.0
-            };
+            *s = bernoulli(rng.0.next_u32(), t);
         }
     }
     Tensor::from_vec(spikes, dims, images.device())?.to_dtype(images.dtype())
@@ -256,11 +260,11 @@ pub fn dropout_mask(
 }
 
 /// One step of Poisson rate coding for the step-by-step runtime: images `[B, ...]` →
-/// spikes `[B, ...]`, a spike where a uniform draw `u ∈ (0, 1)` ([`SeededRng::uniform_open`],
-/// one per pixel in order) is below the pixel's value. The same distribution as
-/// [`poisson`] at one step (to within 2⁻²³); its own draw keeps converted networks'
-/// recorded results reproducible. With per-image keys ([`SeededRng::set_images`]) the
-/// spikes of step `step` (0-based) are exactly step `step` of [`poisson`].
+/// spikes `[B, ...]`, by the same single draw per pixel as [`poisson`] (one 32-bit word per
+/// pixel, in order, compared with `clamp(pixel, 0, 1)·2³²`). With per-image keys
+/// ([`SeededRng::set_images`]) the spikes of step `step` (0-based) are exactly step `step` of
+/// [`poisson`]; without them, successive calls read the sequential stream as [`poisson`]
+/// does, so `poisson_step` called for steps 0..T equals [`poisson`] over T steps.
 pub fn poisson_step(images: &Tensor, step: usize, rng: &mut SeededRng) -> Result<Tensor> {
     let v = images.flatten_all()?.to_vec1::<f32>()?;
     let batch = images.dims().first().copied().unwrap_or(1);
@@ -273,18 +277,62 @@ pub fn poisson_step(images: &Tensor, step: usize, rng: &mut SeededRng) -> Result
                 .iter_mut()
                 .zip(&v[b * per..(b + 1) * per])
             {
-                *o = if u64::from(g.next_u32()) < spike_threshold(p) {
-                    1.0
-                } else {
-                    0.0
-                };
+                *o = bernoulli(g.next_u32(), spike_threshold(p));
             }
         }
         return Tensor::from_vec(s, images.shape(), images.device());
     }
     let s: Vec<f32> = v
         .iter()
-        .map(|&p| if rng.uniform_open() < p { 1.0 } else { 0.0 })
+        .map(|&p| bernoulli(rng.0.next_u32(), spike_threshold(p)))
         .collect();
     Tensor::from_vec(s, images.shape(), images.device())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Step-by-step Poisson coding is the batched one, draw for draw: sequentially (no image
+    /// keys) T calls of `poisson_step` read the same words as one `poisson` over T steps, and
+    /// keyed calls equal the keyed batch at every step.
+    #[test]
+    fn poisson_step_is_one_step_of_poisson() -> Result<()> {
+        let px: Vec<f32> = (0..24).map(|i| (i as f32 * 0.37) % 1.2 - 0.1).collect();
+        let img = Tensor::from_vec(px, (3, 2, 4), &Device::Cpu)?;
+        let t = 6;
+        let batched = poisson(&img, t, &mut SeededRng::new(5))?;
+        let mut rng = SeededRng::new(5);
+        for step in 0..t {
+            let s = poisson_step(&img, step, &mut rng)?;
+            assert_eq!(
+                s.flatten_all()?.to_vec1::<f32>()?,
+                batched.get(step)?.flatten_all()?.to_vec1::<f32>()?,
+                "sequential step {step}"
+            );
+        }
+        let mut keyed = SeededRng::new(9);
+        keyed.set_images([4, 0, 7]);
+        let batched = poisson(&img, t, &mut keyed.clone())?;
+        for step in (0..t).rev() {
+            let s = poisson_step(&img, step, &mut keyed)?;
+            assert_eq!(
+                s.flatten_all()?.to_vec1::<f32>()?,
+                batched.get(step)?.flatten_all()?.to_vec1::<f32>()?,
+                "keyed step {step}"
+            );
+        }
+        // Pixels ≤ 0 never spike, pixels ≥ 1 always do.
+        let v = batched.flatten_all()?.to_vec1::<f32>()?;
+        let p = img.flatten_all()?.to_vec1::<f32>()?;
+        for (i, s) in v.iter().enumerate() {
+            let q = p[i % p.len()];
+            if q <= 0.0 {
+                assert_eq!(*s, 0.0);
+            } else if q >= 1.0 {
+                assert_eq!(*s, 1.0);
+            }
+        }
+        Ok(())
+    }
 }

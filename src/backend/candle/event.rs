@@ -11,6 +11,7 @@
 //! are contiguous row-major `[B, X]` / `[B, Y]` and `[B, C, H, W]` / `[B, O, OH, OW]`.
 
 use candle_core::{Device, Result, Tensor};
+use rayon::prelude::*;
 
 use super::err;
 
@@ -39,6 +40,22 @@ impl PathPolicy {
             PathPolicy::Dense => false,
             PathPolicy::Event => true,
             PathPolicy::Auto { conv: c, fc } => density <= if conv { c } else { fc },
+        }
+    }
+}
+
+impl std::str::FromStr for PathPolicy {
+    type Err = String;
+
+    /// `auto` (the measured crossovers, [`PathPolicy::default`]), `event` or `dense`.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(PathPolicy::default()),
+            "event" => Ok(PathPolicy::Event),
+            "dense" => Ok(PathPolicy::Dense),
+            other => Err(format!(
+                "unknown simulation path `{other}` (expected auto, event or dense)"
+            )),
         }
     }
 }
@@ -105,27 +122,30 @@ impl FcEvent {
         }
         let b = x.len() / self.inputs;
         let mut y = vec![0f32; b * self.outputs];
-        for (row, out) in x
-            .chunks_exact(self.inputs)
-            .zip(y.chunks_exact_mut(self.outputs))
-        {
-            for (i, &v) in row.iter().enumerate() {
-                if v == 0.0 {
-                    continue;
+        // One image per task: images are independent, so both cores work on a batch.
+        y.par_chunks_mut(self.outputs.max(1))
+            .zip(x.par_chunks(self.inputs))
+            .for_each(|(out, row)| self.forward_row(row, out));
+        Ok(y)
+    }
+
+    /// One image: `out` (zeroed, `[Y]`) += Σ over non-zero `row[i]` of `row[i]`·W[:, i].
+    fn forward_row(&self, row: &[f32], out: &mut [f32]) {
+        for (i, &v) in row.iter().enumerate() {
+            if v == 0.0 {
+                continue;
+            }
+            let col = &self.wt[i * self.outputs..(i + 1) * self.outputs];
+            if v == 1.0 {
+                for (o, &w) in out.iter_mut().zip(col) {
+                    *o += w;
                 }
-                let col = &self.wt[i * self.outputs..(i + 1) * self.outputs];
-                if v == 1.0 {
-                    for (o, &w) in out.iter_mut().zip(col) {
-                        *o += w;
-                    }
-                } else {
-                    for (o, &w) in out.iter_mut().zip(col) {
-                        *o += v * w;
-                    }
+            } else {
+                for (o, &w) in out.iter_mut().zip(col) {
+                    *o += v * w;
                 }
             }
         }
-        Ok(y)
     }
 }
 
@@ -219,41 +239,51 @@ impl ConvEvent {
         }
         let b = x.len() / per;
         let (o, oh, ow, k) = (self.o, self.oh, self.ow, self.k);
-        // Channels-last accumulator [B, OH, OW, O], transposed at the end.
-        let mut acc = vec![0f32; b * oh * ow * o];
-        let mut ry = Vec::with_capacity(k);
         let mut rx_all: Vec<Vec<(usize, usize)>> =
             (0..self.wd).map(|_| Vec::with_capacity(k)).collect();
         for (xi, rx) in rx_all.iter_mut().enumerate() {
             self.reach(xi, ow, rx);
         }
-        for bi in 0..b {
-            let img = &x[bi * per..(bi + 1) * per];
-            let out = &mut acc[bi * oh * ow * o..(bi + 1) * oh * ow * o];
-            for ci in 0..self.c {
-                for yi in 0..self.h {
-                    let row = &img[(ci * self.h + yi) * self.wd..(ci * self.h + yi + 1) * self.wd];
-                    if row.iter().all(|&v| v == 0.0) {
+        let hw = oh * ow;
+        let mut y = vec![0f32; b * hw * o];
+        // One image per task (both cores on a batch); each has its own accumulator.
+        y.par_chunks_mut((hw * o).max(1))
+            .zip(x.par_chunks(per))
+            .for_each(|(dst, img)| self.forward_image(img, dst, &rx_all));
+        Ok(y)
+    }
+
+    /// One image `[C, H, W]` → `dst` `[O, OH·OW]` (overwritten). `rx_all[x]`: the
+    /// (kernel column, output column) pairs input column x reaches.
+    fn forward_image(&self, img: &[f32], dst: &mut [f32], rx_all: &[Vec<(usize, usize)>]) {
+        let (o, oh, ow, k) = (self.o, self.oh, self.ow, self.k);
+        let hw = oh * ow;
+        // Channels-last accumulator [OH, OW, O]: the O outputs of a position are contiguous.
+        let mut out = vec![0f32; hw * o];
+        let mut ry = Vec::with_capacity(k);
+        for ci in 0..self.c {
+            for yi in 0..self.h {
+                let row = &img[(ci * self.h + yi) * self.wd..(ci * self.h + yi + 1) * self.wd];
+                if row.iter().all(|&v| v == 0.0) {
+                    continue;
+                }
+                self.reach(yi, oh, &mut ry);
+                for (xi, &v) in row.iter().enumerate() {
+                    if v == 0.0 {
                         continue;
                     }
-                    self.reach(yi, oh, &mut ry);
-                    for (xi, &v) in row.iter().enumerate() {
-                        if v == 0.0 {
-                            continue;
-                        }
-                        for &(ky, oy) in &ry {
-                            for &(kx, ox) in &rx_all[xi] {
-                                let wbase = ((ci * k + ky) * k + kx) * o;
-                                let wv = &self.w[wbase..wbase + o];
-                                let dst = &mut out[(oy * ow + ox) * o..(oy * ow + ox + 1) * o];
-                                if v == 1.0 {
-                                    for (d, &w) in dst.iter_mut().zip(wv) {
-                                        *d += w;
-                                    }
-                                } else {
-                                    for (d, &w) in dst.iter_mut().zip(wv) {
-                                        *d += v * w;
-                                    }
+                    for &(ky, oy) in &ry {
+                        for &(kx, ox) in &rx_all[xi] {
+                            let wbase = ((ci * k + ky) * k + kx) * o;
+                            let wv = &self.w[wbase..wbase + o];
+                            let acc = &mut out[(oy * ow + ox) * o..(oy * ow + ox + 1) * o];
+                            if v == 1.0 {
+                                for (d, &w) in acc.iter_mut().zip(wv) {
+                                    *d += w;
+                                }
+                            } else {
+                                for (d, &w) in acc.iter_mut().zip(wv) {
+                                    *d += v * w;
                                 }
                             }
                         }
@@ -261,18 +291,109 @@ impl ConvEvent {
                 }
             }
         }
-        // [B, OH·OW, O] → [B, O, OH·OW].
-        let hw = oh * ow;
-        let mut y = vec![0f32; acc.len()];
-        for bi in 0..b {
-            let src = &acc[bi * hw * o..(bi + 1) * hw * o];
-            let dst = &mut y[bi * hw * o..(bi + 1) * hw * o];
-            for p in 0..hw {
-                for oc in 0..o {
-                    dst[oc * hw + p] = src[p * o + oc];
+        // [OH·OW, O] → [O, OH·OW].
+        for p in 0..hw {
+            for oc in 0..o {
+                dst[oc * hw + p] = out[p * o + oc];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::candle::encode::SeededRng;
+
+    /// `n` inputs, each non-zero with probability `p`: 1 (spikes) or uniform in [-0.5, 1.5).
+    fn random_input(n: usize, p: f32, spikes: bool, seed: u64) -> Vec<f32> {
+        let mut r = SeededRng::new(seed);
+        (0..n)
+            .map(|_| {
+                if r.uniform_open() < p {
+                    if spikes {
+                        1.0
+                    } else {
+                        2.0 * r.uniform_open() - 0.5
+                    }
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+
+    /// |got − want| ≤ 1e-5 · max(1, max |want|), element by element.
+    fn assert_close(got: &[f32], want: &Tensor, what: &str) {
+        let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-5 * scale,
+                "{what}: element {i}: event {g} vs dense {w} (scale {scale})"
+            );
+        }
+    }
+
+    const DENSITIES: [f32; 4] = [0.0, 0.01, 0.5, 1.0];
+
+    /// The event FC equals candle's matmul on batches of spikes and of real values at
+    /// input densities 0, 0.01, 0.5 and 1 (relative tolerance 1e-5).
+    #[test]
+    fn fc_event_matches_candle_matmul() {
+        let dev = Device::Cpu;
+        let (b, x, y) = (7usize, 300usize, 33usize);
+        let w = Tensor::from_vec(random_input(y * x, 1.0, false, 1), (y, x), &dev).unwrap();
+        let ev = FcEvent::new(&w).unwrap();
+        for (k, &p) in DENSITIES.iter().enumerate() {
+            for spikes in [true, false] {
+                let xs = random_input(b * x, p, spikes, 10 + k as u64);
+                let d = density(&xs);
+                assert!((d - p).abs() < 0.05, "density {d} for {p}");
+                let xt = Tensor::from_vec(xs.clone(), (b, x), &dev).unwrap();
+                let want = xt.matmul(&w.t().unwrap()).unwrap();
+                let got = ev.forward(&xs).unwrap();
+                assert_close(&got, &want, &format!("fc p={p} spikes={spikes}"));
+            }
+        }
+        assert!(ev.forward(&[0.0; 5]).is_err());
+        assert_eq!(ev.forward(&[]).unwrap(), Vec::<f32>::new());
+    }
+
+    /// The event conv equals candle's conv2d (strides, paddings, kernel sizes) on batches of
+    /// spikes and of real values at input densities 0, 0.01, 0.5 and 1.
+    #[test]
+    fn conv_event_matches_candle_conv2d() {
+        let dev = Device::Cpu;
+        let b = 5usize;
+        for (case, &(c, o, k, s, pad, h, wd)) in [
+            (3usize, 8usize, 3usize, 1usize, 1usize, 12usize, 11usize),
+            (4, 6, 3, 2, 1, 13, 13),
+            (2, 5, 5, 1, 2, 9, 10),
+            (3, 4, 1, 1, 0, 6, 6),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let w = Tensor::from_vec(
+                random_input(o * c * k * k, 1.0, false, 100 + case as u64),
+                (o, c, k, k),
+                &dev,
+            )
+            .unwrap();
+            let ev = ConvEvent::new(&w, s, pad, h, wd).unwrap();
+            for (j, &p) in DENSITIES.iter().enumerate() {
+                for spikes in [true, false] {
+                    let xs = random_input(b * c * h * wd, p, spikes, 200 + j as u64);
+                    let xt = Tensor::from_vec(xs.clone(), (b, c, h, wd), &dev).unwrap();
+                    let want = xt.conv2d(&w, pad, s, 1, 1).unwrap();
+                    let (oo, oh, ow) = ev.out_dims();
+                    assert_eq!(want.dims(), &[b, oo, oh, ow]);
+                    let got = ev.forward(&xs).unwrap();
+                    assert_close(&got, &want, &format!("conv case {case} p={p} {spikes}"));
                 }
             }
         }
-        Ok(y)
     }
 }

@@ -3,7 +3,10 @@
 //! `Model::forward_observed` (batched over T: one call per layer application, tensors
 //! `[T·B, ...]`) and `step::Simulator::run_observed` (step by step: one call per layer
 //! application and time step, tensors `[B, ...]`). STDP traces, spike counts and maximum
-//! input currents are observers.
+//! input currents are observers; the simulator's own counts ([`Counters`]) are the
+//! [`SpikeCounter`] it runs beside the caller's observer ([`Tee`]), fed by count hooks
+//! (`spike_count`, `input_count`) with the numbers the step already has, so counting costs
+//! no extra pass over the tensors.
 //!
 //! Owner: the runtime (`backend::candle`). Invariants: an observer never changes what the
 //! run computes (it sees tensors, it returns nothing but errors); the default hooks do
@@ -66,10 +69,159 @@ pub trait Observer {
         Ok(())
     }
 
+    /// Step by step: a spiking application emitted `spikes` spikes over `neurons` neurons
+    /// (its batch) at one step — the sum of the tensor [`Observer::spikes`] sees, counted
+    /// while stepping.
+    fn spike_count(&mut self, _app: &Application, _spikes: usize, _neurons: usize) -> Result<()> {
+        Ok(())
+    }
+
+    /// Step by step (and ANN mode): the conv/FC node `node` received `nonzero` non-zero inputs
+    /// out of `total` (its batch) at one step.
+    fn input_count(&mut self, _node: NodeIndex, _nonzero: usize, _total: usize) -> Result<()> {
+        Ok(())
+    }
+
+    /// The counts so far, for observers that keep [`Counters`] (the simulator's
+    /// [`SpikeCounter`]); `None` for the others.
+    fn counters(&self) -> Option<&Counters> {
+        None
+    }
+
     /// The spike rates an SNN→ANN boundary `node` passes on after the first `_t` steps
     /// (step by step only; `[B, ...]`): the features an appended classifier reads.
     fn boundary(&mut self, _node: NodeIndex, _t: usize, _rates: &Tensor) -> Result<()> {
         Ok(())
+    }
+}
+
+/// Spike and input counts, summed over neurons, images and steps.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counters {
+    /// Per slot: spikes, and neuron·steps.
+    pub spikes: Vec<f64>,
+    pub neuron_steps: Vec<f64>,
+    /// Per node index (weighted nodes only): non-zero inputs, and inputs, over the steps.
+    pub input_nonzero: Vec<f64>,
+    pub input_total: Vec<f64>,
+}
+
+impl Counters {
+    /// Zero counts for `slots` threshold slots and `nodes` graph nodes.
+    pub fn new(slots: usize, nodes: usize) -> Self {
+        Counters {
+            spikes: vec![0.0; slots],
+            neuron_steps: vec![0.0; slots],
+            input_nonzero: vec![0.0; nodes],
+            input_total: vec![0.0; nodes],
+        }
+    }
+
+    /// Adds `o` elementwise.
+    pub fn add(&mut self, o: &Counters) {
+        for (a, b) in [
+            (&mut self.spikes, &o.spikes),
+            (&mut self.neuron_steps, &o.neuron_steps),
+            (&mut self.input_nonzero, &o.input_nonzero),
+            (&mut self.input_total, &o.input_total),
+        ] {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        }
+    }
+}
+
+/// The simulator's spike and input counts as an observer: spikes and neuron·steps per slot,
+/// and (when `inputs`, i.e. SNN runs) non-zero and total inputs per weighted node.
+#[derive(Debug, Clone)]
+pub struct SpikeCounter {
+    pub counts: Counters,
+    inputs: bool,
+}
+
+impl SpikeCounter {
+    /// Zero counts for `slots` slots and `nodes` graph nodes; input counts only if `inputs`.
+    pub fn new(slots: usize, nodes: usize, inputs: bool) -> Self {
+        SpikeCounter {
+            counts: Counters::new(slots, nodes),
+            inputs,
+        }
+    }
+}
+
+impl Observer for SpikeCounter {
+    fn spike_count(&mut self, app: &Application, spikes: usize, neurons: usize) -> Result<()> {
+        if let (Some(s), Some(n)) = (
+            self.counts.spikes.get_mut(app.slot.0),
+            self.counts.neuron_steps.get_mut(app.slot.0),
+        ) {
+            *s += spikes as f64;
+            *n += neurons as f64;
+        }
+        Ok(())
+    }
+
+    fn input_count(&mut self, node: NodeIndex, nonzero: usize, total: usize) -> Result<()> {
+        if !self.inputs {
+            return Ok(());
+        }
+        if let (Some(z), Some(t)) = (
+            self.counts.input_nonzero.get_mut(node.index()),
+            self.counts.input_total.get_mut(node.index()),
+        ) {
+            *z += nonzero as f64;
+            *t += total as f64;
+        }
+        Ok(())
+    }
+
+    fn counters(&self) -> Option<&Counters> {
+        Some(&self.counts)
+    }
+}
+
+/// Two observers called in turn (the first, then the second) at every hook.
+pub struct Tee<'a>(pub &'a mut dyn Observer, pub &'a mut dyn Observer);
+
+impl Observer for Tee<'_> {
+    fn input_spikes(&mut self, spikes: &Tensor) -> Result<()> {
+        self.0.input_spikes(spikes)?;
+        self.1.input_spikes(spikes)
+    }
+
+    fn presynaptic(&mut self, app: &Application, input: &Tensor) -> Result<()> {
+        self.0.presynaptic(app, input)?;
+        self.1.presynaptic(app, input)
+    }
+
+    fn current(&mut self, app: &Application, current: &Tensor) -> Result<()> {
+        self.0.current(app, current)?;
+        self.1.current(app, current)
+    }
+
+    fn spikes(&mut self, app: &Application, spikes: &Tensor) -> Result<()> {
+        self.0.spikes(app, spikes)?;
+        self.1.spikes(app, spikes)
+    }
+
+    fn spike_count(&mut self, app: &Application, spikes: usize, neurons: usize) -> Result<()> {
+        self.0.spike_count(app, spikes, neurons)?;
+        self.1.spike_count(app, spikes, neurons)
+    }
+
+    fn input_count(&mut self, node: NodeIndex, nonzero: usize, total: usize) -> Result<()> {
+        self.0.input_count(node, nonzero, total)?;
+        self.1.input_count(node, nonzero, total)
+    }
+
+    fn counters(&self) -> Option<&Counters> {
+        self.0.counters().or_else(|| self.1.counters())
+    }
+
+    fn boundary(&mut self, node: NodeIndex, t: usize, rates: &Tensor) -> Result<()> {
+        self.0.boundary(node, t, rates)?;
+        self.1.boundary(node, t, rates)
     }
 }
 

@@ -1,7 +1,10 @@
-//! The executable network step by step: one time step at a time with integrate-and-fire
-//! neurons (leak 1, reset by subtraction or to zero), membrane potentials held across steps,
-//! so memory does not grow with T. Conv and FC layers take the dense path (candle) or the
-//! event-driven one (`event`) by measured input density ([`PathPolicy`]).
+//! The executable network step by step: one time step at a time, membrane potentials held
+//! across steps, so memory does not grow with T. Neurons are the network's own (LIF:
+//! `u ← leak·u + I`, a spike where u ≥ θ, then the reset the caller configures; IF is leak 1)
+//! or, for conversion ([`Simulator::set_if_neurons`]), IF whatever the file declares. Conv and
+//! FC layers take the dense path (candle) or the event-driven one (`event`, one image per
+//! rayon task) by measured input density ([`PathPolicy`]); the neuron update also runs on
+//! both cores over the batch.
 //!
 //! What runs when: nodes before the first spiking layer run once (`Phase::Pre`, an ANN
 //! prefix), the SNN block at every step, and an ANN suffix behind an SNN→ANN boundary once on
@@ -9,8 +12,8 @@
 //! first T steps (the run is causal, so one run at the largest T gives every smaller T).
 //!
 //! Used by conversion (balancing, evaluation) and meant for STDP: the [`Observer`] hooks are
-//! called per spiking layer application and step. The IF update is `neuron::lif_step`, the
-//! same step the batched scan runs (the dynamics exist once).
+//! called per spiking layer application and step. The neuron update is `neuron::lif_step`,
+//! the same step the batched scan runs (the dynamics exist once).
 //!
 //! Invariants: a network it cannot run (an SNN block after an SNN→ANN boundary) is an error,
 //! never a panic; random draws come only from the `rng` passed in (Poisson input), in
@@ -21,54 +24,19 @@ use std::collections::HashMap;
 use candle_core::{Device, Result, Tensor};
 use petgraph::graph::NodeIndex;
 use petgraph::Direction;
-use rand::Rng;
+use rand::RngCore;
+use rayon::prelude::*;
 
 use super::encode::{self, SeededRng};
 use super::event::{ConvEvent, FcEvent, PathPolicy};
 use super::model::{self, Model};
 use super::neuron;
-use super::observe::{Application, NoObserver, Observer};
+pub use super::observe::Counters;
+use super::observe::{Application, NoObserver, Observer, SpikeCounter, Tee};
 use super::{err, usize_of};
 use crate::ir::{
     Activation, BoundaryKind, Domain, Encoding, LayerKind, Network, Op, PoolKind, Reset, SlotId,
 };
-
-/// Spike and input counts, summed over neurons, images and steps.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Counters {
-    /// Per slot: spikes, and neuron·steps.
-    pub spikes: Vec<f64>,
-    pub neuron_steps: Vec<f64>,
-    /// Per node index (weighted nodes only): non-zero inputs, and inputs, over the steps.
-    pub input_nonzero: Vec<f64>,
-    pub input_total: Vec<f64>,
-}
-
-impl Counters {
-    /// Zero counts for `slots` threshold slots and `nodes` graph nodes.
-    pub fn new(slots: usize, nodes: usize) -> Self {
-        Counters {
-            spikes: vec![0.0; slots],
-            neuron_steps: vec![0.0; slots],
-            input_nonzero: vec![0.0; nodes],
-            input_total: vec![0.0; nodes],
-        }
-    }
-
-    /// Adds `o` elementwise.
-    pub fn add(&mut self, o: &Counters) {
-        for (a, b) in [
-            (&mut self.spikes, &o.spikes),
-            (&mut self.neuron_steps, &o.neuron_steps),
-            (&mut self.input_nonzero, &o.input_nonzero),
-            (&mut self.input_total, &o.input_total),
-        ] {
-            for (x, y) in a.iter_mut().zip(b) {
-                *x += y;
-            }
-        }
-    }
-}
 
 /// What one simulated batch produced.
 #[derive(Debug, Clone)]
@@ -105,7 +73,7 @@ enum Prepared {
     Fc(FcEvent),
 }
 
-/// A final-form network executed one time step at a time with IF neurons.
+/// A final-form network executed one time step at a time (see the module docs).
 pub struct Simulator {
     net: Network,
     order: Vec<NodeIndex>,
@@ -113,6 +81,8 @@ pub struct Simulator {
     events: Vec<Prepared>,
     thresholds: Vec<f32>,
     reset: Reset,
+    /// Conversion: every spiking layer as IF (leak 1), whatever the network declares.
+    if_neurons: bool,
     policy: PathPolicy,
     device: Device,
 }
@@ -129,7 +99,8 @@ enum Phase {
 }
 
 impl Simulator {
-    /// The model's network, weights and thresholds, run with IF neurons and `reset`.
+    /// The model's network, weights and thresholds, run with the network's neurons (their
+    /// leak; IF is leak 1) and `reset` for every spiking layer.
     pub fn new(model: &Model, reset: Reset, policy: PathPolicy) -> Result<Self> {
         let net = model.network().clone();
         let weights = net
@@ -202,6 +173,7 @@ impl Simulator {
             events,
             thresholds,
             reset,
+            if_neurons: false,
             policy,
             device: device.clone(),
         })
@@ -226,6 +198,21 @@ impl Simulator {
 
     pub fn reset(&self) -> Reset {
         self.reset
+    }
+
+    /// Runs every spiking layer as IF (leak 1, `reset`) when `on` (conversion), else as the
+    /// network declares it (the default).
+    pub fn set_if_neurons(&mut self, on: bool) {
+        self.if_neurons = on;
+    }
+
+    /// Whether every spiking layer runs as IF ([`Simulator::set_if_neurons`]).
+    pub fn if_neurons(&self) -> bool {
+        self.if_neurons
+    }
+
+    pub fn policy(&self) -> PathPolicy {
+        self.policy
     }
 
     pub fn set_policy(&mut self, policy: PathPolicy) {
@@ -315,14 +302,16 @@ impl Simulator {
         let mut st = State {
             values: vec![None; nodes],
             membranes: vec![None; nodes],
-            counters: Counters::new(slots, nodes),
             max_input: vec![0.0; slots],
             activations: vec![Vec::new(); slots],
             dense_calls: 0,
             event_calls: 0,
-            record_inputs: !spec.ann,
             time: None,
         };
+        // The counts are an observer too, run beside the caller's.
+        let mut counter = SpikeCounter::new(slots, nodes, !spec.ann);
+        let mut tee = Tee(&mut counter, obs);
+        let obs: &mut dyn Observer = &mut tee;
         let out_node = self.net.output;
         let mut out = RunOutput {
             logits: Vec::new(),
@@ -344,7 +333,8 @@ impl Simulator {
                     .clone()
                     .ok_or_else(|| err("the network has no output"))?;
                 out.logits.push(l.flatten_from(1)?);
-                out.counters.push(st.counters.clone());
+                out.counters
+                    .push(obs.counters().cloned().unwrap_or_default());
             }
         } else {
             let ph = self.phases()?;
@@ -398,7 +388,8 @@ impl Simulator {
                 while next_ck < spec.checkpoints.len() && spec.checkpoints[next_ck] == t {
                     out.logits
                         .push(self.finish(x, t, &ph, &sums, spec, &mut st, rng, obs)?);
-                    out.counters.push(st.counters.clone());
+                    out.counters
+                        .push(obs.counters().cloned().unwrap_or_default());
                     next_ck += 1;
                 }
             }
@@ -503,7 +494,7 @@ impl Simulator {
                 }
             }
             Op::Conv { weights } | Op::Fc { weights } => {
-                self.weighted(n, weights.0, &first()?, st)?
+                self.weighted(n, weights.0, &first()?, st, obs)?
             }
             Op::Pool {
                 kind,
@@ -525,7 +516,7 @@ impl Simulator {
         match node.activation {
             Activation::None => Ok(v),
             Activation::Relu => v.relu(),
-            Activation::Spiking(_) => {
+            Activation::Spiking(neuron_spec) => {
                 let (slot, th) = model::spiking_slot(node, &self.thresholds)?;
                 let app = Application::of(n, node, slot, if ann { None } else { st.time });
                 if let (Op::Conv { .. } | Op::Fc { .. }, Some(inp)) = (&node.op, ins.first()) {
@@ -534,19 +525,20 @@ impl Simulator {
                 obs.current(&app, &v)?;
                 let shape = v.shape().clone();
                 let cur = v.flatten_all()?.to_vec1::<f32>()?;
-                let m = cur.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let m = cur
+                    .par_chunks(PAR_STEP_MIN)
+                    .map(|c| c.iter().copied().fold(f32::NEG_INFINITY, f32::max))
+                    .reduce(|| f32::NEG_INFINITY, f32::max);
                 if m > st.max_input[slot.0] {
                     st.max_input[slot.0] = m;
                 }
                 if ann {
-                    let a: Vec<f32> = cur.iter().map(|&c| c.max(0.0)).collect();
+                    let a: Vec<f32> = cur.par_iter().map(|&c| c.max(0.0)).collect();
                     if let Some(p) = spec.collect {
-                        let keep = &mut st.activations[slot.0];
-                        for &c in &a {
-                            if c > 0.0 && (p >= 1.0 || rng.0.random::<f64>() < p) {
-                                keep.push(c);
-                            }
-                        }
+                        // One key per application from the stream, then a counter-based
+                        // draw per element: parallel and the same on any number of threads.
+                        let key = rng.0.next_u64();
+                        st.activations[slot.0].extend(sample_positive(&a, p, key));
                     }
                     return Tensor::from_vec(a, shape, &self.device);
                 }
@@ -554,9 +546,19 @@ impl Simulator {
                 if mem.len() != cur.len() {
                     return Err(err(format!("`{}` changed size between steps", node.name)));
                 }
-                let (spikes, count) = if_step(mem, &cur, th, self.reset)?;
-                st.counters.spikes[slot.0] += count as f64;
-                st.counters.neuron_steps[slot.0] += cur.len() as f64;
+                let leak = if self.if_neurons {
+                    1.0
+                } else {
+                    neuron::NeuronParams::from_spec(&neuron_spec, 0.0).leak
+                };
+                let p = neuron::NeuronParams {
+                    leak,
+                    threshold: th,
+                    reset: self.reset,
+                    gamma: 0.0,
+                };
+                let (spikes, count) = par_step(&p, mem, &cur)?;
+                obs.spike_count(&app, count, cur.len())?;
                 let s = Tensor::from_vec(spikes, shape, &self.device)?;
                 obs.spikes(&app, &s)?;
                 Ok(s)
@@ -565,16 +567,20 @@ impl Simulator {
     }
 
     /// A conv or FC application on `inp`, by the dense or event path.
-    fn weighted(&self, n: NodeIndex, wid: usize, inp: &Tensor, st: &mut State) -> Result<Tensor> {
+    fn weighted(
+        &self,
+        n: NodeIndex,
+        wid: usize,
+        inp: &Tensor,
+        st: &mut State,
+        obs: &mut dyn Observer,
+    ) -> Result<Tensor> {
         let wt = &self.weights[wid];
         let kind = self.net.weights[wid].kind;
         let b = inp.dim(0)?;
         let flat = inp.flatten_all()?.to_vec1::<f32>()?;
         let nz = flat.iter().filter(|&&v| v != 0.0).count();
-        if st.record_inputs {
-            st.counters.input_nonzero[n.index()] += nz as f64;
-            st.counters.input_total[n.index()] += flat.len() as f64;
-        }
+        obs.input_count(n, nz, flat.len())?;
         let density = if flat.is_empty() {
             0.0
         } else {
@@ -608,14 +614,57 @@ impl Simulator {
 struct State {
     values: Vec<Option<Tensor>>,
     membranes: Vec<Option<Vec<f32>>>,
-    counters: Counters,
     max_input: Vec<f32>,
     activations: Vec<Vec<f32>>,
     dense_calls: usize,
     event_calls: usize,
-    record_inputs: bool,
     /// The time step being run (1-based), `None` before the loop.
     time: Option<usize>,
+}
+
+/// The positive entries of `a`, each kept with probability `p` (all when `p ≥ 1`), in order:
+/// entry i is kept iff `mix64(key ⊕ mix64(i)) < p·2⁶⁴`, a draw that depends only on (`key`,
+/// i), so the sample is the same however the work is split over threads.
+fn sample_positive(a: &[f32], p: f64, key: u64) -> Vec<f32> {
+    let all = p >= 1.0;
+    // p·2⁶⁴, saturating; p ≤ 0 (or NaN) keeps nothing.
+    let below = (p.max(0.0) * 18_446_744_073_709_551_616.0) as u64;
+    a.par_chunks(PAR_STEP_MIN)
+        .enumerate()
+        .flat_map_iter(|(ci, ch)| {
+            ch.iter().enumerate().filter_map(move |(j, &c)| {
+                let i = (ci * PAR_STEP_MIN + j) as u64;
+                (c > 0.0 && (all || encode::mix64(key ^ encode::mix64(i)) < below)).then_some(c)
+            })
+        })
+        .collect()
+}
+
+/// Below this many neurons a layer's update runs on one core.
+const PAR_STEP_MIN: usize = 1 << 14;
+
+/// `neuron::lif_step` over a layer, split into chunks that run on both cores (the update is
+/// element-wise, so the split changes nothing). Returns the spikes and their number.
+fn par_step(p: &neuron::NeuronParams, u: &mut [f32], x: &[f32]) -> Result<(Vec<f32>, usize)> {
+    if u.len() < PAR_STEP_MIN || u.len() != x.len() {
+        return neuron::lif_step(p, u, x);
+    }
+    let chunk = u
+        .len()
+        .div_ceil(rayon::current_num_threads().max(1))
+        .max(PAR_STEP_MIN / 2);
+    let parts = u
+        .par_chunks_mut(chunk)
+        .zip(x.par_chunks(chunk))
+        .map(|(u, x)| neuron::lif_step(p, u, x))
+        .collect::<Result<Vec<_>>>()?;
+    let mut spikes = Vec::with_capacity(x.len());
+    let mut count = 0;
+    for (s, c) in parts {
+        spikes.extend_from_slice(&s);
+        count += c;
+    }
+    Ok((spikes, count))
 }
 
 /// One IF step (leak 1) of a layer: V += I; a spike where V ≥ θ, then V −= θ (subtract) or
@@ -633,4 +682,224 @@ pub fn if_step(
         gamma: 0.0,
     };
     neuron::lif_step(&p, v, current)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::candle::model::{rng_for, ForwardOptions};
+    use crate::backend::candle::netbuild::NetBuilder;
+    use crate::ir::{Encoding, Shape};
+
+    fn spec(checkpoints: Vec<usize>) -> RunSpec {
+        RunSpec {
+            ann: false,
+            checkpoints,
+            stop: None,
+            collect: None,
+        }
+    }
+
+    fn values(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    /// One LIF neuron (leak 0.5, θ = 1) fed I = 0.3 + 0.4 = 0.7 per step:
+    /// u = 0.7, 1.05 → spike (0.05 subtract / 0 zero), 0.725 (0.7), 1.0625 → spike (1.05):
+    /// spikes 0, 1, 0, 1, so the output means at T = 1..4 are 0, 1/2, 1/3, 1/2. As IF
+    /// (conversion): u = 0.7, 1.4 → 0.4, 1.1 → 0.1, 0.8: spikes 0, 1, 1, 0 → 0, 1/2, 2/3, 1/2.
+    #[test]
+    fn simulator_honours_the_leak() -> Result<()> {
+        let dev = Device::Cpu;
+        for reset in [Reset::Subtract, Reset::Zero] {
+            let b = NetBuilder::new("lif", Shape::new(1, 1, 2), 4)
+                .encoding(Encoding::Direct)
+                .settings(|s| {
+                    s.neuron.kind = crate::ir::NeuronKind::Lif;
+                    s.neuron.leak = 0.5;
+                    s.neuron.threshold = 1.0;
+                    s.neuron.reset = reset;
+                });
+            let lif = b.lif();
+            let net = b
+                .fc("FC1", 2, 1, lif)
+                .fc("FC2", 1, 1, Activation::None)
+                .build();
+            let w1 = Tensor::new(&[[0.3f32, 0.4]], &dev)?;
+            let w2 = Tensor::new(&[[1.0f32]], &dev)?;
+            let x = Tensor::new(&[[[[1.0f32, 1.0]]]], &dev)?;
+            for policy in [PathPolicy::Dense, PathPolicy::Event] {
+                let mut sim = Simulator::from_parts(
+                    net.clone(),
+                    vec![w1.clone(), w2.clone()],
+                    vec![1.0],
+                    reset,
+                    policy,
+                    &dev,
+                )?;
+                let out = sim.run(&x, &spec(vec![1, 2, 3, 4]), &mut SeededRng::new(0))?;
+                let got: Vec<f32> = out.logits.iter().map(|l| values(l)[0]).collect();
+                let want = [0.0, 0.5, 1.0 / 3.0, 0.5];
+                for (g, w) in got.iter().zip(want) {
+                    assert!((g - w).abs() < 1e-6, "{reset:?} {policy:?}: {got:?}");
+                }
+                assert_eq!(out.counters[3].spikes, vec![2.0]);
+                sim.set_if_neurons(true);
+                let out = sim.run(&x, &spec(vec![1, 2, 3, 4]), &mut SeededRng::new(0))?;
+                let got: Vec<f32> = out.logits.iter().map(|l| values(l)[0]).collect();
+                let want = if reset == Reset::Subtract {
+                    [0.0, 0.5, 2.0 / 3.0, 0.5]
+                } else {
+                    // Reset to zero: 0.7, 1.4 → 0, 0.7, 1.4 → 0: spikes 0, 1, 0, 1.
+                    [0.0, 0.5, 1.0 / 3.0, 0.5]
+                };
+                for (g, w) in got.iter().zip(want) {
+                    assert!((g - w).abs() < 1e-6, "IF {reset:?} {policy:?}: {got:?}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Step by step (dense and event paths) equals the batched `Model::forward` for a LIF
+    /// conv/pool/FC network with leak 0.8, on Poisson input keyed per image and on direct
+    /// input.
+    #[test]
+    fn simulator_matches_batched_forward_for_lif() -> Result<()> {
+        let dev = Device::Cpu;
+        for (encoding, reset) in [
+            (Encoding::Poisson, Reset::Subtract),
+            (Encoding::Direct, Reset::Zero),
+        ] {
+            let b = NetBuilder::new("lifnet", Shape::new(1, 6, 6), 5)
+                .encoding(encoding)
+                .settings(|s| {
+                    s.neuron.kind = crate::ir::NeuronKind::Lif;
+                    s.neuron.leak = 0.8;
+                    s.neuron.reset = reset;
+                });
+            let lif = b.lif();
+            let net = b
+                .conv("C1", 1, 4, 3, 1, lif)
+                .pool(PoolKind::Avg, 2, 2)
+                .fc("F1", 4 * 3 * 3, 6, lif)
+                .fc("F2", 6, 3, Activation::None)
+                .build();
+            let mut m = Model::new(&net, &dev, 3)?;
+            for slot in 0..net.thresholds.len() {
+                m.set_threshold(SlotId(slot), 0.25)?;
+            }
+            let px: Vec<f32> = (0..4 * 36)
+                .map(|i| ((i * 37) % 101) as f32 / 100.0)
+                .collect();
+            let x = Tensor::from_vec(px, (4, 1, 6, 6), &dev)?;
+            let t = 5;
+            let mut rng = rng_for(11, 2);
+            rng.set_images(0..4);
+            let want = m.forward(&x, &ForwardOptions::snn(t, false), &mut rng.clone())?;
+            for policy in [PathPolicy::Dense, PathPolicy::Event] {
+                let sim = Simulator::new(&m, reset, policy)?;
+                let out = sim.run(&x, &spec(vec![t]), &mut rng.clone())?;
+                let (g, w) = (values(&out.logits[0]), values(&want.logits));
+                assert_eq!(g.len(), w.len());
+                for (a, b) in g.iter().zip(&w) {
+                    assert!(
+                        (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                        "{policy:?}: {g:?} vs {w:?}"
+                    );
+                }
+                let spikes: f64 = out.counters[0].spikes.iter().sum();
+                assert!(spikes > 0.0, "the test network must spike");
+            }
+        }
+        Ok(())
+    }
+
+    /// Percentile sampling keeps about the asked fraction of the positive activations and
+    /// nothing else, and gives the same sample on one thread as on two.
+    #[test]
+    fn percentile_sample_is_reproducible_across_threads() {
+        let a: Vec<f32> = (0..100_000)
+            .map(|i| {
+                if i % 3 == 0 {
+                    0.0
+                } else {
+                    (i % 17) as f32 - 4.0
+                }
+            })
+            .collect();
+        let positive = a.iter().filter(|&&v| v > 0.0).count() as f64;
+        let on = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| sample_positive(&a, 0.25, 42))
+        };
+        let one = on(1);
+        assert_eq!(one, on(2));
+        assert_eq!(one, on(3));
+        assert!(one.iter().all(|&v| v > 0.0));
+        // Binomial(positive, 0.25): within 6 standard deviations.
+        let sd = (positive * 0.25 * 0.75).sqrt();
+        assert!(
+            (one.len() as f64 - 0.25 * positive).abs() < 6.0 * sd,
+            "{}",
+            one.len()
+        );
+        assert_eq!(sample_positive(&a, 1.0, 7).len() as f64, positive);
+        assert!(sample_positive(&a, 0.0, 7).is_empty());
+        assert_ne!(sample_positive(&a, 0.25, 43), one);
+    }
+
+    /// Sums the spike tensors it is shown, per slot, and counts the steps.
+    struct TensorSpikes(Vec<f64>, usize);
+
+    impl Observer for TensorSpikes {
+        fn spikes(&mut self, app: &Application, spikes: &Tensor) -> Result<()> {
+            self.0[app.slot.0] += f64::from(spikes.sum_all()?.to_scalar::<f32>()?);
+            self.1 += 1;
+            Ok(())
+        }
+    }
+
+    /// The simulator's counts (its `SpikeCounter` observer, run beside the caller's) equal
+    /// the spikes the caller's observer sees in the tensors, and the caller's observer is
+    /// still called at every application and step.
+    #[test]
+    fn spike_counter_observer_matches_the_spike_tensors() -> Result<()> {
+        let dev = Device::Cpu;
+        let b = NetBuilder::new("cnt", Shape::new(1, 6, 6), 4);
+        let lif = b.lif();
+        let net = b
+            .conv("C1", 1, 3, 3, 1, lif)
+            .fc("F1", 3 * 6 * 6, 5, lif)
+            .fc("F2", 5, 2, Activation::None)
+            .build();
+        let mut m = Model::new(&net, &dev, 5)?;
+        for slot in 0..net.thresholds.len() {
+            m.set_threshold(SlotId(slot), 0.2)?;
+        }
+        let px: Vec<f32> = (0..3 * 36).map(|i| ((i * 53) % 97) as f32 / 96.0).collect();
+        let x = Tensor::from_vec(px, (3, 1, 6, 6), &dev)?;
+        let sim = Simulator::new(&m, Reset::Subtract, PathPolicy::default())?;
+        let mut seen = TensorSpikes(vec![0.0; net.thresholds.len()], 0);
+        let out = sim.run_observed(&x, &spec(vec![2, 4]), &mut SeededRng::new(3), &mut seen)?;
+        assert_eq!(seen.1, 2 * 4, "two spiking layers, four steps");
+        assert_eq!(out.counters[1].spikes, seen.0);
+        assert!(seen.0.iter().sum::<f64>() > 0.0);
+        // Neuron·steps: C1 has 3·6·6 neurons per image, F1 5; 3 images; 4 steps (2 at T = 2).
+        assert_eq!(
+            out.counters[1].neuron_steps,
+            vec![3.0 * 108.0 * 4.0, 3.0 * 5.0 * 4.0]
+        );
+        assert_eq!(
+            out.counters[0].neuron_steps,
+            vec![3.0 * 108.0 * 2.0, 3.0 * 5.0 * 2.0]
+        );
+        let total: f64 = out.counters[1].input_total.iter().sum();
+        // Inputs of C1 (3·36), F1 (3·108) and F2 (3·5) at each of 4 steps.
+        assert_eq!(total, 4.0 * 3.0 * (36.0 + 108.0 + 5.0));
+        Ok(())
+    }
 }

@@ -162,9 +162,27 @@ impl TrainingMethod for ConversionMethod {
         let data = load_data(cfg.data.as_deref(), Some(0), cfg.test_limit)?;
         check_data(model, &data)?;
         let reset = checkpoint_reset(tensors).map_err(TrainError::Conversion)?;
-        let sim =
-            Simulator::new(model, reset, PathPolicy::default()).map_err(TrainError::Conversion)?;
+        let mut sim = sim_path(PathPolicy::default())
+            .and_then(|path| Simulator::new(model, reset, path))
+            .map_err(TrainError::Conversion)?;
+        sim.set_if_neurons(true);
         let test = SplitImages::new(&data.test, data.shape);
+        if forced_sim_path().map_err(TrainError::Conversion)? == Some(SimPath::Ann) {
+            // The source ANN with the same weights: one ReLU pass per image.
+            let start = std::time::Instant::now();
+            let accuracy = evaluate_ann(&sim, &test, cfg.batch).map_err(TrainError::Conversion)?;
+            let seconds = start.elapsed().as_secs_f64();
+            return Ok(EvalOutcome {
+                label: "conversion's ANN (ReLU, one pass)".into(),
+                timesteps: 1,
+                accuracy,
+                images: test.count(),
+                loss: None,
+                images_per_s: test.count() as f64 / seconds.max(1e-9),
+                activity: Vec::new(),
+                energy: None,
+            });
+        }
         let ev = evaluate_snn(&sim, &test, &[t], cfg.batch, meta.seed, cfg.progress)
             .map_err(TrainError::Conversion)?;
         let r = &ev.results[0];

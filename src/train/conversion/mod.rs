@@ -5,7 +5,10 @@
 //! - [`Simulator`] executes a final-form network one time step at a time with integrate-and-
 //!   fire neurons (leak 1, reset by subtraction or to zero), holding membrane potentials
 //!   across steps, so memory does not grow with T. Conv and FC layers take the dense path
-//!   (candle) or the event-driven one (`backend::candle::event`) by measured input density.
+//!   (candle) or the event-driven one (`backend::candle::event`) by measured input density;
+//!   [`sim_path`] lets a run force one path (`SNNC_SIM_PATH=auto|event|dense`, or
+//!   `snnc eval --sim-path`), for benchmarks and comparisons; the results agree to f32
+//!   summation order.
 //! - Balancing: [`Balance::MaxInput`] (Sengupta et al. 2019): slot by slot in topological order,
 //!   with earlier slots already balanced and spiking, Poisson trains of the balance images
 //!   drive the network for `balance_steps` steps and the slot's threshold becomes the largest
@@ -183,6 +186,69 @@ impl Default for ConversionConfig {
     }
 }
 
+/// What a conversion run computes per step, when forced (benchmarks, comparisons).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SimPath {
+    /// The SNN, with this accumulation path.
+    Snn(PathPolicy),
+    /// `snnc eval` of a converted checkpoint only: the source ANN (ReLU, one pass, the same
+    /// weights), for its inference time; balancing and training ignore it.
+    Ann,
+}
+
+impl std::str::FromStr for SimPath {
+    type Err = String;
+
+    /// `auto`, `event`, `dense` (see [`PathPolicy`]) or `ann`.
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s.trim().eq_ignore_ascii_case("ann") {
+            return Ok(SimPath::Ann);
+        }
+        s.parse::<PathPolicy>().map(SimPath::Snn).map_err(|_| {
+            format!(
+                "unknown simulation path `{}` (expected auto, event, dense or ann)",
+                s.trim()
+            )
+        })
+    }
+}
+
+/// The path forced by [`set_sim_path`].
+static SIM_PATH: std::sync::Mutex<Option<SimPath>> = std::sync::Mutex::new(None);
+
+/// Forces every later conversion run of this process onto `path` (`None`: back to
+/// `SNNC_SIM_PATH`, else the configured policy). `snnc eval --sim-path` calls it.
+pub fn set_sim_path(path: Option<SimPath>) {
+    if let Ok(mut g) = SIM_PATH.lock() {
+        *g = path;
+    }
+}
+
+/// The forced path: [`set_sim_path`]'s, else `SNNC_SIM_PATH` (`auto`, `event`, `dense` or
+/// `ann`; anything else is an error), else `None`.
+pub fn forced_sim_path() -> Result<Option<SimPath>> {
+    if let Some(p) = SIM_PATH.lock().ok().and_then(|g| *g) {
+        return Ok(Some(p));
+    }
+    match std::env::var("SNNC_SIM_PATH") {
+        Ok(v) => v
+            .parse::<SimPath>()
+            .map(Some)
+            .map_err(|e| err(format!("SNNC_SIM_PATH: {e}"))),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(e) => Err(err(format!("SNNC_SIM_PATH: {e}"))),
+    }
+}
+
+/// The accumulation path an SNN run uses: the forced one ([`forced_sim_path`]), else
+/// `configured`.
+pub fn sim_path(configured: PathPolicy) -> Result<PathPolicy> {
+    Ok(match forced_sim_path()? {
+        Some(SimPath::Snn(p)) => p,
+        _ => configured,
+    })
+}
+
 fn progress_bar(len: usize, show: bool, prefix: &str) -> progress::Progress {
     progress::Progress::new(len, show, prefix, false)
 }
@@ -259,7 +325,8 @@ pub fn convert(
     test: &dyn Images,
     cfg: &ConversionConfig,
 ) -> Result<Conversion> {
-    let mut sim = Simulator::new(model, cfg.reset, cfg.policy)?;
+    let mut sim = Simulator::new(model, cfg.reset, sim_path(cfg.policy)?)?;
+    sim.set_if_neurons(true);
     let ann_test_accuracy = evaluate_ann(&sim, test, cfg.batch)?;
     let start = Instant::now();
     let thresholds = balance(&mut sim, balance_data, cfg)?;
@@ -309,5 +376,26 @@ pub fn checkpoint_reset(map: &HashMap<String, Tensor>) -> Result<Reset> {
             Some(1) => Ok(Reset::Zero),
             _ => Ok(Reset::Subtract),
         },
+    }
+}
+
+#[cfg(test)]
+mod sim_path_tests {
+    use super::*;
+
+    /// `--sim-path` / `SNNC_SIM_PATH` values: the three accumulation paths and the ANN;
+    /// anything else is an error naming the choices.
+    #[test]
+    fn sim_path_values_parse() {
+        assert_eq!("auto".parse(), Ok(SimPath::Snn(PathPolicy::default())));
+        assert_eq!(" Event ".parse(), Ok(SimPath::Snn(PathPolicy::Event)));
+        assert_eq!("dense".parse(), Ok(SimPath::Snn(PathPolicy::Dense)));
+        assert_eq!("ANN".parse(), Ok(SimPath::Ann));
+        let e = "sparse".parse::<SimPath>().unwrap_err();
+        assert!(
+            e.contains("`sparse`") && e.contains("auto, event, dense or ann"),
+            "{e}"
+        );
+        assert!("ann".parse::<PathPolicy>().is_err());
     }
 }
