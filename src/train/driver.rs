@@ -475,7 +475,6 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
         report.train_images_per_s = seen as f64 / train_secs;
         report.infer_images_per_s = eval.images_per_s;
         report.wall_s = run_start.elapsed().as_secs_f64();
-        report.extra.insert("test_loss".into(), eval.loss.into());
         report.activity = eval.activity.clone();
         report.energy = energy(model.network(), &eval.activity, timesteps, ann);
         report

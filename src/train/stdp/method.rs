@@ -86,9 +86,7 @@ impl TrainingMethod for StdpMethod {
                 out.display()
             );
         }
-        let mut report = run::run(net, &data, &sc, &tc, &out).map_err(TrainError::Stdp)?;
-        report.extra.extend(tc.describe.clone());
-        report.write_json(&out.join("report.json"))?;
+        let report = run::run(net, &data, &sc, &tc, &out).map_err(TrainError::Stdp)?;
         let plot_err = |e: crate::train::report::PlotError| {
             TrainError::Io(std::io::Error::other(e.to_string()))
         };

@@ -126,6 +126,9 @@ pub fn run(
     report
         .extra
         .insert("resumed".into(), serde_json::Value::from(resumed));
+    // The resolved configuration of the run, recorded here so that `report.json` is written
+    // once, complete.
+    report.extra.extend(train_cfg.describe.clone());
     let meta = checkpoint::Meta {
         epoch: train_cfg.epochs,
         seed: train_cfg.seed,
