@@ -110,6 +110,11 @@ impl TrainingMethod for StdpMethod {
             g("ee_full"),
             g("ee_conv")
         ));
+        let raster = crate::train::raster::raster_path(&out);
+        if raster.exists() {
+            let n = crate::train::raster::RASTER_IMAGES.min(data.test.len());
+            summary.push(crate::train::raster::raster_line(&raster, n));
+        }
         Ok(Some(RunOutcome {
             report,
             summary,
