@@ -498,8 +498,9 @@ pub fn sample_neurons(n: usize, k: usize) -> Vec<usize> {
 /// Plots a spike raster for one input into an SVG file: time step on x, and on y one band
 /// per layer (first layer at the bottom) of at most `max_neurons` neurons sampled evenly
 /// ([`sample_neurons`]); a dot (a circle, the only circles drawn) per spike of a sampled
-/// neuron, coloured by layer, with a legend `layer (k of n neurons)`. A step shorter than the
-/// layer's neuron count is read as "no spike" for the missing neurons. `title` names the
+/// neuron at its 1-based time step t (`spikes[t - 1]`), coloured by layer, with a legend
+/// `layer (k of n neurons)`. A step shorter than the layer's neuron count is read as "no
+/// spike" for the missing neurons. `title` names the
 /// input (e.g. `test image 3, label 7`). Errors: the file cannot be written.
 pub fn plot_raster(
     trains: &[SpikeTrain],
@@ -507,7 +508,11 @@ pub fn plot_raster(
     title: &str,
     path: &Path,
 ) -> Result<(), PlotError> {
-    plot_rasters(&[(title.to_string(), trains.to_vec())], max_neurons, path)
+    plot_rasters(
+        &[(format!("spike raster: {title}"), trains.to_vec())],
+        max_neurons,
+        path,
+    )
 }
 
 /// Plots the rasters of several inputs into one SVG file, one panel per input (`(title,
@@ -570,14 +575,14 @@ fn draw_raster(
         .x_label_area_size(35)
         .y_label_area_size(50)
         .build_cartesian_2d(
-            -0.5..(steps as f64 - 0.5),
+            0.5..(steps as f64 + 0.5),
             -0.5..(rows as f64 + rows as f64 * 0.25),
         )
         .map_err(&err)?;
     chart
         .configure_mesh()
         .disable_mesh()
-        .x_desc("time step")
+        .x_desc("time step t")
         .y_desc("neuron (sampled, by layer)")
         .x_label_formatter(&integer_label)
         .y_label_formatter(&integer_label)
@@ -595,7 +600,7 @@ fn draw_raster(
                     row.get(i)
                         .copied()
                         .unwrap_or(false)
-                        .then_some((t as f64, (base + r) as f64))
+                        .then_some((t as f64 + 1.0, (base + r) as f64))
                 })
             })
             .collect();
@@ -614,7 +619,7 @@ fn draw_raster(
             let y = base as f64 - 0.5;
             chart
                 .draw_series(std::iter::once(PathElement::new(
-                    vec![(-0.5, y), (steps as f64 - 0.5, y)],
+                    vec![(0.5, y), (steps as f64 + 0.5, y)],
                     BLACK.mix(0.3),
                 )))
                 .map_err(&err)?;

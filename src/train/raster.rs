@@ -2,7 +2,8 @@
 //! trained SNN while a [`RasterRecorder`] (an [`Observer`]) keeps every spike of every spiking
 //! layer application, then `raster.svg` in the run folder (one panel per image, layers
 //! stacked with the first at the bottom, x = time step, y = neuron index, at most
-//! [`RASTER_NEURONS`] neurons per layer sampled evenly, the sampling stated on the plot).
+//! [`RASTER_NEURONS`] neurons per layer sampled evenly, the sampling stated on the plot; the
+//! first [`RASTER_STEPS`] time steps).
 //!
 //! How the images run: conversion and STDP, whose SNNs are integrate-and-fire networks run
 //! step by step, through [`Simulator::run_observed`] (the runtime their accuracy was measured
@@ -33,6 +34,9 @@ use crate::train::plot::{plot_rasters, SpikeTrain};
 pub const RASTER_IMAGES: usize = 4;
 /// Neurons drawn per layer at most, sampled evenly (`plot::sample_neurons`).
 pub const RASTER_NEURONS: usize = 64;
+/// Time steps drawn at most: the first 100 (a run is causal, so they are the first steps of
+/// the whole run); a longer T is cut, and the panel titles say so.
+pub const RASTER_STEPS: usize = 100;
 /// The file written in the run folder.
 pub const RASTER_FILE: &str = "raster.svg";
 /// The random stream of the raster's Poisson input (apart from training's and evaluation's).
@@ -195,22 +199,31 @@ pub fn write_raster(
     let idx: Vec<usize> = (0..n).collect();
     let (x, _) = crate::train::driver::batch_tensors(&data.test, data.shape, &idx, model.device())
         .map_err(|e| io(e.to_string()))?;
-    let trains = match how {
+    let (recorded, t) = match how {
         RasterRun::Steps { reset, timesteps } => {
             let sim =
                 Simulator::new(model, *reset, Default::default()).map_err(|e| io(e.to_string()))?;
-            record_steps(&sim, &x, *timesteps, seed)
+            let steps = (*timesteps).clamp(1, RASTER_STEPS);
+            (record_steps(&sim, &x, steps, seed), *timesteps)
         }
-        RasterRun::Batched(opts) => record_batched(model, &x, opts, seed),
+        RasterRun::Batched(opts) => (record_batched(model, &x, opts, seed), opts.timesteps),
+    };
+    let mut trains = recorded.map_err(|e| io(format!("cannot record the spike raster: {e}")))?;
+    for train in trains.iter_mut().flatten() {
+        train.spikes.truncate(RASTER_STEPS);
     }
-    .map_err(|e| io(format!("cannot record the spike raster: {e}")))?;
+    let steps = if t > RASTER_STEPS {
+        format!(", steps 1–{RASTER_STEPS} of T = {t}")
+    } else {
+        format!(", T = {t}")
+    };
     let path = out.join(RASTER_FILE);
     let panels: Vec<(String, Vec<SpikeTrain>)> = trains
         .into_iter()
         .enumerate()
         .map(|(b, t)| {
             let label = data.test.labels.get(b).copied().unwrap_or_default();
-            (format!("test image {}, label {label}", b + 1), t)
+            (format!("test image {}, label {label}{steps}", b + 1), t)
         })
         .collect();
     plot_rasters(&panels, RASTER_NEURONS, &path).map_err(|e| io(e.to_string()))?;
