@@ -309,7 +309,7 @@ fn raster_draws_one_dot_per_spike_of_the_sampled_neurons() {
     for label in [
         "Conv1 (4 of 10 neurons)",
         "FC1 (3 of 3 neurons)",
-        "time step",
+        "time step t",
         "spike raster: test image 0",
     ] {
         assert!(

@@ -141,6 +141,22 @@ fn softmax_run_records_no_loss_terms() -> R {
     let run = train(dir.path(), TINY, &["--timesteps", "2"])?;
     assert!(run.report["epochs"][0].get("loss_terms").is_none());
     assert!(!run.stdout.contains("stochmax loss"), "{}", run.stdout);
+    // Epoch lines carry the epoch's speeds; the raster is written and announced.
+    assert!(run.stdout.contains("images/s training"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("spike raster of test images 1–4"),
+        "{}",
+        run.stdout
+    );
+    let raster = std::fs::read_to_string(dir.path().join("out").join("raster.svg"))?;
+    // TINY: Conv1 4×14×14, Conv2 applied twice; test images 1–4, one panel each.
+    for label in [
+        "Conv1 (64 of 784 neurons)",
+        "Conv2@2 (64 of 784 neurons)",
+        "test image 4",
+    ] {
+        assert!(raster.contains(label), "{label} not in raster.svg");
+    }
     Ok(())
 }
 
@@ -182,6 +198,17 @@ fn conversion_output_is_in_run_order_and_labelled() -> R {
         "{out}"
     );
     assert!(out.contains("energy at T = 200: "), "{out}");
+    // The converted SNN's raster, step by step: its first 100 of T = 200 steps.
+    assert!(out.contains("spike raster of test images 1–4"), "{out}");
+    let raster = std::fs::read_to_string(dir.path().join("out").join("raster.svg"))?;
+    assert!(
+        raster.contains("Conv2@2 (64 of 784 neurons)"),
+        "no Conv2@2 band"
+    );
+    assert!(
+        raster.contains("steps 1–100 of T = 200"),
+        "the steps drawn are not stated"
+    );
     assert_eq!(run.report["timesteps"], 200);
     let svg = std::fs::read_to_string(dir.path().join("out").join("accuracy-vs-t.svg"))?;
     assert!(svg.contains("<svg"), "accuracy-vs-t.svg is not an SVG");

@@ -541,6 +541,14 @@ fn cli_method_stdp_writes_report_kernels_and_checkpoint() -> R {
     // the conv layers are spiking: EE over them alone exceeds EE of the whole network,
     // whose ANN classifier costs the same in both.
     assert!(report["ee_conv"].as_f64() > report["ee_full"].as_f64());
+    // The raster of the first test images: the Poisson input and Conv1's 4×28×28 neurons.
+    assert!(
+        stdout.contains("spike raster of test images 1–4"),
+        "{stdout}"
+    );
+    let raster = std::fs::read_to_string(out.join("raster.svg"))?;
+    assert!(raster.contains("Conv1 (64 of 3136 neurons)"), "{raster}");
+    assert!(raster.contains("input (64 of 784 neurons)"), "{raster}");
     let svg = std::fs::read_to_string(out.join("kernels.svg"))?;
     assert!(
         svg.contains("<svg") && svg.contains("4 kernels 3×3"),

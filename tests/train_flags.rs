@@ -535,6 +535,9 @@ fn method_ann_trains_the_ann() -> R {
     );
     assert_eq!(report(&ann)?["activity"].as_array().map(Vec::len), Some(0));
     assert!(report(&agd)?["activity"].as_array().map(Vec::len) > Some(0));
+    // A spike raster for the SNN, none for the ANN (it has no spikes).
+    assert!(!ann.join("raster.svg").exists());
+    assert!(std::fs::read_to_string(agd.join("raster.svg"))?.contains("<circle"));
     let (a, b) = pair(&ann, &agd)?;
     assert_ne!(a, b);
     Ok(())

@@ -315,9 +315,24 @@ fn run_inner(args: TrainArgs) -> Result<(), Fail> {
     for w in validate::check(&cfg.train, &net, &given).map_err(fail)? {
         eprintln!("{w}");
     }
+    // Epoch lines are printed as each epoch ends; any the run did not announce (epochs
+    // kept from a resumed run, a method's own loop) are printed after it.
+    let live = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let sink = live.clone();
+    let guard = crate::train::progress::on_epoch(Box::new(move |r| {
+        if let (Some(line), Some(e)) = (crate::train::progress::epoch_summary(r), r.epochs.last()) {
+            println!("{line}");
+            sink.borrow_mut().push(e.epoch);
+        }
+    }));
     let outcome = driver::run(&net, &cfg).map_err(fail)?;
+    drop(guard);
     let report = &outcome.report;
-    for e in &report.epochs {
+    for e in report
+        .epochs
+        .iter()
+        .filter(|e| !live.borrow().contains(&e.epoch))
+    {
         println!("{}", crate::train::report::epoch_line(e));
     }
     for line in &outcome.summary {

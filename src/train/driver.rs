@@ -475,12 +475,12 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
         report.train_images_per_s = seen as f64 / train_secs;
         report.infer_images_per_s = eval.images_per_s;
         report.wall_s = run_start.elapsed().as_secs_f64();
-        report.extra.insert("test_loss".into(), eval.loss.into());
         report.activity = eval.activity.clone();
         report.energy = energy(model.network(), &eval.activity, timesteps, ann);
         report
             .extra
             .insert("input_spike_rate".into(), input_spike_rate(&eval.activity));
+        progress::epoch_done(&report);
         if let Some(dir) = &cfg.out {
             std::fs::create_dir_all(dir)?;
             let mut state = model.state()?;
@@ -584,9 +584,12 @@ pub fn run(net: &Network, cfg: &RunConfig) -> Result<RunOutcome, TrainError> {
         );
     }
     let mut report = train(&mut model, &data, &train_cfg)?;
-    let summary = t
+    let mut summary = t
         .method
         .after_training(&mut model, &data, &train_cfg, &mut report, &out)?;
+    summary.extend(crate::train::raster::after_run(
+        &model, &data, &train_cfg, &out,
+    )?);
     let plot_err = |e: report::PlotError| TrainError::Io(std::io::Error::other(e.to_string()));
     let batches = crate::train::records::read_batches(&crate::train::records::path_beside(
         &out.join("report.json"),

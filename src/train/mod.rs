@@ -17,6 +17,7 @@ pub mod method;
 pub mod optim;
 pub mod plot;
 pub mod progress;
+pub mod raster;
 pub mod records;
 pub mod report;
 pub mod stdp;

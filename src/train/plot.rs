@@ -498,26 +498,63 @@ pub fn sample_neurons(n: usize, k: usize) -> Vec<usize> {
 /// Plots a spike raster for one input into an SVG file: time step on x, and on y one band
 /// per layer (first layer at the bottom) of at most `max_neurons` neurons sampled evenly
 /// ([`sample_neurons`]); a dot (a circle, the only circles drawn) per spike of a sampled
-/// neuron, coloured by layer, with a legend `layer (k of n neurons)`. A step shorter than the layer's neuron count is
-/// read as "no spike" for the missing neurons. `title` names the input (e.g. `test image 3,
-/// label 7`).
-///
-/// The driver collects the trains with an observer
-/// (`crate::backend::candle::observe::Observer`) over the step-by-step run of a few test
-/// images: in `Observer::spikes(app, spikes)` (spikes `[B, C, H, W]` per step, 0/1) it takes
-/// row `b` of the batch for image `b`, flattens it (`> 0.5`) and pushes it onto the train
-/// of `app.layer` (named `layer@step` for `app.step > 1`), one push per time step; then it
-/// calls this once per image (`raster_<b>.svg` beside the report).
-/// Errors: the file cannot be written.
+/// neuron at its 1-based time step t (`spikes[t - 1]`), coloured by layer, with a legend
+/// `layer (k of n neurons)`. A step shorter than the layer's neuron count is read as "no
+/// spike" for the missing neurons. `title` names the
+/// input (e.g. `test image 3, label 7`). Errors: the file cannot be written.
 pub fn plot_raster(
     trains: &[SpikeTrain],
     max_neurons: usize,
     title: &str,
     path: &Path,
 ) -> Result<(), PlotError> {
+    plot_rasters(
+        &[(format!("spike raster: {title}"), trains.to_vec())],
+        max_neurons,
+        path,
+    )
+}
+
+/// Plots the rasters of several inputs into one SVG file, one panel per input (`(title,
+/// trains)`, as [`plot_raster`] draws one), side by side in rows of at most two; the caption
+/// states the sampling (`at most K neurons per layer, evenly spaced`). `train::raster`
+/// records the trains with an observer over a few test images and calls this for
+/// `raster.svg`. No input gives an empty figure with its caption. Errors: the file cannot
+/// be written.
+pub fn plot_rasters(
+    panels: &[(String, Vec<SpikeTrain>)],
+    max_neurons: usize,
+    path: &Path,
+) -> Result<(), PlotError> {
     let err = plot_err(path);
-    let root = SVGBackend::new(path, (960, 640)).into_drawing_area();
+    let cols = panels.len().clamp(1, 2);
+    let rows = panels.len().div_ceil(cols).max(1);
+    let size = (560 * cols as u32, 420 * rows as u32 + 30);
+    let root = SVGBackend::new(path, size).into_drawing_area();
     root.fill(&WHITE).map_err(&err)?;
+    let root = root
+        .titled(
+            &format!(
+                "spike rasters: at most {max_neurons} neurons per layer, evenly spaced (legend: drawn of total)"
+            ),
+            ("sans-serif", 16),
+        )
+        .map_err(&err)?;
+    let areas = root.split_evenly((rows, cols));
+    for ((title, trains), area) in panels.iter().zip(&areas) {
+        draw_raster(area, trains, max_neurons, title, path)?;
+    }
+    root.present().map_err(&err)
+}
+
+fn draw_raster(
+    area: &DrawingArea<SVGBackend, Shift>,
+    trains: &[SpikeTrain],
+    max_neurons: usize,
+    title: &str,
+    path: &Path,
+) -> Result<(), PlotError> {
+    let err = plot_err(path);
     let steps = trains
         .iter()
         .map(|t| t.spikes.len())
@@ -532,20 +569,20 @@ pub fn plot_raster(
         })
         .collect();
     let rows: usize = sampled.iter().map(|(_, s)| s.len()).sum::<usize>().max(1);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(format!("spike raster: {title}"), ("sans-serif", 18))
-        .margin(10)
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 15))
+        .margin(8)
         .x_label_area_size(35)
-        .y_label_area_size(60)
+        .y_label_area_size(50)
         .build_cartesian_2d(
-            -0.5..(steps as f64 - 0.5),
+            0.5..(steps as f64 + 0.5),
             -0.5..(rows as f64 + rows as f64 * 0.25),
         )
         .map_err(&err)?;
     chart
         .configure_mesh()
         .disable_mesh()
-        .x_desc("time step")
+        .x_desc("time step t")
         .y_desc("neuron (sampled, by layer)")
         .x_label_formatter(&integer_label)
         .y_label_formatter(&integer_label)
@@ -563,7 +600,7 @@ pub fn plot_raster(
                     row.get(i)
                         .copied()
                         .unwrap_or(false)
-                        .then_some((t as f64, (base + r) as f64))
+                        .then_some((t as f64 + 1.0, (base + r) as f64))
                 })
             })
             .collect();
@@ -582,7 +619,7 @@ pub fn plot_raster(
             let y = base as f64 - 0.5;
             chart
                 .draw_series(std::iter::once(PathElement::new(
-                    vec![(-0.5, y), (steps as f64 - 0.5, y)],
+                    vec![(0.5, y), (steps as f64 + 0.5, y)],
                     BLACK.mix(0.3),
                 )))
                 .map_err(&err)?;
@@ -597,7 +634,7 @@ pub fn plot_raster(
             .draw()
             .map_err(&err)?;
     }
-    root.present().map_err(&err)
+    Ok(())
 }
 
 #[cfg(test)]

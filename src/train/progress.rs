@@ -2,9 +2,18 @@
 //! indicatif bar. Off a terminal (a log, a pipe): a line every [`interval`] seconds with the
 //! units done, their rate, the caller's message (running loss, accuracy) and the ETA, so a
 //! long epoch written to a log still shows that it is alive. Hidden when not asked for.
+//!
+//! Epoch summaries are live: the driver calls [`epoch_done`] as soon as an epoch's test
+//! evaluation ends (before the next epoch starts), which hands the report so far to the
+//! calling thread's epoch sink ([`on_epoch`]; the CLI prints [`epoch_summary`] to stdout).
+//! With no sink installed (a library caller, a test) nothing is printed. The sink is
+//! per thread, so concurrent runs (tests) do not see each other's epochs.
 
+use std::cell::RefCell;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
+
+use super::report::Report;
 
 /// Seconds between progress lines off a terminal: `SNNC_PROGRESS_SECS` (a number ≥ 0), else 10.
 pub fn interval() -> Duration {
@@ -133,5 +142,114 @@ impl Progress {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
+    }
+}
+
+/// What is called with the report so far each time an epoch ends.
+pub type EpochSink = Box<dyn FnMut(&Report)>;
+
+thread_local! {
+    static EPOCH_SINK: RefCell<Option<EpochSink>> = const { RefCell::new(None) };
+}
+
+/// Installs `sink` as this thread's epoch sink until the returned guard is dropped (the
+/// previous sink, if any, is restored then).
+pub fn on_epoch(sink: EpochSink) -> EpochSinkGuard {
+    let previous = EPOCH_SINK.with(|s| s.borrow_mut().replace(sink));
+    EpochSinkGuard { previous }
+}
+
+/// Restores the previous epoch sink when dropped.
+#[must_use = "the sink is removed when the guard is dropped"]
+pub struct EpochSinkGuard {
+    previous: Option<EpochSink>,
+}
+
+impl Drop for EpochSinkGuard {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        EPOCH_SINK.with(|s| *s.borrow_mut() = previous);
+    }
+}
+
+/// An epoch has ended (its record is the last of `report.epochs`, its speeds are
+/// `report.train_images_per_s`/`infer_images_per_s`): calls this thread's sink, if any.
+/// The sink is taken out while it runs, so a sink that trains again does not recurse.
+pub fn epoch_done(report: &Report) {
+    let sink = EPOCH_SINK.with(|s| s.borrow_mut().take());
+    if let Some(mut f) = sink {
+        f(report);
+        EPOCH_SINK.with(|s| {
+            let mut slot = s.borrow_mut();
+            if slot.is_none() {
+                *slot = Some(f);
+            }
+        });
+    }
+}
+
+/// The summary line of the last epoch of `report`: [`super::report::epoch_line`] with the
+/// epoch's training and inference speeds (images/s) on its first line; `None` when the
+/// report has no epoch.
+pub fn epoch_summary(report: &Report) -> Option<String> {
+    let e = report.epochs.last()?;
+    let line = super::report::epoch_line(e);
+    let speed = format!(
+        "  {:.1} images/s training, {:.1} images/s inference",
+        report.train_images_per_s, report.infer_images_per_s
+    );
+    Some(match line.split_once('\n') {
+        Some((first, rest)) => format!("{first}{speed}\n{rest}"),
+        None => format!("{line}{speed}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::report::EpochRecord;
+
+    fn report(epochs: usize) -> Report {
+        let mut r = Report::new("agd", "Tiny", 2);
+        r.train_images_per_s = 12.34;
+        r.infer_images_per_s = 100.0;
+        r.epochs = (1..=epochs)
+            .map(|epoch| EpochRecord {
+                epoch,
+                loss: 0.5,
+                train_accuracy: 0.25,
+                test_accuracy: 0.75,
+                test_loss: Some(0.4),
+                loss_terms: None,
+            })
+            .collect();
+        r
+    }
+
+    #[test]
+    fn the_sink_sees_each_epoch_and_is_removed_with_its_guard() {
+        let seen = std::rc::Rc::new(RefCell::new(Vec::new()));
+        {
+            let s = seen.clone();
+            let _g = on_epoch(Box::new(move |r: &Report| {
+                s.borrow_mut().push(r.epochs.len())
+            }));
+            epoch_done(&report(1));
+            epoch_done(&report(2));
+        }
+        epoch_done(&report(3));
+        assert_eq!(*seen.borrow(), [1, 2]);
+    }
+
+    #[test]
+    fn the_summary_line_carries_the_speeds() {
+        assert_eq!(epoch_summary(&report(0)), None);
+        assert_eq!(
+            epoch_summary(&report(2)).as_deref(),
+            Some(
+                "epoch   2  train loss 0.5000  train acc  25.00%  test acc  75.00%  \
+                 12.3 images/s training, 100.0 images/s inference"
+            )
+        );
     }
 }

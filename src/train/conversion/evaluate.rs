@@ -103,7 +103,6 @@ fn c_has_weights(net: &Network, n: NodeIndex) -> bool {
 
 /// Accuracy of the ANN (spiking layers as ReLU) on `data`.
 pub fn evaluate_ann(sim: &Simulator, data: &dyn Images, batch: usize) -> Result<f64> {
-    check_classifier(sim.network())?;
     let idx: Vec<usize> = (0..data.count()).collect();
     if idx.is_empty() {
         return Ok(0.0);
@@ -134,7 +133,6 @@ pub fn evaluate_snn(
     seed: u64,
     progress: bool,
 ) -> Result<SnnEvaluation> {
-    check_classifier(sim.network())?;
     let mut ts: Vec<usize> = timesteps.iter().copied().filter(|&t| t > 0).collect();
     ts.sort_unstable();
     ts.dedup();

@@ -161,6 +161,7 @@ impl TrainingMethod for ConversionMethod {
         }
         let data = load_data(cfg.data.as_deref(), Some(0), cfg.test_limit)?;
         check_data(model, &data)?;
+        evaluate::check_classifier(model.network()).map_err(TrainError::Conversion)?;
         let reset = checkpoint_reset(tensors).map_err(TrainError::Conversion)?;
         let mut sim = sim_path(PathPolicy::default())
             .and_then(|path| Simulator::new(model, reset, path))

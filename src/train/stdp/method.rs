@@ -86,9 +86,7 @@ impl TrainingMethod for StdpMethod {
                 out.display()
             );
         }
-        let mut report = run::run(net, &data, &sc, &tc, &out).map_err(TrainError::Stdp)?;
-        report.extra.extend(tc.describe.clone());
-        report.write_json(&out.join("report.json"))?;
+        let report = run::run(net, &data, &sc, &tc, &out).map_err(TrainError::Stdp)?;
         let plot_err = |e: crate::train::report::PlotError| {
             TrainError::Io(std::io::Error::other(e.to_string()))
         };
@@ -112,6 +110,11 @@ impl TrainingMethod for StdpMethod {
             g("ee_full"),
             g("ee_conv")
         ));
+        let raster = crate::train::raster::raster_path(&out);
+        if raster.exists() {
+            let n = crate::train::raster::RASTER_IMAGES.min(data.test.len());
+            summary.push(crate::train::raster::raster_line(&raster, n));
+        }
         Ok(Some(RunOutcome {
             report,
             summary,

@@ -126,6 +126,9 @@ pub fn run(
     report
         .extra
         .insert("resumed".into(), serde_json::Value::from(resumed));
+    // The resolved configuration of the run, recorded here so that `report.json` is written
+    // once, complete.
+    report.extra.extend(train_cfg.describe.clone());
     let meta = checkpoint::Meta {
         epoch: train_cfg.epochs,
         seed: train_cfg.seed,
@@ -138,6 +141,15 @@ pub fn run(
     report
         .write_json(&out.join("report.json"))
         .map_err(|e| e.to_string())?;
+    // The spike raster of a few test images on the IF step runtime STDP is evaluated on.
+    if !data.test.is_empty() {
+        let how = crate::train::raster::RasterRun::Steps {
+            reset: crate::ir::Reset::Subtract,
+            timesteps: cfg.timesteps,
+        };
+        crate::train::raster::write_raster(&model, data, &how, train_cfg.seed, out)
+            .map_err(|e| e.to_string())?;
+    }
     if let Some(first) = stdp_layers(net).first() {
         let w = model
             .weight(&first.name)
