@@ -210,7 +210,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let sub_images = SplitImages::new(&sub, data.shape);
         for policy in [PathPolicy::Dense, PathPolicy::default(), PathPolicy::Event] {
-            let sim = Simulator::new(&model, cfg.reset, policy)?;
+            let mut sim = Simulator::new(&model, cfg.reset, policy)?;
+            sim.set_if_neurons(true);
             let ev = conversion::evaluate_snn(&sim, &sub_images, &[100], 100, 1, false)?;
             println!(
                 "  timing {policy:?}: {n} images at T = 100 in {:.1} s → {:.0} s per 10,000 \
