@@ -961,6 +961,7 @@ fn eval_of_the_reimported_network_matches_the_original() {
             network: n.name.clone(),
             method: method.into(),
             settings: None,
+            ..Default::default()
         };
         snnc::train::checkpoint::save(&w, &state, &meta).unwrap();
         let nir_path = dir.path().join("n.nir");

@@ -5,7 +5,8 @@
 //!
 //! Settings come from flags, then the `[train]` table of `--config FILE.toml` (same keys,
 //! kebab- or snake-case), then `train::defaults`. Exit status: 0 ok, 1 errors in the input
-//! (the network, a shape mismatch with the data, a diverging loss), 2 usage or I/O — from
+//! (the network, a shape mismatch with the data, a diverging loss), 2 usage or I/O, 130
+//! Ctrl-C (after a checkpoint of the position; the message says how to resume) — from
 //! `TrainError::exit_code`.
 
 use std::path::{Path, PathBuf};
@@ -315,7 +316,29 @@ fn run_inner(args: TrainArgs) -> Result<(), Fail> {
     for w in validate::check(&cfg.train, &net, &given).map_err(fail)? {
         eprintln!("{w}");
     }
-    let outcome = driver::run(&net, &cfg).map_err(fail)?;
+    // Ctrl-C finishes the batch and checkpoints (issue 11.10); without the handler (one is
+    // installed already) SIGINT keeps its default and ends the process.
+    if let Err(e) = driver::install_interrupt_handler() {
+        eprintln!("warning: Ctrl-C will not checkpoint: {e}");
+    }
+    let outcome = driver::run(&net, &cfg).map_err(|e| {
+        let resume_dir = match &e {
+            TrainError::Interrupted { out: Some(dir), .. } => Some(dir.clone()),
+            _ => None,
+        };
+        let Fail(msg, code) = fail(e);
+        match resume_dir {
+            Some(dir) => Fail(
+                format!(
+                    "{msg}\nresume with: snnc train {} --out {} --resume",
+                    args.file.display(),
+                    dir.display()
+                ),
+                code,
+            ),
+            None => Fail(msg, code),
+        }
+    })?;
     let report = &outcome.report;
     for e in &report.epochs {
         println!("{}", crate::train::report::epoch_line(e));

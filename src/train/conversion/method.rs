@@ -85,6 +85,8 @@ impl TrainingMethod for ConversionMethod {
             network: report.network.clone(),
             method: self.name().into(),
             settings: Some(crate::train::driver::run_settings(cfg)),
+            net: Some(checkpoint::NetRecord::of(model.network())),
+            ..Default::default()
         };
         save_checkpoint(model, cc.reset, &checkpoint::weights_path(out), &meta)?;
         apply_to_report(report, &conv);
@@ -162,6 +164,7 @@ impl TrainingMethod for ConversionMethod {
         let data = load_data(cfg.data.as_deref(), Some(0), cfg.test_limit)?;
         check_data(model, &data)?;
         let reset = checkpoint_reset(tensors).map_err(TrainError::Conversion)?;
+        crate::train::memory::check_simulation(model.network(), cfg.batch.min(data.test.len()))?;
         let sim =
             Simulator::new(model, reset, PathPolicy::default()).map_err(TrainError::Conversion)?;
         let test = SplitImages::new(&data.test, data.shape);
