@@ -140,7 +140,9 @@ pub struct TrainArgs {
     /// Output folder (default: runs/<network>-<method>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue from OUT/weights.safetensors (default: start afresh).
+    /// Continue from OUT/weights.safetensors (default: start afresh), also mid-epoch from
+    /// the checkpoint Ctrl-C writes (Ctrl-C finishes the batch, checkpoints, exits 130; a
+    /// second Ctrl-C aborts).
     #[arg(long)]
     #[serde(default)]
     pub resume: bool,
