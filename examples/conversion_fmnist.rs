@@ -130,6 +130,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             network: net.name.clone(),
             method: "ann".into(),
             settings: None,
+            ..Default::default()
         };
         checkpoint::save(&ann_path, &model.state()?, &meta)?;
     }
@@ -157,6 +158,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             network: net.name.clone(),
             method: "conversion".into(),
             settings: None,
+            ..Default::default()
         },
     )?;
     println!(

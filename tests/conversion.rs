@@ -358,6 +358,7 @@ fn checkpoint_round_trip_keeps_thresholds() -> R {
         network: "small".into(),
         method: "ann".into(),
         settings: None,
+        ..Default::default()
     };
     conversion::save_checkpoint(&model, Reset::Zero, &path, &meta)?;
     let (map, meta2) = checkpoint::load(&path)?;

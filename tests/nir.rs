@@ -1294,6 +1294,7 @@ fn eval_of_the_reimported_network_matches_the_original() {
             network: n.name.clone(),
             method: method.into(),
             settings: None,
+            ..Default::default()
         };
         snnc::train::checkpoint::save(&w, &state, &meta).unwrap();
         let nir_path = dir.path().join("n.nir");
@@ -1376,6 +1377,7 @@ fn cli_dt_maps_leak_to_tau_and_back() {
         network: n.name.clone(),
         method: "agd".into(),
         settings: None,
+        ..Default::default()
     };
     snnc::train::checkpoint::save(&w, &initial_state(&n), &meta).unwrap();
     let out = dir.path().join("s.nir");

@@ -430,6 +430,7 @@ fn short_run_on_embedded_data_learns_distinct_kernels_and_round_trips() -> R {
         network: net.name.clone(),
         method: "stdp".into(),
         settings: None,
+        ..Default::default()
     };
     checkpoint::save(&path, &model.state()?, &meta)?;
     let (map, meta2) = checkpoint::load(&path)?;

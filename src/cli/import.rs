@@ -67,6 +67,7 @@ pub fn run(args: ImportArgs) -> ExitCode {
         method: imported.method.clone(),
         // An imported graph was not trained by snnc: no run settings to resume from.
         settings: None,
+        ..Default::default()
     };
     if let Err(e) = checkpoint::save(&weights, &imported.tensors, &meta) {
         eprintln!("error: cannot write {}: {e}", weights.display());

@@ -5,7 +5,8 @@
 //!
 //! Settings come from flags, then the `[train]` table of `--config FILE.toml` (same keys,
 //! kebab- or snake-case), then `train::defaults`. Exit status: 0 ok, 1 errors in the input
-//! (the network, a shape mismatch with the data, a diverging loss), 2 usage or I/O — from
+//! (the network, a shape mismatch with the data, a diverging loss), 2 usage or I/O, 130
+//! Ctrl-C (after a checkpoint of the position; the message says how to resume) — from
 //! `TrainError::exit_code`.
 
 use std::path::{Path, PathBuf};
@@ -139,7 +140,9 @@ pub struct TrainArgs {
     /// Output folder (default: runs/<network>-<method>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue from OUT/weights.safetensors (default: start afresh).
+    /// Continue from OUT/weights.safetensors (default: start afresh), also mid-epoch from
+    /// the checkpoint Ctrl-C writes (Ctrl-C finishes the batch, checkpoints, exits 130; a
+    /// second Ctrl-C aborts).
     #[arg(long)]
     #[serde(default)]
     pub resume: bool,
@@ -315,6 +318,11 @@ fn run_inner(args: TrainArgs) -> Result<(), Fail> {
     for w in validate::check(&cfg.train, &net, &given).map_err(fail)? {
         eprintln!("{w}");
     }
+    // Ctrl-C finishes the batch and checkpoints (issue 11.10); without the handler (one is
+    // installed already) SIGINT keeps its default and ends the process.
+    if let Err(e) = driver::install_interrupt_handler() {
+        eprintln!("warning: Ctrl-C will not checkpoint: {e}");
+    }
     // Epoch lines are printed as each epoch ends; any the run did not announce (epochs
     // kept from a resumed run, a method's own loop) are printed after it.
     let live = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
@@ -325,7 +333,24 @@ fn run_inner(args: TrainArgs) -> Result<(), Fail> {
             sink.borrow_mut().push(e.epoch);
         }
     }));
-    let outcome = driver::run(&net, &cfg).map_err(fail)?;
+    let outcome = driver::run(&net, &cfg).map_err(|e| {
+        let resume_dir = match &e {
+            TrainError::Interrupted { out: Some(dir), .. } => Some(dir.clone()),
+            _ => None,
+        };
+        let Fail(msg, code) = fail(e);
+        match resume_dir {
+            Some(dir) => Fail(
+                format!(
+                    "{msg}\nresume with: snnc train {} --out {} --resume",
+                    args.file.display(),
+                    dir.display()
+                ),
+                code,
+            ),
+            None => Fail(msg, code),
+        }
+    })?;
     drop(guard);
     let report = &outcome.report;
     for e in report

@@ -13,9 +13,23 @@
 //! - metadata: `meta.epoch` (epochs completed, i64), `meta.seed` (i64, the u64 seed's bits),
 //!   `meta.network` and `meta.method` (UTF-8 bytes; the method's registry name), and the
 //!   run's settings ([`RunSettings`]: `meta.batch`, `meta.timesteps`, `meta.optimizer`,
-//!   `meta.train_limit`, `meta.test_limit`).
+//!   `meta.train_limit`, `meta.test_limit`);
+//! - the network settings the weights were trained with ([`NetRecord`], issues 11.6, 13.2):
+//!   `meta.classifier`, `meta.encode` (UTF-8), `meta.surrogate_gamma` (f32) and
+//!   `meta.neurons` (UTF-8, one line per spiking application: `<layer> <step> <KIND>
+//!   <leak> <reset>`, e.g. `Conv1 1 LIF 0.9 subtract`); thresholds are the `threshold.*`
+//!   tensors above. `--resume` and `snnc eval` compare them with the network file
+//!   ([`NetRecord::first_mismatch`]); a checkpoint without them loads with a warning;
+//! - the position inside an epoch of a checkpoint written on Ctrl-C ([`Position`], issue
+//!   11.10): `meta.batch_index` (i64, batches of epoch `meta.epoch + 1` done),
+//!   `meta.rng_word_pos` (u8 ×16, little-endian u128: the word position of the epoch's
+//!   sequential ChaCha8 stream, which stochmax draws from), `meta.partial` (f64 ×3: loss sum,
+//!   correct count, images seen so far in the epoch) and, for stochmax, `meta.partial_terms`
+//!   (f64 ×4: the sums of its loss terms ce, kl, aux, neg_entropy).
 //!
-//! Randomness is derived from (seed, epoch), so seed and epoch are all `--resume` needs.
+//! Randomness is derived from (seed, epoch) (data order, per-image Poisson and dropout noise)
+//! and the sequential stream's position, so seed, epoch and [`Position`] are all `--resume`
+//! needs.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -48,7 +62,7 @@ pub struct RunSettings {
 }
 
 /// What a checkpoint records besides tensors.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Meta {
     /// Epochs completed.
     pub epoch: usize,
@@ -57,6 +71,210 @@ pub struct Meta {
     pub method: String,
     /// The run's settings (absent in checkpoints written before they were recorded).
     pub settings: Option<RunSettings>,
+    /// The network settings trained with (absent in older checkpoints).
+    pub net: Option<NetRecord>,
+    /// Where inside epoch `epoch + 1` the run stopped (only in a checkpoint written on
+    /// Ctrl-C); `None`: at the epoch boundary.
+    pub position: Option<Position>,
+}
+
+/// A mid-epoch position: what a resumed run needs to continue epoch `Meta::epoch + 1`
+/// exactly as the uninterrupted run (bit-equal weights and losses).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Position {
+    /// Batches of the epoch done (the next batch index, from 0).
+    pub batch: usize,
+    /// The word position of the epoch's sequential random stream.
+    pub rng_word_pos: u128,
+    /// Σ loss·images over the batches done.
+    pub loss_sum: f64,
+    /// Correct predictions over the batches done.
+    pub right: usize,
+    /// Images of the batches done.
+    pub seen: usize,
+    /// Stochmax: Σ of each loss term·images, `[ce, kl, aux, neg_entropy]`.
+    pub terms_sum: Option<[f64; 4]>,
+}
+
+/// The neuron of one spiking application, as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NeuronRecord {
+    pub layer: String,
+    pub step: u32,
+    /// `LIF` or `IF`.
+    pub kind: String,
+    pub leak: f32,
+    /// `subtract` or `zero`.
+    pub reset: String,
+}
+
+/// The settings of a network its weights depend on besides their shapes: classifier, input
+/// coding, surrogate steepness γ and every spiking application's neuron (kind, leak α,
+/// reset; Eq. 2–3). Thresholds are checkpoint tensors of their own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetRecord {
+    /// `softmax` or `stochmax`.
+    pub classifier: String,
+    /// `poisson` or `direct`.
+    pub encode: String,
+    pub surrogate_gamma: f32,
+    pub neurons: Vec<NeuronRecord>,
+}
+
+/// A setting that differs between checkpoint and network file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mismatch {
+    /// The setting, e.g. `classifier`, `the leak of Conv1 (step 1)`.
+    pub setting: String,
+    pub checkpoint: String,
+    pub file: String,
+}
+
+fn lower_debug(x: impl std::fmt::Debug) -> String {
+    format!("{x:?}").to_lowercase()
+}
+
+impl NetRecord {
+    /// The record of `net` (spiking applications in topological order).
+    pub fn of(net: &crate::ir::Network) -> Self {
+        let neurons = net
+            .topo_order()
+            .into_iter()
+            .filter_map(|i| {
+                let n = &net.graph[i];
+                match n.activation {
+                    crate::ir::Activation::Spiking(spec) => Some(NeuronRecord {
+                        layer: n.name.clone(),
+                        step: n.step,
+                        kind: format!("{:?}", spec.kind).to_uppercase(),
+                        leak: spec.leak,
+                        reset: lower_debug(spec.reset),
+                    }),
+                    _ => None,
+                }
+            })
+            .collect();
+        NetRecord {
+            classifier: lower_debug(net.settings.classifier),
+            encode: lower_debug(net.settings.encode),
+            surrogate_gamma: net.settings.surrogate_gamma,
+            neurons,
+        }
+    }
+
+    fn neuron_lines(&self) -> String {
+        self.neurons
+            .iter()
+            .map(|n| format!("{} {} {} {} {}", n.layer, n.step, n.kind, n.leak, n.reset))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn parse_neurons(text: &str) -> Result<Vec<NeuronRecord>> {
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let bad = || err(format!("`meta.neurons`: cannot read the line `{l}`"));
+                if f.len() != 5 {
+                    return Err(bad());
+                }
+                Ok(NeuronRecord {
+                    layer: f[0].to_string(),
+                    step: f[1].parse().map_err(|_| bad())?,
+                    kind: f[2].to_string(),
+                    leak: f[3].parse().map_err(|_| bad())?,
+                    reset: f[4].to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// The first setting in which the checkpoint's record (`self`) differs from the network
+    /// file's (`file`), in this order: classifier, input coding, surrogate γ (only when
+    /// `surrogate`: training uses it, evaluation does not), then (only when `neurons`: the
+    /// method runs the declared neurons) the spiking applications and each one's kind, leak
+    /// and reset.
+    pub fn first_mismatch(
+        &self,
+        file: &NetRecord,
+        surrogate: bool,
+        neurons: bool,
+    ) -> Option<Mismatch> {
+        let m = |setting: String, c: String, f: String| {
+            (c != f).then_some(Mismatch {
+                setting,
+                checkpoint: c,
+                file: f,
+            })
+        };
+        m(
+            "the classifier".into(),
+            self.classifier.clone(),
+            file.classifier.clone(),
+        )
+        .or_else(|| {
+            m(
+                "the input coding".into(),
+                self.encode.clone(),
+                file.encode.clone(),
+            )
+        })
+        .or_else(|| {
+            surrogate
+                .then(|| {
+                    m(
+                        "the surrogate gradient's gamma".into(),
+                        self.surrogate_gamma.to_string(),
+                        file.surrogate_gamma.to_string(),
+                    )
+                })
+                .flatten()
+        })
+        .or_else(|| {
+            if !neurons {
+                return None;
+            }
+            let names = |r: &NetRecord| {
+                r.neurons
+                    .iter()
+                    .map(|n| format!("{}@{}", n.layer, n.step))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            if self.neurons.len() != file.neurons.len()
+                || self
+                    .neurons
+                    .iter()
+                    .zip(&file.neurons)
+                    .any(|(a, b)| (&a.layer, a.step) != (&b.layer, b.step))
+            {
+                return m("the spiking layers".into(), names(self), names(file));
+            }
+            self.neurons.iter().zip(&file.neurons).find_map(|(a, b)| {
+                let at = format!("{} (step {})", a.layer, a.step);
+                m(
+                    format!("the neuron of {at}"),
+                    a.kind.clone(),
+                    b.kind.clone(),
+                )
+                .or_else(|| {
+                    m(
+                        format!("the leak of {at}"),
+                        a.leak.to_string(),
+                        b.leak.to_string(),
+                    )
+                })
+                .or_else(|| {
+                    m(
+                        format!("the reset of {at}"),
+                        a.reset.clone(),
+                        b.reset.clone(),
+                    )
+                })
+            })
+        })
+    }
 }
 
 use crate::backend::candle::err;
@@ -88,6 +306,30 @@ pub fn save(path: &Path, tensors: &HashMap<String, Tensor>, meta: &Meta) -> Resu
             all.insert(k.into(), Tensor::new(&[v], &dev)?);
         }
         texts.push(("meta.optimizer", r.optimizer.clone()));
+    }
+    if let Some(n) = &meta.net {
+        texts.push(("meta.classifier", n.classifier.clone()));
+        texts.push(("meta.encode", n.encode.clone()));
+        texts.push(("meta.neurons", n.neuron_lines()));
+        all.insert(
+            "meta.surrogate_gamma".into(),
+            Tensor::new(&[n.surrogate_gamma], &dev)?,
+        );
+    }
+    if let Some(p) = &meta.position {
+        all.insert(
+            "meta.batch_index".into(),
+            Tensor::new(&[p.batch as i64], &dev)?,
+        );
+        let pos = p.rng_word_pos.to_le_bytes().to_vec();
+        all.insert("meta.rng_word_pos".into(), Tensor::from_vec(pos, 16, &dev)?);
+        all.insert(
+            "meta.partial".into(),
+            Tensor::new(&[p.loss_sum, p.right as f64, p.seen as f64], &dev)?,
+        );
+        if let Some(t) = p.terms_sum {
+            all.insert("meta.partial_terms".into(), Tensor::new(&t, &dev)?);
+        }
     }
     for (k, s) in texts {
         let bytes = s.as_bytes().to_vec();
@@ -136,6 +378,14 @@ fn int(map: &HashMap<String, Tensor>, key: &str) -> Result<i64> {
         .ok_or_else(|| err(format!("`{key}` is empty")))
 }
 
+fn floats(map: &HashMap<String, Tensor>, key: &str) -> Result<Vec<f64>> {
+    map.get(key)
+        .ok_or_else(|| err(format!("the checkpoint has no `{key}`")))?
+        .flatten_all()?
+        .to_dtype(candle_core::DType::F64)?
+        .to_vec1::<f64>()
+}
+
 /// Reads a checkpoint: every tensor by name, and the metadata. Files with weights only
 /// (no `meta.*`) load with epoch 0 and seed 0.
 pub fn load(path: &Path) -> Result<(HashMap<String, Tensor>, Meta)> {
@@ -165,6 +415,50 @@ pub fn load(path: &Path) -> Result<(HashMap<String, Tensor>, Meta)> {
                 optimizer: text(&map, "meta.optimizer")?,
                 train_limit: limit("meta.train_limit")?,
                 test_limit: limit("meta.test_limit")?,
+            })
+        } else {
+            None
+        },
+        net: if map.contains_key("meta.classifier") {
+            Some(NetRecord {
+                classifier: text(&map, "meta.classifier")?,
+                encode: text(&map, "meta.encode")?,
+                surrogate_gamma: floats(&map, "meta.surrogate_gamma")?
+                    .first()
+                    .copied()
+                    .unwrap_or(f64::NAN) as f32,
+                neurons: NetRecord::parse_neurons(&text(&map, "meta.neurons")?)?,
+            })
+        } else {
+            None
+        },
+        position: if map.contains_key("meta.batch_index") {
+            let pos: [u8; 16] = map
+                .get("meta.rng_word_pos")
+                .ok_or_else(|| err("the checkpoint has no `meta.rng_word_pos`".to_string()))?
+                .flatten_all()?
+                .to_vec1::<u8>()?
+                .try_into()
+                .map_err(|_| err("`meta.rng_word_pos` is not 16 bytes".to_string()))?;
+            let partial = floats(&map, "meta.partial")?;
+            if partial.len() != 3 {
+                return Err(err("`meta.partial` is not 3 values".to_string()));
+            }
+            let terms_sum = match map.get("meta.partial_terms") {
+                Some(_) => Some(
+                    floats(&map, "meta.partial_terms")?
+                        .try_into()
+                        .map_err(|_| err("`meta.partial_terms` is not 4 values".to_string()))?,
+                ),
+                None => None,
+            };
+            Some(Position {
+                batch: int(&map, "meta.batch_index")?.max(0) as usize,
+                rng_word_pos: u128::from_le_bytes(pos),
+                loss_sum: partial[0],
+                right: partial[1] as usize,
+                seen: partial[2] as usize,
+                terms_sum,
             })
         } else {
             None

@@ -12,9 +12,19 @@
 //! continues exactly as the uninterrupted one would; every parameter must receive a
 //! gradient at every step (an error otherwise); a non-finite loss stops training with an
 //! error and leaves the last checkpoint (end of the previous epoch) in place.
+//!
+//! Ctrl-C (issue 11.10): with [`install_interrupt_handler`], a first SIGINT during the epoch
+//! loop finishes the running batch, writes a checkpoint of the position ([`checkpoint::Position`]:
+//! batch index, the sequential stream's word position, the epoch's running sums) and stops
+//! with [`TrainError::Interrupted`] (exit 130); `--resume` then continues bit-equal to the
+//! uninterrupted run. A second SIGINT, or one outside the epoch loop, exits 130 at once
+//! (checkpoints are written atomically, so the last complete one stays intact). The handler
+//! (`signal-hook`) only sets flags; the loop reads them at batch boundaries.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use candle_core::Device;
@@ -34,6 +44,53 @@ use crate::train::report::{self, ActivityRecord, EnergyRecord, EpochRecord, Repo
 use crate::train::{defaults, progress};
 
 pub use crate::train::error::TrainError;
+
+/// Set by every SIGINT (once the handler is installed); read at batch boundaries.
+static INTERRUPTED: LazyLock<Arc<AtomicBool>> = LazyLock::new(|| Arc::new(AtomicBool::new(false)));
+/// When set, the next SIGINT exits with status 130 at once: outside an epoch loop, and
+/// after a first SIGINT inside one.
+static ABORT_NEXT: LazyLock<Arc<AtomicBool>> = LazyLock::new(|| Arc::new(AtomicBool::new(true)));
+
+/// Installs the process's SIGINT handling (the CLI calls it once): the first Ctrl-C while
+/// [`train`]'s epoch loop runs asks it to stop after the running batch and checkpoint; a
+/// second one, or one at any other moment, exits with status 130 at once (the handler runs
+/// in signal context: `_exit(130)`, nothing printed).
+///
+/// Errors: the handler could not be registered (the OS error, in words).
+pub fn install_interrupt_handler() -> Result<(), String> {
+    use signal_hook::consts::SIGINT;
+    // Registered first, so it sees ABORT_NEXT as it was before this signal.
+    signal_hook::flag::register_conditional_shutdown(SIGINT, 130, Arc::clone(&ABORT_NEXT))
+        .and_then(|_| signal_hook::flag::register(SIGINT, Arc::clone(&INTERRUPTED)))
+        .and_then(|_| signal_hook::flag::register(SIGINT, Arc::clone(&ABORT_NEXT)))
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Asks a running epoch loop to stop after its batch, as a first Ctrl-C does (for library
+/// users and tests; the flag is process-wide and cleared when [`train`] starts and returns).
+pub fn request_interrupt() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Arms the interrupt for the epoch loop's lifetime: a first SIGINT is then a request, not
+/// an exit.
+struct Armed;
+
+impl Armed {
+    fn new() -> Self {
+        INTERRUPTED.store(false, Ordering::SeqCst);
+        ABORT_NEXT.store(false, Ordering::SeqCst);
+        Armed
+    }
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        ABORT_NEXT.store(true, Ordering::SeqCst);
+        INTERRUPTED.store(false, Ordering::SeqCst);
+    }
+}
 
 const EPOCH_STREAM: u64 = 100;
 const EVAL_STREAM: u64 = 1 << 32;
@@ -328,6 +385,8 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
     report.extra.insert("batch".into(), cfg.batch.into());
     report.extra.extend(cfg.describe.clone());
     let mut start_epoch = 0;
+    // Where inside `start_epoch` a checkpoint written on Ctrl-C stopped.
+    let mut position: Option<checkpoint::Position> = None;
     // The epoch of the last checkpoint written (or resumed from): the last good one.
     let mut saved_epoch: Option<usize> = None;
     if cfg.resume {
@@ -347,10 +406,17 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
                 report.method
             )));
         }
+        let path = checkpoint::weights_path(dir);
+        match &meta.net {
+            Some(saved) => check_net_record(saved, model.network(), &path, true, !ann)?,
+            None if cfg.progress => eprintln!("{}", unrecorded_warning(&path)),
+            None => {}
+        }
         model.load(&map)?;
         opt.load_state(&map)?;
         start_epoch = meta.epoch;
         saved_epoch = Some(meta.epoch);
+        position = meta.position.clone();
         if let Ok(old) = Report::read_json(&dir.join("report.json")) {
             if start_epoch >= cfg.epochs {
                 // Nothing left to train: the run is complete as saved.
@@ -380,9 +446,34 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
         }
         None => None,
     };
+    let save = |model: &Model,
+                opt: &dyn Optimizer,
+                report: &Report,
+                dir: &Path,
+                epoch: usize,
+                position: Option<checkpoint::Position>|
+     -> Result<(), TrainError> {
+        std::fs::create_dir_all(dir)?;
+        let mut state = model.state()?;
+        state.extend(opt.state_tensors()?);
+        let meta = Meta {
+            epoch,
+            seed: cfg.seed,
+            network: report.network.clone(),
+            method: report.method.clone(),
+            settings: Some(run_settings(cfg)),
+            net: Some(checkpoint::NetRecord::of(model.network())),
+            position,
+        };
+        checkpoint::save(&checkpoint::weights_path(dir), &state, &meta)?;
+        Ok(())
+    };
+    let _armed = Armed::new();
     for epoch in start_epoch..cfg.epochs {
         opt.set_lr(cfg.schedule.lr_at(cfg.lr, epoch))?;
         let mut rng = rng_for(cfg.seed, EPOCH_STREAM + epoch as u64);
+        // A checkpoint written on Ctrl-C: continue its epoch where it stopped.
+        let resume_at = position.take().filter(|_| epoch == start_epoch);
         let mut pb = progress::Progress::new(
             train.len(),
             cfg.progress,
@@ -392,7 +483,44 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
         let start = Instant::now();
         let (mut loss_sum, mut right, mut seen) = (0f64, 0usize, 0usize);
         let mut terms_sum: Option<report::LossTerms> = None;
-        for (bi, chunk) in crate::data::batches(train, batch, Some(cfg.seed), epoch).enumerate() {
+        let mut skip = 0;
+        if let Some(p) = &resume_at {
+            rng.0.set_word_pos(p.rng_word_pos);
+            (loss_sum, right, seen, skip) = (p.loss_sum, p.right, p.seen, p.batch);
+            terms_sum = p
+                .terms_sum
+                .map(|[ce, kl, aux, neg_entropy]| report::LossTerms {
+                    ce,
+                    kl,
+                    aux,
+                    neg_entropy,
+                });
+            pb.inc(seen as u64);
+        }
+        for (bi, chunk) in crate::data::batches(train, batch, Some(cfg.seed), epoch)
+            .enumerate()
+            .skip(skip)
+        {
+            if INTERRUPTED.load(Ordering::SeqCst) {
+                pb.finish_and_clear();
+                if cfg.progress {
+                    eprintln!(
+                        "interrupted: writing a checkpoint after batch {bi} of epoch {} (Ctrl-C again to abort)",
+                        epoch + 1
+                    );
+                }
+                let p = checkpoint::Position {
+                    batch: bi,
+                    rng_word_pos: rng.0.get_word_pos(),
+                    loss_sum,
+                    right,
+                    seen,
+                    terms_sum: terms_sum.map(|t| [t.ce, t.kl, t.aux, t.neg_entropy]),
+                };
+                return Err(interrupted(cfg, epoch + 1, bi, |dir| {
+                    save(model, opt.as_ref(), &report, dir, epoch, Some(p))
+                })?);
+            }
             let chunk = chunk.as_slice();
             let (x, y) = batch_tensors(train, data.shape, chunk, &dev)?;
             rng.set_images(chunk.iter().copied());
@@ -482,22 +610,72 @@ pub fn train(model: &mut Model, data: &Dataset, cfg: &TrainConfig) -> Result<Rep
             .insert("input_spike_rate".into(), input_spike_rate(&eval.activity));
         progress::epoch_done(&report);
         if let Some(dir) = &cfg.out {
-            std::fs::create_dir_all(dir)?;
-            let mut state = model.state()?;
-            state.extend(opt.state_tensors()?);
-            let meta = Meta {
-                epoch: epoch + 1,
-                seed: cfg.seed,
-                network: report.network.clone(),
-                method: report.method.clone(),
-                settings: Some(run_settings(cfg)),
-            };
-            checkpoint::save(&checkpoint::weights_path(dir), &state, &meta)?;
+            save(model, opt.as_ref(), &report, dir, epoch + 1, None)?;
             saved_epoch = Some(epoch + 1);
             report.write_json(&dir.join("report.json"))?;
         }
     }
+    if INTERRUPTED.load(Ordering::SeqCst) && start_epoch < cfg.epochs {
+        // Ctrl-C during the last epoch's evaluation: its checkpoint is written already.
+        let (epoch, batches) = (cfg.epochs, train.len().div_ceil(batch));
+        return Err(interrupted(cfg, epoch, batches, |_| Ok(()))?);
+    }
     Ok(report)
+}
+
+/// The [`TrainError::Interrupted`] of a run stopped in `epoch` (from 1) after `batch`
+/// batches, after `save` wrote its checkpoint into `cfg.out` (nothing without one).
+fn interrupted(
+    cfg: &TrainConfig,
+    epoch: usize,
+    batch: usize,
+    save: impl FnOnce(&Path) -> Result<(), TrainError>,
+) -> Result<TrainError, TrainError> {
+    let saved = match &cfg.out {
+        Some(dir) => {
+            save(dir)?;
+            format!(
+                "checkpoint written to {} (epoch {epoch}, batch {batch})",
+                checkpoint::weights_path(dir).display()
+            )
+        }
+        None => "no output folder, so nothing was saved".to_string(),
+    };
+    Ok(TrainError::Interrupted {
+        epoch,
+        batch,
+        saved,
+        out: cfg.out.clone(),
+    })
+}
+
+/// Refuses a checkpoint whose recorded network settings differ from `net`'s (the first
+/// difference, [`checkpoint::NetRecord::first_mismatch`]): `surrogate` when training
+/// continues (evaluation does not use γ), `neurons` when the method runs the declared neurons.
+pub fn check_net_record(
+    saved: &checkpoint::NetRecord,
+    net: &Network,
+    path: &Path,
+    surrogate: bool,
+    neurons: bool,
+) -> Result<(), TrainError> {
+    match saved.first_mismatch(&checkpoint::NetRecord::of(net), surrogate, neurons) {
+        Some(m) => Err(TrainError::CheckpointMismatch {
+            path: path.display().to_string(),
+            setting: m.setting,
+            checkpoint: m.checkpoint,
+            file: m.file,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The warning for a checkpoint written before network settings were recorded.
+fn unrecorded_warning(path: &Path) -> String {
+    format!(
+        "warning[snnc::train::checkpoint_unrecorded]: {} does not record the classifier, coding, surrogate and neuron parameters it was trained with (an older snnc wrote it); the network file's are used unchecked",
+        path.display()
+    )
 }
 
 /// Loads the data set `spec` (default: `data::default_spec()`), keeping the first
@@ -568,6 +746,11 @@ pub fn run(net: &Network, cfg: &RunConfig) -> Result<RunOutcome, TrainError> {
     })?;
     let data = load_data(cfg.data.as_deref(), cfg.train_limit, cfg.test_limit)?;
     check_data(&model, &data)?;
+    if t.method.name() == "conversion" {
+        // Its simulator runs after the ANN phase: refuse before training (issue 11.4).
+        let most = data.test.len().max(t.conversion.balance_images);
+        crate::train::memory::check_simulation(net, t.conversion.batch.min(most))?;
+    }
     train_cfg.describe = describe(net, cfg, &data, cfg.source.as_deref());
     std::fs::create_dir_all(&out)?;
     if t.progress {
@@ -725,6 +908,18 @@ pub fn prepare_eval(
     // A method whose training runs over T (AGD) is evaluated at its training T; conversion's
     // checkpoint records the ANN phase, whose T is not the converted network's.
     let runs_over_t = method.training_timesteps(2) == 2;
+    match &meta.net {
+        // An ANN (and conversion's IF simulation) ignores the declared neurons.
+        Some(saved) => check_net_record(
+            saved,
+            net,
+            weights,
+            false,
+            runs_over_t && method.forward_options(2, false).mode == Mode::Snn,
+        )?,
+        None if meta.epoch > 0 => notes.push(unrecorded_warning(weights)),
+        None => {}
+    }
     if runs_over_t {
         notes.extend(threshold_notes(
             &slots,

@@ -48,6 +48,35 @@ pub enum TrainError {
     #[error("{0}")]
     #[diagnostic(code(snnc::train::checkpoint))]
     Checkpoint(String),
+    /// A setting of the network file differs from the one the checkpoint was trained with
+    /// (`checkpoint::NetRecord`): classifier, input coding, surrogate γ, a neuron's kind,
+    /// leak or reset.
+    #[error("{path} was trained with {setting} = {checkpoint}, but the network file says {file}")]
+    #[diagnostic(
+        code(snnc::train::checkpoint_mismatch),
+        help("the weights fit only the setting they were trained with: write {checkpoint} back into the network file, or start a new run")
+    )]
+    CheckpointMismatch {
+        /// The checkpoint file.
+        path: String,
+        setting: String,
+        checkpoint: String,
+        file: String,
+    },
+    /// Ctrl-C (SIGINT) during training: the current batch was finished and, with an output
+    /// folder, a checkpoint of the position written (issue 11.10). Exit status 130.
+    #[error("interrupted in epoch {epoch} after batch {batch}; {saved}")]
+    #[diagnostic(code(snnc::train::interrupted))]
+    Interrupted {
+        /// The epoch running (from 1).
+        epoch: usize,
+        /// Batches of that epoch done.
+        batch: usize,
+        /// What was saved, in words.
+        saved: String,
+        /// The output folder holding the checkpoint (none: nothing written).
+        out: Option<std::path::PathBuf>,
+    },
     #[error("parameter `{0}` received no gradient: it does not influence the loss")]
     #[diagnostic(code(snnc::train::no_gradient))]
     NoGradient(String),
@@ -92,9 +121,11 @@ pub enum TrainError {
 }
 
 impl TrainError {
-    /// The process exit status for this error: 1 errors in the input, 2 usage or I/O.
+    /// The process exit status for this error: 1 errors in the input, 2 usage or I/O, 130
+    /// an interrupt (128 + SIGINT, as shells report it).
     pub fn exit_code(&self) -> u8 {
         match self {
+            TrainError::Interrupted { .. } => 130,
             TrainError::Candle(_)
             | TrainError::Io(_)
             | TrainError::Data(_)
@@ -104,6 +135,7 @@ impl TrainError {
             | TrainError::DataMismatch(_)
             | TrainError::Lower { .. }
             | TrainError::Checkpoint(_)
+            | TrainError::CheckpointMismatch { .. }
             | TrainError::NoGradient(_)
             | TrainError::Memory { .. }
             | TrainError::NonFinite { .. }

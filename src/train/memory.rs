@@ -12,6 +12,12 @@
 //! [`TRAIN_FACTOR`] (the gradient of every activation, the surrogate derivative and the
 //! membrane/reset temporaries of each spiking node); evaluation by [`EVAL_FACTOR`]
 //! (the activations and one temporary per op).
+//!
+//! Conversion's step-by-step simulator (`backend::candle::step`) holds one time step at a
+//! time, never T: per node its output and, for a spiking node, its membrane potential, plus
+//! the input current being integrated, so [`simulation_bytes`] = Σ over nodes of
+//! `batch·features·4·`[`SIM_FACTOR`]; conversion checks it ([`check_simulation`]) before the
+//! simulator runs, in `snnc train --method conversion` and in `snnc eval` of its checkpoints.
 
 use crate::ir::{Domain, Network};
 use crate::train::error::TrainError;
@@ -23,6 +29,57 @@ pub const BYTES_PER_ELEMENT: u64 = 4;
 pub const TRAIN_FACTOR: u64 = 4;
 /// Multiplier of the activation bytes in an evaluation step (activations and temporaries).
 pub const EVAL_FACTOR: u64 = 2;
+
+/// Multiplier of the one-step activation bytes in conversion's simulator (the output, the
+/// membrane potential and the input current of each node).
+pub const SIM_FACTOR: u64 = 3;
+
+/// The estimated bytes of conversion's step-by-step simulator over a batch of `batch`
+/// images: Σ over nodes of `batch·features·4·`[`SIM_FACTOR`], whatever T (the simulator keeps
+/// one step). Saturates at `u64::MAX`.
+pub fn simulation_bytes(net: &Network, batch: usize) -> u64 {
+    let b = batch.max(1) as u64;
+    net.graph
+        .node_weights()
+        .map(|n| {
+            n.out_shape
+                .and_then(|s| s.features())
+                .unwrap_or(0)
+                .saturating_mul(b)
+        })
+        .fold(0u64, u64::saturating_add)
+        .saturating_mul(BYTES_PER_ELEMENT)
+        .saturating_mul(SIM_FACTOR)
+}
+
+/// Refuses a simulation that needs more than `available` bytes (see [`simulation_bytes`]),
+/// with [`TrainError::Memory`] (T reported as 1: the simulator holds one step); `None` skips
+/// the check.
+pub fn check_simulation_against(
+    net: &Network,
+    batch: usize,
+    available: Option<u64>,
+) -> Result<(), TrainError> {
+    let Some(available) = available else {
+        return Ok(());
+    };
+    let need = simulation_bytes(net, batch);
+    if need > available {
+        return Err(TrainError::Memory {
+            what: "conversion simulation".into(),
+            need: gib(need),
+            available: gib(available),
+            batch,
+            timesteps: 1,
+        });
+    }
+    Ok(())
+}
+
+/// [`check_simulation_against`] the machine's available memory ([`available_bytes`]).
+pub fn check_simulation(net: &Network, batch: usize) -> Result<(), TrainError> {
+    check_simulation_against(net, batch, available_bytes())
+}
 
 /// The estimated bytes of one step over a batch of `batch` images for `timesteps` steps:
 /// Σ over nodes of `steps·batch·features·4`, times [`TRAIN_FACTOR`] when `training`, else

@@ -85,6 +85,8 @@ impl TrainingMethod for ConversionMethod {
             network: report.network.clone(),
             method: self.name().into(),
             settings: Some(crate::train::driver::run_settings(cfg)),
+            net: Some(checkpoint::NetRecord::of(model.network())),
+            ..Default::default()
         };
         save_checkpoint(model, cc.reset, &checkpoint::weights_path(out), &meta)?;
         apply_to_report(report, &conv);
@@ -163,6 +165,7 @@ impl TrainingMethod for ConversionMethod {
         check_data(model, &data)?;
         evaluate::check_classifier(model.network()).map_err(TrainError::Conversion)?;
         let reset = checkpoint_reset(tensors).map_err(TrainError::Conversion)?;
+        crate::train::memory::check_simulation(model.network(), cfg.batch.min(data.test.len()))?;
         let mut sim = sim_path(PathPolicy::default())
             .and_then(|path| Simulator::new(model, reset, path))
             .map_err(TrainError::Conversion)?;

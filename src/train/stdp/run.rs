@@ -135,6 +135,8 @@ pub fn run(
         network: net.name.clone(),
         method: "stdp".into(),
         settings: Some(crate::train::driver::run_settings(train_cfg)),
+        net: Some(checkpoint::NetRecord::of(net)),
+        ..Default::default()
     };
     let state = model.state().map_err(|e| e.to_string())?;
     checkpoint::save(&checkpoint::weights_path(out), &state, &meta).map_err(|e| e.to_string())?;
