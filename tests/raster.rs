@@ -38,14 +38,17 @@ fn tiny_sim() -> Result<Simulator, Box<dyn std::error::Error>> {
     let w2 = Tensor::ones((2, 3), candle_core::DType::F32, &dev)?;
     let slots = net.thresholds.len();
     assert_eq!(slots, 1, "one spiking layer, one slot");
-    Ok(Simulator::from_parts(
+    let mut sim = Simulator::from_parts(
         net,
         vec![w1, w2],
         vec![1.0; slots],
         Reset::Subtract,
         Default::default(),
         &dev,
-    )?)
+    )?;
+    // The hand-computed times below are IF's (leak 1), as conversion runs it.
+    sim.set_if_neurons(true);
+    Ok(sim)
 }
 
 /// The 1-based steps at which `neuron` of `train` spiked.

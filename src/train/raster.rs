@@ -201,8 +201,9 @@ pub fn write_raster(
         .map_err(|e| io(e.to_string()))?;
     let (recorded, t) = match how {
         RasterRun::Steps { reset, timesteps } => {
-            let sim =
+            let mut sim =
                 Simulator::new(model, *reset, Default::default()).map_err(|e| io(e.to_string()))?;
+            sim.set_if_neurons(true);
             let steps = (*timesteps).clamp(1, RASTER_STEPS);
             (record_steps(&sim, &x, steps, seed), *timesteps)
         }
