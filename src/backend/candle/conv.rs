@@ -28,7 +28,8 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
-use super::neuron::f32_slice;
+use super::neuron::{f32_slice, heaviside, surrogate, NeuronParams};
+use crate::ir::Reset;
 
 /// Geometry of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -413,4 +414,392 @@ pub fn conv2d_im2col(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Resul
 /// `HO = (H + 2·pad − K)/stride + 1`. Gradients flow to both `x` and `w`.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
     conv2d_im2col(x, w, stride, pad)
+}
+
+// ---------------------------------------------------------------------------------------
+// Convolution fused with the spiking scan.
+
+/// The image-sized blocks of `buf` (`[T·B, per]`, time-major) grouped by sample: entry `b`
+/// holds the blocks of steps `0..T` of sample `b`, in order.
+fn blocks_by_sample(buf: &mut [f32], b: usize, per: usize) -> Vec<Vec<&mut [f32]>> {
+    let mut by_b: Vec<Vec<&mut [f32]>> = (0..b).map(|_| Vec::new()).collect();
+    if per > 0 {
+        for (i, blk) in buf.chunks_exact_mut(per).enumerate() {
+            by_b[i % b].push(blk);
+        }
+    }
+    by_b
+}
+
+/// The membrane after the reset, from the pre-reset membrane `v` (exactly the scan's rule).
+#[inline(always)]
+fn reset(p: &NeuronParams, v: f32) -> f32 {
+    match p.reset {
+        Reset::Subtract => v - p.threshold * heaviside(v, p.threshold),
+        Reset::Zero => {
+            if v >= p.threshold {
+                0.0
+            } else {
+                v
+            }
+        }
+    }
+}
+
+/// The LIF/IF scan over `y` (`[T·B·P, O]` pixel-major, as the gemm leaves it), writing the
+/// spikes `[T·B, O, P]` (NCHW). In parallel over samples, each scanning its own T steps.
+fn lif_forward(y: &[f32], t: usize, b: usize, pix: usize, o: usize, p: &NeuronParams) -> Vec<f32> {
+    let per = pix * o;
+    let mut out = vec![0f32; t * b * per];
+    if per == 0 || b == 0 {
+        return out;
+    }
+    let th = p.threshold;
+    blocks_by_sample(&mut out, b, per)
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(bi, blocks)| {
+            let mut u = vec![0f32; per];
+            for (ti, dst) in blocks.into_iter().enumerate() {
+                let src = &y[(ti * b + bi) * per..][..per];
+                for (pi, (u, src)) in u.chunks_exact_mut(o).zip(src.chunks_exact(o)).enumerate() {
+                    for (oc, (u, &x)) in u.iter_mut().zip(src).enumerate() {
+                        let v = p.leak * *u + x;
+                        dst[oc * pix + pi] = heaviside(v, th);
+                        *u = reset(p, v);
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// dL/dy of the scan (`[T·B·P, O]` pixel-major) from the pre-activation `y` (same layout)
+/// and dL/ds `g` (`[T·B, O, P]`): recompute v[t] into the result, then sweep backwards
+/// (the detached-reset BPTT of `neuron::lif_scan`). In parallel over samples.
+fn lif_backward(
+    y: &[f32],
+    g: &[f32],
+    (t, b, pix, o): (usize, usize, usize, usize),
+    p: &NeuronParams,
+) -> Vec<f32> {
+    let per = pix * o;
+    let mut out = vec![0f32; t * b * per];
+    if per == 0 || b == 0 {
+        return out;
+    }
+    let (leak, th, ga) = (p.leak, p.threshold, p.gamma);
+    blocks_by_sample(&mut out, b, per)
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(bi, mut blocks)| {
+            let mut u = vec![0f32; per];
+            for (ti, dst) in blocks.iter_mut().enumerate() {
+                let src = &y[(ti * b + bi) * per..][..per];
+                for ((u, d), &x) in u.iter_mut().zip(dst.iter_mut()).zip(src) {
+                    let v = leak * *u + x;
+                    *d = v;
+                    *u = reset(p, v);
+                }
+            }
+            let a = &mut u;
+            a.fill(0.0);
+            for (ti, dst) in blocks.iter_mut().enumerate().rev() {
+                let gs = &g[(ti * b + bi) * per..][..per];
+                for (pi, (a, d)) in a
+                    .chunks_exact_mut(o)
+                    .zip(dst.chunks_exact_mut(o))
+                    .enumerate()
+                {
+                    for (oc, (a, d)) in a.iter_mut().zip(d.iter_mut()).enumerate() {
+                        let v = *d;
+                        let carry = match p.reset {
+                            Reset::Subtract => leak * *a,
+                            Reset::Zero => {
+                                if v >= th {
+                                    0.0
+                                } else {
+                                    leak * *a
+                                }
+                            }
+                        };
+                        let grad = gs[oc * pix + pi] * surrogate(v, th, ga) + carry;
+                        *a = grad;
+                        *d = grad;
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// Convolution then the LIF/IF scan over T as one custom op of (x, w) → spikes (see
+/// [`conv2d_lif`]). Keeps the patch matrix and the pre-activation of the last forward for the
+/// backward.
+struct ConvLifOp {
+    g: Geom,
+    o: usize,
+    t: usize,
+    p: NeuronParams,
+    /// `(cols, y)`: the patch matrix `[N·P, C·K·K]` and the pre-activation `[N·P, O]`.
+    saved: Mutex<Option<(Tensor, Tensor)>>,
+}
+
+impl ConvLifOp {
+    fn rows(&self) -> usize {
+        self.g.n * self.g.ho * self.g.wo
+    }
+
+    fn dims(&self) -> (usize, usize, usize, usize) {
+        let b = self.g.n / self.t.max(1);
+        (self.t, b, self.g.ho * self.g.wo, self.o)
+    }
+}
+
+impl CustomOp2 for ConvLifOp {
+    fn name(&self) -> &'static str {
+        "snnc-conv2d-lif"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.g;
+        let x = f32_slice(s1, l1, self.name())?;
+        let w = f32_slice(s2, l2, self.name())?;
+        if l1.shape().dims() != [g.n, g.c, g.h, g.w] || w.len() != self.o * g.patch() {
+            bail!("{}: unexpected input shapes", self.name())
+        }
+        let cpu = Device::Cpu;
+        let cols = Tensor::from_vec(im2col_vec(&g, x), (self.rows(), g.patch()), &cpu)?;
+        let wt = Tensor::from_slice(w, (self.o, g.patch()), &cpu)?;
+        let y = cols.matmul(&wt.t()?)?; // [N·P, O]
+        let (t, b, pix, o) = self.dims();
+        let out = with_cpu_data(&y, self.name(), |d| lif_forward(d, t, b, pix, o, &self.p))?;
+        if let Ok(mut saved) = self.saved.lock() {
+            *saved = Some((cols, y));
+        }
+        Ok((CpuStorage::F32(out), Shape::from((g.n, self.o, g.ho, g.wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = self.g;
+        let grad = grad.contiguous()?;
+        let saved = self.saved.lock().ok().and_then(|mut c| c.take());
+        let (cols, y) = match saved {
+            Some(s) => s,
+            None => {
+                // Recompute (only when a backward runs twice over one forward).
+                let cols = x.apply_op1_no_bwd(&Im2Col(g))?;
+                let wt = w.detach().reshape((self.o, g.patch()))?;
+                let y = cols.matmul(&wt.t()?)?;
+                (cols, y)
+            }
+        };
+        let gy = with_cpu_data(&y, self.name(), |yd| {
+            with_cpu_data(&grad, self.name(), |gd| {
+                lif_backward(yd, gd, self.dims(), &self.p)
+            })
+        })??;
+        let gy = Tensor::from_vec(gy, (self.rows(), self.o), grad.device())?;
+        let dw = if w.track_op() {
+            Some(gy.t()?.matmul(&cols)?.reshape(w.shape())?)
+        } else {
+            None
+        };
+        let dx = if x.track_op() {
+            let dcols = gy.matmul(&w.reshape((self.o, g.patch()))?)?;
+            Some(dcols.apply_op1_no_bwd(&Col2Im(g))?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    }
+}
+
+/// A convolution layer with a spiking activation, fused: `conv2d(x, w, stride, pad)` followed
+/// by the LIF/IF scan of `neuron::lif_scan_steps` over `t` steps, as one graph node.
+/// `x`: `[T·B, C, H, W]` time-major (row `t·B + b` is step `t` of sample `b`), `w`:
+/// `[O, C, K, K]`; returns the spikes `[T·B, O, HO, WO]` (0/1). Same values and gradients as
+/// the two ops in sequence (same gemm, same scan arithmetic); it saves the conv output's
+/// gradient node (a zeroed tensor and an add in candle's backprop) and both NCHW transposes,
+/// and runs the scan in parallel over samples. Errors: shapes as [`conv2d`], a leading
+/// dimension that is not a multiple of `t`, invalid neuron parameters.
+pub fn conv2d_lif(
+    x: &Tensor,
+    w: &Tensor,
+    stride: usize,
+    pad: usize,
+    t: usize,
+    p: &NeuronParams,
+) -> Result<Tensor> {
+    p.validate()?;
+    let g = check_shapes(x, w, stride, pad)?;
+    if t == 0 || g.n % t != 0 {
+        bail!(
+            "conv2d_lif: leading dimension {} is not a multiple of T = {t}",
+            g.n
+        )
+    }
+    let op = ConvLifOp {
+        g,
+        o: w.dim(0)?,
+        t,
+        p: *p,
+        saved: Mutex::new(None),
+    };
+    x.contiguous()?.apply_op2(&w.contiguous()?, op)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor, Var};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::backend::candle::neuron::lif_scan_reference;
+
+    fn rand_tensor(rng: &mut ChaCha8Rng, shape: &[usize], lo: f32, hi: f32) -> Tensor {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| rng.random_range(lo..hi)).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn flat(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    /// `|got − want| ≤ tol·max(1, |want|)` element by element.
+    fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= tol * 1f32.max(w.abs()),
+                "{what}[{i}]: got {g}, want {w}"
+            );
+        }
+    }
+
+    /// The reference: candle's conv2d, then the scan built from plain candle ops.
+    fn reference(
+        x: &Tensor,
+        w: &Tensor,
+        s: usize,
+        pad: usize,
+        t: usize,
+        p: &NeuronParams,
+    ) -> Tensor {
+        let y = x.conv2d(w, pad, s, 1, 1).unwrap();
+        let dims = y.dims().to_vec();
+        lif_scan_reference(&y.reshape((t, ())).unwrap(), p)
+            .unwrap()
+            .reshape(dims)
+            .unwrap()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn case(
+        t: usize,
+        b: usize,
+        c: usize,
+        hw: usize,
+        o: usize,
+        s: usize,
+        pad: usize,
+        p: NeuronParams,
+    ) {
+        let seed = (t * 1000 + b * 100 + c * 10 + s + pad * 7) as u64;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let x = Var::from_tensor(&rand_tensor(&mut rng, &[t * b, c, hw, hw], 0.0, 1.0)).unwrap();
+        let w = Var::from_tensor(&rand_tensor(&mut rng, &[o, c, 3, 3], -0.6, 0.9)).unwrap();
+        let what = format!("conv_lif t{t} b{b} c{c} {hw} o{o} s{s} p{pad} {p:?}");
+        let ours = conv2d_lif(x.as_tensor(), w.as_tensor(), s, pad, t, &p).unwrap();
+        let want = reference(x.as_tensor(), w.as_tensor(), s, pad, t, &p);
+        assert_eq!(ours.dims(), want.dims(), "{what}");
+        let (fo, fw) = (flat(&ours), flat(&want));
+        assert_close(&fo, &fw, 1e-5, &what);
+        let rate = fo.iter().sum::<f32>() / fo.len() as f32;
+        assert!(rate > 0.02 && rate < 0.98, "{what}: spike rate {rate}");
+        let g = rand_tensor(&mut rng, ours.dims(), -1.0, 1.0);
+        let go = (&ours * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let gw = (&want * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, v) in [("dx", &x), ("dw", &w)] {
+            let a = flat(go.get(v.as_tensor()).unwrap());
+            let r = flat(gw.get(v.as_tensor()).unwrap());
+            assert!(r.iter().any(|&v| v != 0.0), "{what} {name}: zero gradient");
+            assert_close(&a, &r, 1e-5, &format!("{what} {name}"));
+        }
+    }
+
+    fn lif(leak: f32, reset: Reset) -> NeuronParams {
+        NeuronParams {
+            leak,
+            threshold: 1.0,
+            reset,
+            gamma: 0.3,
+        }
+    }
+
+    #[test]
+    fn conv_lif_matches_conv_then_scan() {
+        for p in [
+            lif(0.8, Reset::Subtract),
+            lif(0.9, Reset::Zero),
+            lif(1.0, Reset::Subtract),
+        ] {
+            case(3, 2, 2, 6, 4, 1, 1, p);
+            case(4, 3, 3, 7, 5, 2, 0, p);
+            case(1, 2, 1, 5, 3, 1, 0, p);
+        }
+    }
+
+    #[test]
+    fn conv_lif_without_input_gradient() {
+        // The network's input image: no dX is asked for; dW still matches.
+        let p = lif(0.8, Reset::Subtract);
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let x = rand_tensor(&mut rng, &[6, 1, 6, 6], 0.0, 1.0);
+        let w = Var::from_tensor(&rand_tensor(&mut rng, &[4, 1, 3, 3], -0.6, 1.2)).unwrap();
+        let ours = conv2d_lif(&x, w.as_tensor(), 1, 1, 3, &p).unwrap();
+        let want = reference(&x, w.as_tensor(), 1, 1, 3, &p);
+        let g = rand_tensor(&mut rng, ours.dims(), -1.0, 1.0);
+        let go = (&ours * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let gw = (&want * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(go.get(&x).is_none());
+        assert_close(
+            &flat(go.get(w.as_tensor()).unwrap()),
+            &flat(gw.get(w.as_tensor()).unwrap()),
+            1e-5,
+            "dw",
+        );
+    }
+
+    #[test]
+    fn conv_lif_rejects_bad_time_split_and_params() {
+        let x = Tensor::zeros((5, 1, 4, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let w = Tensor::zeros((2, 1, 3, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let p = lif(0.8, Reset::Subtract);
+        assert!(conv2d_lif(&x, &w, 1, 0, 2, &p).is_err());
+        assert!(conv2d_lif(&x, &w, 1, 0, 0, &p).is_err());
+        let bad = NeuronParams {
+            threshold: 0.0,
+            ..p
+        };
+        assert!(conv2d_lif(&x, &w, 1, 0, 5, &bad).is_err());
+        // All-zero input: no spikes at all.
+        let s = conv2d_lif(&x, &w, 1, 0, 5, &p).unwrap();
+        assert_eq!(s.dims(), &[5, 2, 2, 2]);
+        assert!(flat(&s).iter().all(|&v| v == 0.0));
+    }
 }

@@ -44,7 +44,7 @@ use super::observe::{Application, NoObserver, Observer};
 use super::{conv, pool};
 use crate::ir::{
     Activation, BoundaryKind, Classifier, Domain, Encoding, JoinMode, LayerKind, Network, Op,
-    PoolKind, Reset, Shape, SlotId,
+    Reset, Shape, SlotId,
 };
 
 /// The parameter name of a threshold slot, `threshold.<layer>.<step>` (step 1-based): the
@@ -435,7 +435,7 @@ impl Model {
         opts: &ForwardOptions,
         rng: &mut SeededRng,
     ) -> Result<ForwardOutput> {
-        self.forward_observed(x, opts, rng, &mut NoObserver)
+        self.run(x, opts, rng, &mut NoObserver, true)
     }
 
     /// [`Model::forward`] with an observer called once per layer application (the Poisson
@@ -446,6 +446,20 @@ impl Model {
         opts: &ForwardOptions,
         rng: &mut SeededRng,
         obs: &mut dyn Observer,
+    ) -> Result<ForwardOutput> {
+        self.run(x, opts, rng, obs, false)
+    }
+
+    /// The forward pass. With `fuse` (no observer wants the currents), a convolution with a
+    /// spiking activation runs as one fused op (`conv::conv2d_lif`): same values and
+    /// gradients, fewer passes over memory.
+    fn run(
+        &self,
+        x: &Tensor,
+        opts: &ForwardOptions,
+        rng: &mut SeededRng,
+        obs: &mut dyn Observer,
+        fuse: bool,
     ) -> Result<ForwardOutput> {
         let (b, c, h, w) = x.dims4()?;
         let have = Shape::new(c as u64, h as u64, w as u64);
@@ -499,7 +513,17 @@ impl Model {
                     let wt = self.weights[weights.0].as_tensor();
                     match self.net.weights[weights.0].kind {
                         LayerKind::Conv { stride, pad, .. } => {
-                            conv::conv2d(inp, wt, usize_of(stride)?, usize_of(pad)?)?
+                            let (stride, pad) = (usize_of(stride)?, usize_of(pad)?);
+                            match node.activation {
+                                Activation::Spiking(spec) if fuse && !as_ann => {
+                                    let (_, th) = spiking_slot(node, &self.thresholds)?;
+                                    let p = neuron_params(&spec, th, gamma, opts.mode);
+                                    let s = conv::conv2d_lif(inp, wt, stride, pad, t, &p)?;
+                                    values[n.index()] = Some(s);
+                                    continue;
+                                }
+                                _ => conv::conv2d(inp, wt, stride, pad)?,
+                            }
                         }
                         LayerKind::Fc { .. } => {
                             if n == out_node && snn && node.activation == Activation::None {
@@ -519,10 +543,7 @@ impl Model {
                 } => {
                     let k = usize_of(*window)?;
                     let s = usize_of(*stride)?;
-                    match kind {
-                        PoolKind::Avg => pool::avg_pool2d(first()?, k, s)?,
-                        PoolKind::Max => pool::max_pool2d(first()?, k, s)?,
-                    }
+                    pool::pool2d(first()?, *kind, k, s)?
                 }
                 Op::Dropout { p } => {
                     let inp = first()?;
@@ -549,17 +570,7 @@ impl Model {
                     if as_ann {
                         v.relu()?
                     } else {
-                        let (leak, reset) = if opts.mode == Mode::IfConversion {
-                            (1.0, Reset::Subtract)
-                        } else {
-                            (spec.leak, spec.reset)
-                        };
-                        let p = NeuronParams {
-                            leak,
-                            threshold: th,
-                            reset,
-                            gamma,
-                        };
+                        let p = neuron_params(&spec, th, gamma, opts.mode);
                         let s = neuron::lif_scan_steps(&v, t, &p)?;
                         obs.spikes(&app, &s)?;
                         s
@@ -586,6 +597,22 @@ impl Model {
             logits,
             penultimate,
         })
+    }
+}
+
+/// The kernel parameters of a spiking layer run in `mode` (conversion runs every spiking
+/// layer as IF: leak 1, reset by subtraction) with threshold `th`.
+fn neuron_params(spec: &crate::ir::NeuronSpec, th: f32, gamma: f32, mode: Mode) -> NeuronParams {
+    let (leak, reset) = if mode == Mode::IfConversion {
+        (1.0, Reset::Subtract)
+    } else {
+        (spec.leak, spec.reset)
+    };
+    NeuronParams {
+        leak,
+        threshold: th,
+        reset,
+        gamma,
     }
 }
 
