@@ -446,28 +446,144 @@ fn reset(p: &NeuronParams, v: f32) -> f32 {
     }
 }
 
+/// Pooling applied to the spikes inside the fused op: square `k`×`k` windows at stride `s`
+/// over the `h`×`w` output planes, no padding (the rules of `pool`: max sends the gradient to
+/// the first maximal element of a window, row-major).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpikePool {
+    /// Max pooling (else average).
+    pub max: bool,
+    pub k: usize,
+    pub s: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PoolGeom {
+    max: bool,
+    k: usize,
+    s: usize,
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl PoolGeom {
+    fn new(p: SpikePool, h: usize, w: usize) -> Result<Self> {
+        if p.k == 0 || p.s == 0 {
+            bail!(
+                "pool: window and stride must be at least 1, got {0}x{0}/{1}",
+                p.k,
+                p.s
+            )
+        }
+        if p.k > h || p.k > w {
+            bail!("pool: window {0}x{0} larger than the input {h}x{w}", p.k)
+        }
+        Ok(PoolGeom {
+            max: p.max,
+            k: p.k,
+            s: p.s,
+            h,
+            w,
+            ho: (h - p.k) / p.s + 1,
+            wo: (w - p.k) / p.s + 1,
+        })
+    }
+
+    /// Pools the planes of `x` (`[planes, h, w]`) into `out` (`[planes, ho, wo]`).
+    fn forward(&self, x: &[f32], out: &mut [f32]) {
+        let scale = 1.0 / (self.k * self.k) as f32;
+        let (pin, pout) = (self.h * self.w, self.ho * self.wo);
+        for (x, o) in x.chunks_exact(pin).zip(out.chunks_exact_mut(pout)) {
+            for oy in 0..self.ho {
+                for ox in 0..self.wo {
+                    let base = oy * self.s * self.w + ox * self.s;
+                    let rows = (0..self.k).map(|ky| &x[base + ky * self.w..][..self.k]);
+                    o[oy * self.wo + ox] = if self.max {
+                        rows.flatten()
+                            .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
+                    } else {
+                        rows.flatten().sum::<f32>() * scale
+                    };
+                }
+            }
+        }
+    }
+
+    /// Adds the gradient of the pooled output `dy` back onto the inputs `dx` (`x` the pooled
+    /// input; `dx` must be zero on entry).
+    fn backward(&self, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+        let scale = 1.0 / (self.k * self.k) as f32;
+        let (pin, pout) = (self.h * self.w, self.ho * self.wo);
+        for ((x, dy), dx) in x
+            .chunks_exact(pin)
+            .zip(dy.chunks_exact(pout))
+            .zip(dx.chunks_exact_mut(pin))
+        {
+            for oy in 0..self.ho {
+                for ox in 0..self.wo {
+                    let base = oy * self.s * self.w + ox * self.s;
+                    let d = dy[oy * self.wo + ox];
+                    if self.max {
+                        let mut best = base;
+                        for ky in 0..self.k {
+                            let row = base + ky * self.w;
+                            for i in row..row + self.k {
+                                if x[i] > x[best] {
+                                    best = i;
+                                }
+                            }
+                        }
+                        dx[best] += d;
+                    } else {
+                        let d = d * scale;
+                        for ky in 0..self.k {
+                            for v in &mut dx[base + ky * self.w..][..self.k] {
+                                *v += d;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The LIF/IF scan over `y` (`[T·B·P, O]` pixel-major, as the gemm leaves it), writing the
-/// spikes `[T·B, O, P]` (NCHW). In parallel over samples, each scanning its own T steps.
-fn lif_forward(y: &[f32], t: usize, b: usize, pix: usize, o: usize, p: &NeuronParams) -> Vec<f32> {
+/// spikes `[T·B, O, P]` (NCHW), or with `pool` the pooled spikes `[T·B, O, PH, PW]`. In
+/// parallel over samples, each scanning its own T steps.
+fn lif_forward(
+    y: &[f32],
+    (t, b, pix, o): (usize, usize, usize, usize),
+    p: &NeuronParams,
+    pool: Option<PoolGeom>,
+) -> Vec<f32> {
     let per = pix * o;
-    let mut out = vec![0f32; t * b * per];
-    if per == 0 || b == 0 {
+    let out_per = pool.map_or(per, |q| q.ho * q.wo * o);
+    let mut out = vec![0f32; t * b * out_per];
+    if per == 0 || out_per == 0 || b == 0 {
         return out;
     }
     let th = p.threshold;
-    blocks_by_sample(&mut out, b, per)
+    blocks_by_sample(&mut out, b, out_per)
         .into_par_iter()
         .enumerate()
         .for_each(|(bi, blocks)| {
             let mut u = vec![0f32; per];
+            let mut spk = vec![0f32; if pool.is_some() { per } else { 0 }];
             for (ti, dst) in blocks.into_iter().enumerate() {
                 let src = &y[(ti * b + bi) * per..][..per];
+                let target: &mut [f32] = if pool.is_some() { &mut spk } else { dst };
                 for (pi, (u, src)) in u.chunks_exact_mut(o).zip(src.chunks_exact(o)).enumerate() {
                     for (oc, (u, &x)) in u.iter_mut().zip(src).enumerate() {
                         let v = p.leak * *u + x;
-                        dst[oc * pix + pi] = heaviside(v, th);
+                        target[oc * pix + pi] = heaviside(v, th);
                         *u = reset(p, v);
                     }
+                }
+                if let Some(q) = pool {
+                    q.forward(&spk, dst);
                 }
             }
         });
@@ -475,15 +591,19 @@ fn lif_forward(y: &[f32], t: usize, b: usize, pix: usize, o: usize, p: &NeuronPa
 }
 
 /// dL/dy of the scan (`[T·B·P, O]` pixel-major) from the pre-activation `y` (same layout)
-/// and dL/ds `g` (`[T·B, O, P]`): recompute v[t] into the result, then sweep backwards
-/// (the detached-reset BPTT of `neuron::lif_scan`). In parallel over samples.
+/// and the output gradient `g` (dL/ds `[T·B, O, P]`, or with `pool` the pooled gradient
+/// `[T·B, O, PH, PW]`): recompute v[t] into the result, then sweep backwards (the
+/// detached-reset BPTT of `neuron::lif_scan`; the pool's gradient is spread onto the spikes
+/// of step t, recomputed from v[t]). In parallel over samples.
 fn lif_backward(
     y: &[f32],
     g: &[f32],
     (t, b, pix, o): (usize, usize, usize, usize),
     p: &NeuronParams,
+    pool: Option<PoolGeom>,
 ) -> Vec<f32> {
     let per = pix * o;
+    let g_per = pool.map_or(per, |q| q.ho * q.wo * o);
     let mut out = vec![0f32; t * b * per];
     if per == 0 || b == 0 {
         return out;
@@ -504,8 +624,25 @@ fn lif_backward(
             }
             let a = &mut u;
             a.fill(0.0);
+            let (mut spk, mut gs_local) = match pool {
+                Some(_) => (vec![0f32; per], vec![0f32; per]),
+                None => (Vec::new(), Vec::new()),
+            };
             for (ti, dst) in blocks.iter_mut().enumerate().rev() {
-                let gs = &g[(ti * b + bi) * per..][..per];
+                let g_t = &g[(ti * b + bi) * g_per..][..g_per];
+                let gs: &[f32] = match pool {
+                    Some(q) => {
+                        for (pi, d) in dst.chunks_exact(o).enumerate() {
+                            for (oc, &v) in d.iter().enumerate() {
+                                spk[oc * pix + pi] = heaviside(v, th);
+                            }
+                        }
+                        gs_local.fill(0.0);
+                        q.backward(&spk, g_t, &mut gs_local);
+                        &gs_local
+                    }
+                    None => g_t,
+                };
                 for (pi, (a, d)) in a
                     .chunks_exact_mut(o)
                     .zip(dst.chunks_exact_mut(o))
@@ -541,6 +678,7 @@ struct ConvLifOp {
     o: usize,
     t: usize,
     p: NeuronParams,
+    pool: Option<PoolGeom>,
     /// `(cols, y)`: the patch matrix `[N·P, C·K·K]` and the pre-activation `[N·P, O]`.
     saved: Mutex<Option<(Tensor, Tensor)>>,
 }
@@ -578,12 +716,14 @@ impl CustomOp2 for ConvLifOp {
         let cols = Tensor::from_vec(im2col_vec(&g, x), (self.rows(), g.patch()), &cpu)?;
         let wt = Tensor::from_slice(w, (self.o, g.patch()), &cpu)?;
         let y = cols.matmul(&wt.t()?)?; // [N·P, O]
-        let (t, b, pix, o) = self.dims();
-        let out = with_cpu_data(&y, self.name(), |d| lif_forward(d, t, b, pix, o, &self.p))?;
+        let out = with_cpu_data(&y, self.name(), |d| {
+            lif_forward(d, self.dims(), &self.p, self.pool)
+        })?;
         if let Ok(mut saved) = self.saved.lock() {
             *saved = Some((cols, y));
         }
-        Ok((CpuStorage::F32(out), Shape::from((g.n, self.o, g.ho, g.wo))))
+        let (ho, wo) = self.pool.map_or((g.ho, g.wo), |q| (q.ho, q.wo));
+        Ok((CpuStorage::F32(out), Shape::from((g.n, self.o, ho, wo))))
     }
 
     fn bwd(
@@ -608,7 +748,7 @@ impl CustomOp2 for ConvLifOp {
         };
         let gy = with_cpu_data(&y, self.name(), |yd| {
             with_cpu_data(&grad, self.name(), |gd| {
-                lif_backward(yd, gd, self.dims(), &self.p)
+                lif_backward(yd, gd, self.dims(), &self.p, self.pool)
             })
         })??;
         let gy = Tensor::from_vec(gy, (self.rows(), self.o), grad.device())?;
@@ -628,20 +768,22 @@ impl CustomOp2 for ConvLifOp {
 }
 
 /// A convolution layer with a spiking activation, fused: `conv2d(x, w, stride, pad)` followed
-/// by the LIF/IF scan of `neuron::lif_scan_steps` over `t` steps, as one graph node.
+/// by the LIF/IF scan of `neuron::lif_scan_steps` over `t` steps and, with `pool`, the pooling
+/// of the spikes (`pool::{max,avg}_pool2d` rules), as one graph node.
 /// `x`: `[T·B, C, H, W]` time-major (row `t·B + b` is step `t` of sample `b`), `w`:
-/// `[O, C, K, K]`; returns the spikes `[T·B, O, HO, WO]` (0/1). Same values and gradients as
-/// the two ops in sequence (same gemm, same scan arithmetic); it saves the conv output's
-/// gradient node (a zeroed tensor and an add in candle's backprop) and both NCHW transposes,
-/// and runs the scan in parallel over samples. Errors: shapes as [`conv2d`], a leading
-/// dimension that is not a multiple of `t`, invalid neuron parameters.
+/// `[O, C, K, K]`; returns the spikes `[T·B, O, HO, WO]` (0/1), or pooled `[T·B, O, PH, PW]`.
+/// Same values and gradients as the ops in sequence (same gemm, same scan arithmetic); it
+/// saves the gradient nodes of the conv output and of the spikes (each a zeroed tensor and an
+/// add in candle's backprop), both NCHW transposes and the full-size spike tensor, and runs
+/// the scan in parallel over samples. Errors: shapes as [`conv2d`], a pool window larger than
+/// the output, a leading dimension that is not a multiple of `t`, invalid neuron parameters.
 pub fn conv2d_lif(
     x: &Tensor,
     w: &Tensor,
-    stride: usize,
-    pad: usize,
+    (stride, pad): (usize, usize),
     t: usize,
     p: &NeuronParams,
+    pool: Option<SpikePool>,
 ) -> Result<Tensor> {
     p.validate()?;
     let g = check_shapes(x, w, stride, pad)?;
@@ -651,11 +793,16 @@ pub fn conv2d_lif(
             g.n
         )
     }
+    let pool = match pool {
+        Some(q) => Some(PoolGeom::new(q, g.ho, g.wo)?),
+        None => None,
+    };
     let op = ConvLifOp {
         g,
         o: w.dim(0)?,
         t,
         p: *p,
+        pool,
         saved: Mutex::new(None),
     };
     x.contiguous()?.apply_op2(&w.contiguous()?, op)
@@ -669,6 +816,7 @@ mod tests {
 
     use super::*;
     use crate::backend::candle::neuron::lif_scan_reference;
+    use crate::backend::candle::pool;
 
     fn rand_tensor(rng: &mut ChaCha8Rng, shape: &[usize], lo: f32, hi: f32) -> Tensor {
         let n: usize = shape.iter().product();
@@ -691,46 +839,66 @@ mod tests {
         }
     }
 
-    /// The reference: candle's conv2d, then the scan built from plain candle ops.
+    /// The reference: candle's conv2d, the scan built from plain candle ops, then the pool.
     fn reference(
         x: &Tensor,
         w: &Tensor,
-        s: usize,
-        pad: usize,
+        (s, pad): (usize, usize),
         t: usize,
         p: &NeuronParams,
+        q: Option<SpikePool>,
     ) -> Tensor {
         let y = x.conv2d(w, pad, s, 1, 1).unwrap();
         let dims = y.dims().to_vec();
-        lif_scan_reference(&y.reshape((t, ())).unwrap(), p)
+        let spikes = lif_scan_reference(&y.reshape((t, ())).unwrap(), p)
             .unwrap()
             .reshape(dims)
-            .unwrap()
+            .unwrap();
+        match q {
+            None => spikes,
+            Some(q) if q.max => pool::max_pool2d(&spikes, q.k, q.s).unwrap(),
+            // Candle's own average pooling (window = stride) where pool.rs would use it.
+            Some(q) => spikes.avg_pool2d_with_stride(q.k, q.s).unwrap(),
+        }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn case(
+    struct Case {
         t: usize,
         b: usize,
         c: usize,
         hw: usize,
         o: usize,
-        s: usize,
-        pad: usize,
-        p: NeuronParams,
-    ) {
-        let seed = (t * 1000 + b * 100 + c * 10 + s + pad * 7) as u64;
+        conv: (usize, usize),
+    }
+
+    fn case(k: &Case, p: NeuronParams, q: Option<SpikePool>) {
+        let Case {
+            t,
+            b,
+            c,
+            hw,
+            o,
+            conv,
+        } = *k;
+        let seed = (t * 1000 + b * 100 + c * 10 + conv.0 + conv.1 * 7) as u64;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let x = Var::from_tensor(&rand_tensor(&mut rng, &[t * b, c, hw, hw], 0.0, 1.0)).unwrap();
-        let w = Var::from_tensor(&rand_tensor(&mut rng, &[o, c, 3, 3], -0.6, 0.9)).unwrap();
-        let what = format!("conv_lif t{t} b{b} c{c} {hw} o{o} s{s} p{pad} {p:?}");
-        let ours = conv2d_lif(x.as_tensor(), w.as_tensor(), s, pad, t, &p).unwrap();
-        let want = reference(x.as_tensor(), w.as_tensor(), s, pad, t, &p);
+        // Weights scaled by 2/C: the mean input current stays near 1.35 θ for every C.
+        let sc = 2.0 / c as f32;
+        let w = rand_tensor(&mut rng, &[o, c, 3, 3], -0.6 * sc, 0.9 * sc);
+        let w = Var::from_tensor(&w).unwrap();
+        let what = format!("conv_lif t{t} b{b} c{c} {hw} o{o} {conv:?} {p:?} {q:?}");
+        let ours = conv2d_lif(x.as_tensor(), w.as_tensor(), conv, t, &p, q).unwrap();
+        let want = reference(x.as_tensor(), w.as_tensor(), conv, t, &p, q);
         assert_eq!(ours.dims(), want.dims(), "{what}");
         let (fo, fw) = (flat(&ours), flat(&want));
         assert_close(&fo, &fw, 1e-5, &what);
         let rate = fo.iter().sum::<f32>() / fo.len() as f32;
-        assert!(rate > 0.02 && rate < 0.98, "{what}: spike rate {rate}");
+        // Max pooling of busy maps may saturate; the spikes themselves must not.
+        assert!(
+            rate > 0.02 && (q.is_some_and(|q| q.max) || rate < 0.98),
+            "{what}: output mean {rate}"
+        );
         let g = rand_tensor(&mut rng, ours.dims(), -1.0, 1.0);
         let go = (&ours * &g).unwrap().sum_all().unwrap().backward().unwrap();
         let gw = (&want * &g).unwrap().sum_all().unwrap().backward().unwrap();
@@ -751,6 +919,33 @@ mod tests {
         }
     }
 
+    const CASES: [Case; 3] = [
+        Case {
+            t: 3,
+            b: 2,
+            c: 2,
+            hw: 6,
+            o: 4,
+            conv: (1, 1),
+        },
+        Case {
+            t: 4,
+            b: 3,
+            c: 3,
+            hw: 9,
+            o: 5,
+            conv: (2, 0),
+        },
+        Case {
+            t: 1,
+            b: 2,
+            c: 1,
+            hw: 7,
+            o: 3,
+            conv: (1, 0),
+        },
+    ];
+
     #[test]
     fn conv_lif_matches_conv_then_scan() {
         for p in [
@@ -758,9 +953,68 @@ mod tests {
             lif(0.9, Reset::Zero),
             lif(1.0, Reset::Subtract),
         ] {
-            case(3, 2, 2, 6, 4, 1, 1, p);
-            case(4, 3, 3, 7, 5, 2, 0, p);
-            case(1, 2, 1, 5, 3, 1, 0, p);
+            for k in &CASES {
+                case(k, p, None);
+            }
+        }
+    }
+
+    #[test]
+    fn conv_lif_pool_matches_conv_scan_pool() {
+        let pools = [
+            SpikePool {
+                max: true,
+                k: 2,
+                s: 2,
+            },
+            SpikePool {
+                max: true,
+                k: 3,
+                s: 2,
+            },
+            SpikePool {
+                max: true,
+                k: 2,
+                s: 1,
+            },
+            SpikePool {
+                max: false,
+                k: 2,
+                s: 2,
+            },
+        ];
+        for p in [lif(0.8, Reset::Subtract), lif(0.9, Reset::Zero)] {
+            for q in pools {
+                case(&CASES[0], p, Some(q));
+                case(&CASES[1], p, Some(q));
+            }
+        }
+        // Average pooling with overlapping windows: pool.rs's own kernel as reference.
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let p = lif(0.8, Reset::Subtract);
+        let x = Var::from_tensor(&rand_tensor(&mut rng, &[4, 2, 7, 7], 0.0, 1.0)).unwrap();
+        let w = Var::from_tensor(&rand_tensor(&mut rng, &[3, 2, 3, 3], -0.6, 0.9)).unwrap();
+        let q = SpikePool {
+            max: false,
+            k: 3,
+            s: 2,
+        };
+        let ours = conv2d_lif(x.as_tensor(), w.as_tensor(), (1, 1), 2, &p, Some(q)).unwrap();
+        let spikes = reference(x.as_tensor(), w.as_tensor(), (1, 1), 2, &p, None);
+        let want = pool::avg_pool2d(&spikes, 3, 2).unwrap();
+        assert_close(&flat(&ours), &flat(&want), 1e-5, "avg 3/2");
+        let g = rand_tensor(&mut rng, ours.dims(), -1.0, 1.0);
+        let go = (&ours * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let gw = (&want * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [&x, &w] {
+            let r = flat(gw.get(v.as_tensor()).unwrap());
+            assert!(r.iter().any(|&v| v != 0.0));
+            assert_close(
+                &flat(go.get(v.as_tensor()).unwrap()),
+                &r,
+                1e-5,
+                "avg 3/2 grad",
+            );
         }
     }
 
@@ -771,8 +1025,14 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(9);
         let x = rand_tensor(&mut rng, &[6, 1, 6, 6], 0.0, 1.0);
         let w = Var::from_tensor(&rand_tensor(&mut rng, &[4, 1, 3, 3], -0.6, 1.2)).unwrap();
-        let ours = conv2d_lif(&x, w.as_tensor(), 1, 1, 3, &p).unwrap();
-        let want = reference(&x, w.as_tensor(), 1, 1, 3, &p);
+        let q = Some(SpikePool {
+            max: true,
+            k: 2,
+            s: 2,
+        });
+        let ours = conv2d_lif(&x, w.as_tensor(), (1, 1), 3, &p, q).unwrap();
+        let want = reference(&x, w.as_tensor(), (1, 1), 3, &p, q);
+        assert_close(&flat(&ours), &flat(&want), 1e-5, "fwd");
         let g = rand_tensor(&mut rng, ours.dims(), -1.0, 1.0);
         let go = (&ours * &g).unwrap().sum_all().unwrap().backward().unwrap();
         let gw = (&want * &g).unwrap().sum_all().unwrap().backward().unwrap();
@@ -786,19 +1046,31 @@ mod tests {
     }
 
     #[test]
-    fn conv_lif_rejects_bad_time_split_and_params() {
+    fn conv_lif_rejects_bad_arguments() {
         let x = Tensor::zeros((5, 1, 4, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
         let w = Tensor::zeros((2, 1, 3, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
         let p = lif(0.8, Reset::Subtract);
-        assert!(conv2d_lif(&x, &w, 1, 0, 2, &p).is_err());
-        assert!(conv2d_lif(&x, &w, 1, 0, 0, &p).is_err());
+        assert!(conv2d_lif(&x, &w, (1, 0), 2, &p, None).is_err());
+        assert!(conv2d_lif(&x, &w, (1, 0), 0, &p, None).is_err());
         let bad = NeuronParams {
             threshold: 0.0,
             ..p
         };
-        assert!(conv2d_lif(&x, &w, 1, 0, 5, &bad).is_err());
+        assert!(conv2d_lif(&x, &w, (1, 0), 5, &bad, None).is_err());
+        let big = SpikePool {
+            max: true,
+            k: 3,
+            s: 1,
+        };
+        assert!(conv2d_lif(&x, &w, (1, 0), 5, &p, Some(big)).is_err());
+        let zero = SpikePool {
+            max: true,
+            k: 1,
+            s: 0,
+        };
+        assert!(conv2d_lif(&x, &w, (1, 0), 5, &p, Some(zero)).is_err());
         // All-zero input: no spikes at all.
-        let s = conv2d_lif(&x, &w, 1, 0, 5, &p).unwrap();
+        let s = conv2d_lif(&x, &w, (1, 0), 5, &p, None).unwrap();
         assert_eq!(s.dims(), &[5, 2, 2, 2]);
         assert!(flat(&s).iter().all(|&v| v == 0.0));
     }

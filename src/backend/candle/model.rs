@@ -44,7 +44,7 @@ use super::observe::{Application, NoObserver, Observer};
 use super::{conv, pool};
 use crate::ir::{
     Activation, BoundaryKind, Classifier, Domain, Encoding, JoinMode, LayerKind, Network, Op,
-    Reset, Shape, SlotId,
+    PoolKind, Reset, Shape, SlotId,
 };
 
 /// The parameter name of a threshold slot, `threshold.<layer>.<step>` (step 1-based): the
@@ -131,6 +131,8 @@ pub struct Model {
     order: Vec<NodeIndex>,
     /// Per node (by index), its producers ordered by input port.
     inputs: Vec<Vec<NodeIndex>>,
+    /// Per node (by index), the nodes that read it.
+    consumers: Vec<Vec<NodeIndex>>,
     weights: Vec<Var>,
     thresholds: Vec<f32>,
     /// The classifier (softmax, or stochmax with its own parameters).
@@ -245,6 +247,16 @@ impl Model {
                 .graph
                 .node_indices()
                 .map(|n| network.inputs_of(n))
+                .collect(),
+            consumers: network
+                .graph
+                .node_indices()
+                .map(|n| {
+                    network
+                        .graph
+                        .neighbors_directed(n, petgraph::Direction::Outgoing)
+                        .collect()
+                })
                 .collect(),
             weights,
             thresholds,
@@ -474,6 +486,9 @@ impl Model {
         let out_node = self.net.output;
 
         for &n in &self.order {
+            if values[n.index()].is_some() {
+                continue; // a pool computed inside the fused layer before it
+            }
             let node = &self.net.graph[n];
             let ins: Vec<Tensor> = self.inputs[n.index()]
                 .iter()
@@ -518,8 +533,12 @@ impl Model {
                                 Activation::Spiking(spec) if fuse && !as_ann => {
                                     let (_, th) = spiking_slot(node, &self.thresholds)?;
                                     let p = neuron_params(&spec, th, gamma, opts.mode);
-                                    let s = conv::conv2d_lif(inp, wt, stride, pad, t, &p)?;
-                                    values[n.index()] = Some(s);
+                                    let (dst, q) = match self.fusable_pool(n) {
+                                        Some((m, q)) => (m, Some(q)),
+                                        None => (n, None),
+                                    };
+                                    let s = conv::conv2d_lif(inp, wt, (stride, pad), t, &p, q)?;
+                                    values[dst.index()] = Some(s);
                                     continue;
                                 }
                                 _ => conv::conv2d(inp, wt, stride, pad)?,
@@ -613,6 +632,38 @@ fn neuron_params(spec: &crate::ir::NeuronSpec, th: f32, gamma: f32, mode: Mode) 
         threshold: th,
         reset,
         gamma,
+    }
+}
+
+impl Model {
+    /// The pool that may run inside the fused spiking convolution `n`: `n`'s only reader, a
+    /// pool without activation that is not the output, read by `n` alone.
+    fn fusable_pool(&self, n: NodeIndex) -> Option<(NodeIndex, conv::SpikePool)> {
+        let [m] = self.consumers.get(n.index())?.as_slice() else {
+            return None;
+        };
+        let pool = &self.net.graph[*m];
+        if *m == self.net.output || n == self.net.output || pool.activation != Activation::None {
+            return None;
+        }
+        if self.inputs.get(m.index())?.as_slice() != [n] {
+            return None;
+        }
+        match pool.op {
+            Op::Pool {
+                kind,
+                window,
+                stride,
+            } => Some((
+                *m,
+                conv::SpikePool {
+                    max: kind == PoolKind::Max,
+                    k: usize::try_from(window).ok()?,
+                    s: usize::try_from(stride).ok()?,
+                },
+            )),
+            _ => None,
+        }
     }
 }
 
