@@ -6,6 +6,8 @@
 //! matrix kept from forward, and `dX = col2im(G·W)` (a scatter-add) only when x tracks
 //! gradients — for the network's input image no dX work is done at all. `im2col` is also
 //! offered as its own differentiable op (backward col2im).
+//! `conv2d_lif` fuses a spiking layer: the convolution, the LIF/IF scan over T and
+//! optionally the pool that follows, as one node (see its docs).
 //!
 //! Candle 0.11 facts this is designed around (read in candle-core's cpu backend and
 //! backprop.rs): conv2d's input gradient is `conv_transpose2d`, plain loops on CPU, and is
@@ -462,7 +464,6 @@ struct PoolGeom {
     max: bool,
     k: usize,
     s: usize,
-    h: usize,
     w: usize,
     ho: usize,
     wo: usize,
@@ -484,63 +485,88 @@ impl PoolGeom {
             max: p.max,
             k: p.k,
             s: p.s,
-            h,
             w,
             ho: (h - p.k) / p.s + 1,
             wo: (w - p.k) / p.s + 1,
         })
     }
 
-    /// Pools the planes of `x` (`[planes, h, w]`) into `out` (`[planes, ho, wo]`).
-    fn forward(&self, x: &[f32], out: &mut [f32]) {
+    /// Pools pixel-major maps `x` (`[h·w, o]`: the `o` channels of a pixel contiguous) into
+    /// `out` (`[o, ho, wo]`, NCHW), vectorised over channels; `acc` is scratch of length `o`.
+    fn forward(&self, x: &[f32], o: usize, out: &mut [f32], acc: &mut [f32]) {
         let scale = 1.0 / (self.k * self.k) as f32;
-        let (pin, pout) = (self.h * self.w, self.ho * self.wo);
-        for (x, o) in x.chunks_exact(pin).zip(out.chunks_exact_mut(pout)) {
-            for oy in 0..self.ho {
-                for ox in 0..self.wo {
-                    let base = oy * self.s * self.w + ox * self.s;
-                    let rows = (0..self.k).map(|ky| &x[base + ky * self.w..][..self.k]);
-                    o[oy * self.wo + ox] = if self.max {
-                        rows.flatten()
-                            .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
-                    } else {
-                        rows.flatten().sum::<f32>() * scale
-                    };
+        let pout = self.ho * self.wo;
+        for oy in 0..self.ho {
+            for ox in 0..self.wo {
+                acc.fill(if self.max { f32::NEG_INFINITY } else { 0.0 });
+                for ky in 0..self.k {
+                    let row = (oy * self.s + ky) * self.w + ox * self.s;
+                    for px in row..row + self.k {
+                        let xs = &x[px * o..][..o];
+                        if self.max {
+                            for (a, &v) in acc.iter_mut().zip(xs) {
+                                *a = if v > *a { v } else { *a };
+                            }
+                        } else {
+                            for (a, &v) in acc.iter_mut().zip(xs) {
+                                *a += v;
+                            }
+                        }
+                    }
+                }
+                let pi = oy * self.wo + ox;
+                for (oc, &a) in acc.iter().enumerate() {
+                    out[oc * pout + pi] = if self.max { a } else { a * scale };
                 }
             }
         }
     }
 
-    /// Adds the gradient of the pooled output `dy` back onto the inputs `dx` (`x` the pooled
-    /// input; `dx` must be zero on entry).
-    fn backward(&self, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    /// Adds the gradient of the pooled output `dy` (`[o, ho, wo]`) onto `dx` (pixel-major
+    /// `[h·w, o]`, zero on entry); `x` is the pooled input, pixel-major. Max pooling sends each
+    /// window's gradient to its first maximal element (row-major). `best` (pixel index per
+    /// channel), `bestv` and `d` are scratch of length `o`.
+    fn backward(
+        &self,
+        x: &[f32],
+        dy: &[f32],
+        o: usize,
+        dx: &mut [f32],
+        (best, bestv, d): (&mut [usize], &mut [f32], &mut [f32]),
+    ) {
         let scale = 1.0 / (self.k * self.k) as f32;
-        let (pin, pout) = (self.h * self.w, self.ho * self.wo);
-        for ((x, dy), dx) in x
-            .chunks_exact(pin)
-            .zip(dy.chunks_exact(pout))
-            .zip(dx.chunks_exact_mut(pin))
-        {
-            for oy in 0..self.ho {
-                for ox in 0..self.wo {
-                    let base = oy * self.s * self.w + ox * self.s;
-                    let d = dy[oy * self.wo + ox];
-                    if self.max {
-                        let mut best = base;
-                        for ky in 0..self.k {
-                            let row = base + ky * self.w;
-                            for i in row..row + self.k {
-                                if x[i] > x[best] {
-                                    best = i;
+        let pout = self.ho * self.wo;
+        for oy in 0..self.ho {
+            for ox in 0..self.wo {
+                let pi = oy * self.wo + ox;
+                for (oc, d) in d.iter_mut().enumerate() {
+                    *d = dy[oc * pout + pi];
+                }
+                let corner = oy * self.s * self.w + ox * self.s;
+                if self.max {
+                    best.fill(corner);
+                    bestv.copy_from_slice(&x[corner * o..][..o]);
+                    for ky in 0..self.k {
+                        let row = corner + ky * self.w;
+                        for px in row..row + self.k {
+                            let xs = &x[px * o..][..o];
+                            for ((b, bv), &v) in best.iter_mut().zip(bestv.iter_mut()).zip(xs) {
+                                if v > *bv {
+                                    *bv = v;
+                                    *b = px;
                                 }
                             }
                         }
-                        dx[best] += d;
-                    } else {
-                        let d = d * scale;
-                        for ky in 0..self.k {
-                            for v in &mut dx[base + ky * self.w..][..self.k] {
-                                *v += d;
+                    }
+                    for (oc, (&b, &d)) in best.iter().zip(d.iter()).enumerate() {
+                        dx[b * o + oc] += d;
+                    }
+                } else {
+                    for ky in 0..self.k {
+                        let row = corner + ky * self.w;
+                        for px in row..row + self.k {
+                            for (g, &d) in dx[px * o..][..o].iter_mut().zip(d.iter()) {
+                                *g += d * scale;
                             }
                         }
                     }
@@ -550,9 +576,61 @@ impl PoolGeom {
     }
 }
 
+/// One forward step of the scan over a block of neurons, all in the same layout: the membrane
+/// `u` is updated in place, the spikes go to `s`.
+#[inline(always)]
+fn scan_step(p: &NeuronParams, u: &mut [f32], s: &mut [f32], x: &[f32]) {
+    let (leak, th) = (p.leak, p.threshold);
+    match p.reset {
+        Reset::Subtract => {
+            for ((u, s), &x) in u.iter_mut().zip(s.iter_mut()).zip(x) {
+                let v = leak * *u + x;
+                let sp = heaviside(v, th);
+                *s = sp;
+                *u = v - th * sp;
+            }
+        }
+        Reset::Zero => {
+            for ((u, s), &x) in u.iter_mut().zip(s.iter_mut()).zip(x) {
+                let v = leak * *u + x;
+                let sp = heaviside(v, th);
+                *s = sp;
+                *u = if sp > 0.0 { 0.0 } else { v };
+            }
+        }
+    }
+}
+
+/// One backward step over a block in one layout: `a` holds dL/dv[t+1] on entry and
+/// dL/dv[t] on exit, `d` holds v[t] on entry and dL/dx[t] on exit, `g` is dL/ds[t].
+#[inline(always)]
+fn scan_back(p: &NeuronParams, a: &mut [f32], d: &mut [f32], g: &[f32]) {
+    let (leak, th, ga) = (p.leak, p.threshold, p.gamma);
+    match p.reset {
+        Reset::Subtract => {
+            for ((a, d), &g) in a.iter_mut().zip(d.iter_mut()).zip(g) {
+                let grad = g * surrogate(*d, th, ga) + leak * *a;
+                *a = grad;
+                *d = grad;
+            }
+        }
+        Reset::Zero => {
+            for ((a, d), &g) in a.iter_mut().zip(d.iter_mut()).zip(g) {
+                let v = *d;
+                let carry = if v >= th { 0.0 } else { leak * *a };
+                let grad = g * surrogate(v, th, ga) + carry;
+                *a = grad;
+                *d = grad;
+            }
+        }
+    }
+}
+
 /// The LIF/IF scan over `y` (`[T·B·P, O]` pixel-major, as the gemm leaves it), writing the
 /// spikes `[T·B, O, P]` (NCHW), or with `pool` the pooled spikes `[T·B, O, PH, PW]`. In
-/// parallel over samples, each scanning its own T steps.
+/// parallel over samples, each scanning its own T steps; with a pool the scan and the pool
+/// run in the pixel-major layout (contiguous, vectorised) and only the pooled result is
+/// transposed.
 fn lif_forward(
     y: &[f32],
     (t, b, pix, o): (usize, usize, usize, usize),
@@ -565,25 +643,26 @@ fn lif_forward(
     if per == 0 || out_per == 0 || b == 0 {
         return out;
     }
-    let th = p.threshold;
     blocks_by_sample(&mut out, b, out_per)
         .into_par_iter()
         .enumerate()
         .for_each(|(bi, blocks)| {
+            let p = *p;
             let mut u = vec![0f32; per];
-            let mut spk = vec![0f32; if pool.is_some() { per } else { 0 }];
+            let mut spk = vec![0f32; per];
+            let mut acc = vec![0f32; o];
             for (ti, dst) in blocks.into_iter().enumerate() {
                 let src = &y[(ti * b + bi) * per..][..per];
-                let target: &mut [f32] = if pool.is_some() { &mut spk } else { dst };
-                for (pi, (u, src)) in u.chunks_exact_mut(o).zip(src.chunks_exact(o)).enumerate() {
-                    for (oc, (u, &x)) in u.iter_mut().zip(src).enumerate() {
-                        let v = p.leak * *u + x;
-                        target[oc * pix + pi] = heaviside(v, th);
-                        *u = reset(p, v);
+                scan_step(&p, &mut u, &mut spk, src);
+                match pool {
+                    Some(q) => q.forward(&spk, o, dst, &mut acc),
+                    None => {
+                        for (pi, s) in spk.chunks_exact(o).enumerate() {
+                            for (oc, &s) in s.iter().enumerate() {
+                                dst[oc * pix + pi] = s;
+                            }
+                        }
                     }
-                }
-                if let Some(q) = pool {
-                    q.forward(&spk, dst);
                 }
             }
         });
@@ -594,7 +673,8 @@ fn lif_forward(
 /// and the output gradient `g` (dL/ds `[T·B, O, P]`, or with `pool` the pooled gradient
 /// `[T·B, O, PH, PW]`): recompute v[t] into the result, then sweep backwards (the
 /// detached-reset BPTT of `neuron::lif_scan`; the pool's gradient is spread onto the spikes
-/// of step t, recomputed from v[t]). In parallel over samples.
+/// of step t, recomputed from v[t]). In parallel over samples; every sweep runs in the
+/// pixel-major layout, dL/ds is brought into it once per step.
 fn lif_backward(
     y: &[f32],
     g: &[f32],
@@ -608,63 +688,46 @@ fn lif_backward(
     if per == 0 || b == 0 {
         return out;
     }
-    let (leak, th, ga) = (p.leak, p.threshold, p.gamma);
     blocks_by_sample(&mut out, b, per)
         .into_par_iter()
         .enumerate()
         .for_each(|(bi, mut blocks)| {
+            let p = *p;
             let mut u = vec![0f32; per];
             for (ti, dst) in blocks.iter_mut().enumerate() {
                 let src = &y[(ti * b + bi) * per..][..per];
+                let leak = p.leak;
                 for ((u, d), &x) in u.iter_mut().zip(dst.iter_mut()).zip(src) {
                     let v = leak * *u + x;
                     *d = v;
-                    *u = reset(p, v);
+                    *u = reset(&p, v);
                 }
             }
             let a = &mut u;
             a.fill(0.0);
-            let (mut spk, mut gs_local) = match pool {
-                Some(_) => (vec![0f32; per], vec![0f32; per]),
-                None => (Vec::new(), Vec::new()),
-            };
+            let mut spk = vec![0f32; if pool.is_some() { per } else { 0 }];
+            let mut gs = vec![0f32; per];
+            let (mut best, mut bestv, mut dch) = (vec![0usize; o], vec![0f32; o], vec![0f32; o]);
             for (ti, dst) in blocks.iter_mut().enumerate().rev() {
                 let g_t = &g[(ti * b + bi) * g_per..][..g_per];
-                let gs: &[f32] = match pool {
+                match pool {
                     Some(q) => {
-                        for (pi, d) in dst.chunks_exact(o).enumerate() {
-                            for (oc, &v) in d.iter().enumerate() {
-                                spk[oc * pix + pi] = heaviside(v, th);
+                        let th = p.threshold;
+                        for (s, &v) in spk.iter_mut().zip(dst.iter()) {
+                            *s = heaviside(v, th);
+                        }
+                        gs.fill(0.0);
+                        q.backward(&spk, g_t, o, &mut gs, (&mut best, &mut bestv, &mut dch));
+                    }
+                    None => {
+                        for (pi, gs) in gs.chunks_exact_mut(o).enumerate() {
+                            for (oc, gs) in gs.iter_mut().enumerate() {
+                                *gs = g_t[oc * pix + pi];
                             }
                         }
-                        gs_local.fill(0.0);
-                        q.backward(&spk, g_t, &mut gs_local);
-                        &gs_local
-                    }
-                    None => g_t,
-                };
-                for (pi, (a, d)) in a
-                    .chunks_exact_mut(o)
-                    .zip(dst.chunks_exact_mut(o))
-                    .enumerate()
-                {
-                    for (oc, (a, d)) in a.iter_mut().zip(d.iter_mut()).enumerate() {
-                        let v = *d;
-                        let carry = match p.reset {
-                            Reset::Subtract => leak * *a,
-                            Reset::Zero => {
-                                if v >= th {
-                                    0.0
-                                } else {
-                                    leak * *a
-                                }
-                            }
-                        };
-                        let grad = gs[oc * pix + pi] * surrogate(v, th, ga) + carry;
-                        *a = grad;
-                        *d = grad;
                     }
                 }
+                scan_back(&p, a, dst, &gs);
             }
         });
     out

@@ -22,7 +22,11 @@
 //!   training); `step::Simulator` runs the same network step by step.
 //! - Classifier: softmax, or stochmax (`classifier::Stochmax`, parameters `stochmax.*`,
 //!   drawn from the same seed); [`Model::loss`] and [`Model::eval_logits`] apply it.
-//! - Kernels: `conv::conv2d`, `pool::{avg,max}_pool2d`, the fused `neuron::lif_scan_steps`.
+//! - Kernels: `conv::conv2d`, `pool::pool2d`, the fused `neuron::lif_scan_steps`. In
+//!   [`Model::forward`] (no observer) a convolution with a spiking activation, with the pool
+//!   that alone reads it, runs as one fused op (`conv::conv2d_lif`): same values and
+//!   gradients, fewer passes over memory. Observed passes run the ops one by one, so every
+//!   observer sees the currents and spikes it asks for.
 //!   Dropout draws one mask per image (`encode::dropout_mask`, keyed per image once the
 //!   caller set `SeededRng::set_images`), held over all T steps.
 //!
