@@ -90,6 +90,92 @@ fn gather_grads(vars: &[(String, Var)], grads: &GradStore) -> Result<Vec<Tensor>
         .collect()
 }
 
+/// Runs `f` on the contiguous f32 data of four CPU tensors, or returns `None` when one is
+/// not such a tensor.
+fn with_f32_4<R>(ts: [&Tensor; 4], f: impl FnOnce([&[f32]; 4]) -> R) -> Option<R> {
+    use candle_core::{CpuStorage, Storage};
+    let guards: Vec<_> = ts.iter().map(|t| t.storage_and_layout()).collect();
+    let mut data: Vec<&[f32]> = Vec::with_capacity(4);
+    for (storage, layout) in &guards {
+        let (start, end) = layout.contiguous_offsets()?;
+        match &**storage {
+            Storage::Cpu(CpuStorage::F32(d)) => data.push(d.get(start..end)?),
+            _ => return None,
+        }
+    }
+    match data.as_slice() {
+        [a, b, c, d] if a.len() == b.len() && a.len() == c.len() && a.len() == d.len() => {
+            Some(f([a, b, c, d]))
+        }
+        _ => None,
+    }
+}
+
+/// One Adam step of one f32 CPU parameter in a single parallel pass, with exactly the f32
+/// arithmetic of the tensor path (candle's `x * k` and `x / k` are `affine(k or 1/k, 0)`,
+/// `x + ε` is `affine(1, ε)`, each constant rounded from f64 to f32): returns the new
+/// weights, moments and the update `[w', m', v', Δ]` as tensors, or `None` when the
+/// tensors are not contiguous f32 on the CPU (the caller then runs the tensor path).
+fn adam_fused(
+    w: &Tensor,
+    g: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    c: &AdamConfig,
+    (bias1, bias2): (f64, f64),
+) -> Result<Option<(Tensor, Tensor, Tensor, Tensor)>> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 14;
+    let (b1, omb1) = (c.beta1 as f32, (1.0 - c.beta1) as f32);
+    let (b2, omb2) = (c.beta2 as f32, (1.0 - c.beta2) as f32);
+    let (ib1, ib2) = ((1.0 / bias1) as f32, (1.0 / bias2) as f32);
+    let (eps, lr, wd) = (c.eps as f32, c.lr as f32, c.weight_decay as f32);
+    let decay = c.weight_decay > 0.0;
+    let out = with_f32_4([w, g, m, v], |[w, g, m, v]| {
+        let n = w.len();
+        let (mut w2, mut m2, mut v2, mut up) =
+            (vec![0f32; n], vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+        w2.par_chunks_mut(CHUNK)
+            .zip(m2.par_chunks_mut(CHUNK))
+            .zip(v2.par_chunks_mut(CHUNK))
+            .zip(up.par_chunks_mut(CHUNK))
+            .enumerate()
+            .for_each(|(ci, (((w2, m2), v2), up))| {
+                let lo = ci * CHUNK;
+                for (i, (((w2, m2), v2), up)) in w2
+                    .iter_mut()
+                    .zip(m2.iter_mut())
+                    .zip(v2.iter_mut())
+                    .zip(up.iter_mut())
+                    .enumerate()
+                {
+                    let (wi, mi, vi) = (w[lo + i], m[lo + i], v[lo + i]);
+                    let gi = if decay {
+                        g[lo + i] + (wi * wd + 0.0)
+                    } else {
+                        g[lo + i]
+                    };
+                    *m2 = (mi * b1 + 0.0) + (gi * omb1 + 0.0);
+                    *v2 = (vi * b2 + 0.0) + ((gi * gi) * omb2 + 0.0);
+                    let denom = (*v2 * ib2 + 0.0).sqrt() * 1.0 + eps;
+                    *up = ((*m2 * ib1 + 0.0) / denom) * lr + 0.0;
+                    *w2 = wi - *up;
+                }
+            });
+        (w2, m2, v2, up)
+    });
+    let Some((w2, m2, v2, up)) = out else {
+        return Ok(None);
+    };
+    let (shape, dev) = (w.shape(), w.device());
+    Ok(Some((
+        Tensor::from_vec(w2, shape, dev)?,
+        Tensor::from_vec(m2, shape, dev)?,
+        Tensor::from_vec(v2, shape, dev)?,
+        Tensor::from_vec(up, shape, dev)?,
+    )))
+}
+
 fn sum_sq(t: &Tensor) -> Result<f64> {
     t.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()
 }
@@ -217,6 +303,11 @@ impl Optimizer for Adam {
         {
             grad_sq += sum_sq(g)?;
             let w = var.as_tensor().detach();
+            if let Some((w, m, v, update)) = adam_fused(&w, g, m, v, &c, (bias1, bias2))? {
+                update_sq += sum_sq(&update)?;
+                new_state.push((w, m, v));
+                continue;
+            }
             let g = if c.weight_decay > 0.0 {
                 (g + (&w * c.weight_decay)?)?
             } else {
@@ -455,5 +546,70 @@ impl LrSchedule {
                 base * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    /// The fused Adam step equals the tensor formulas (candle ops) bit for bit, with and
+    /// without weight decay, over several steps' bias corrections.
+    #[test]
+    fn fused_adam_matches_tensor_ops() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let n = 40_000; // more than one parallel chunk
+        let mut draw = |lo: f32, hi: f32| -> Tensor {
+            let v: Vec<f32> = (0..n).map(|_| rng.random_range(lo..hi)).collect();
+            Tensor::from_vec(v, (200, 200), &Device::Cpu).unwrap()
+        };
+        let (w, g, m) = (draw(-1.0, 1.0), draw(-0.1, 0.1), draw(-0.01, 0.01));
+        let v = draw(0.0, 1e-4);
+        for (wd, step) in [(0.0, 1), (0.0, 7), (5e-4, 3)] {
+            let c = AdamConfig {
+                weight_decay: wd,
+                ..AdamConfig::default()
+            };
+            let bias1 = 1.0 - c.beta1.powi(step);
+            let bias2 = 1.0 - c.beta2.powi(step);
+            let (w2, m2, v2, up) = adam_fused(&w, &g, &m, &v, &c, (bias1, bias2))
+                .unwrap()
+                .expect("contiguous f32 CPU tensors take the fused path");
+            // The tensor path of `Adam::step`.
+            let gd = if wd > 0.0 {
+                (&g + (&w * wd).unwrap()).unwrap()
+            } else {
+                g.clone()
+            };
+            let rm = ((&m * c.beta1).unwrap() + (&gd * (1.0 - c.beta1)).unwrap()).unwrap();
+            let rv =
+                ((&v * c.beta2).unwrap() + (gd.sqr().unwrap() * (1.0 - c.beta2)).unwrap()).unwrap();
+            let denom = ((&rv / bias2).unwrap().sqrt().unwrap() + c.eps).unwrap();
+            let rup = ((&rm / bias1).unwrap() / denom)
+                .unwrap()
+                .affine(c.lr, 0.0)
+                .unwrap();
+            let rw = w.sub(&rup).unwrap();
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for (name, a, b) in [
+                ("w", &w2, &rw),
+                ("m", &m2, &rm),
+                ("v", &v2, &rv),
+                ("up", &up, &rup),
+            ] {
+                assert_eq!(flat(a), flat(b), "{name} wd {wd} step {step}");
+            }
+            assert!(flat(&up).iter().any(|&u| u != 0.0));
+        }
+        // Not contiguous: the caller's tensor path runs instead.
+        let wt = w.t().unwrap();
+        assert!(
+            adam_fused(&wt, &g, &m, &v, &AdamConfig::default(), (0.1, 0.001))
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -6,6 +6,10 @@
 //! crate (8M-element activations) that was about a third of all CPU time (system time),
 //! measured with `examples/bench_kernels`. `tune_malloc` raises the mmap threshold to its
 //! maximum (32 MiB), stops heap trimming and pads heap growth, so freed buffers are reused.
+//! Buffers above 32 MiB (the patch matrix of a 32→64 convolution over T·B = 320 images is
+//! 72 MB) would still be mapped and unmapped every step, so mmap is turned off altogether
+//! (`M_MMAP_MAX = 0`): every buffer comes from the heap and is reused (glibc still maps when
+//! the heap cannot grow).
 //!
 //! Invariant: process-wide and idempotent; call it once at start-up, before the threads
 //! start allocating. A no-op (returning `false`) outside Linux/glibc.
@@ -22,6 +26,7 @@ pub fn tune_malloc() -> bool {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 32 * MIB) == 1
                 && libc::mallopt(libc::M_TRIM_THRESHOLD, 1024 * MIB) == 1
                 && libc::mallopt(libc::M_TOP_PAD, 256 * MIB) == 1
+                && libc::mallopt(libc::M_MMAP_MAX, 0) == 1
         }
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]

@@ -6,6 +6,8 @@
 //! matrix kept from forward, and `dX = col2im(G·W)` (a scatter-add) only when x tracks
 //! gradients — for the network's input image no dX work is done at all. `im2col` is also
 //! offered as its own differentiable op (backward col2im).
+//! `conv2d_lif` fuses a spiking layer: the convolution, the LIF/IF scan over T and
+//! optionally the pool that follows, as one node (see its docs).
 //!
 //! Candle 0.11 facts this is designed around (read in candle-core's cpu backend and
 //! backprop.rs): conv2d's input gradient is `conv_transpose2d`, plain loops on CPU, and is
@@ -28,7 +30,8 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
-use super::neuron::f32_slice;
+use super::neuron::{f32_slice, heaviside, surrogate, NeuronParams};
+use crate::ir::Reset;
 
 /// Geometry of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -413,4 +416,725 @@ pub fn conv2d_im2col(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Resul
 /// `HO = (H + 2·pad − K)/stride + 1`. Gradients flow to both `x` and `w`.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
     conv2d_im2col(x, w, stride, pad)
+}
+
+// ---------------------------------------------------------------------------------------
+// Convolution fused with the spiking scan.
+
+/// The image-sized blocks of `buf` (`[T·B, per]`, time-major) grouped by sample: entry `b`
+/// holds the blocks of steps `0..T` of sample `b`, in order.
+fn blocks_by_sample(buf: &mut [f32], b: usize, per: usize) -> Vec<Vec<&mut [f32]>> {
+    let mut by_b: Vec<Vec<&mut [f32]>> = (0..b).map(|_| Vec::new()).collect();
+    if per > 0 {
+        for (i, blk) in buf.chunks_exact_mut(per).enumerate() {
+            by_b[i % b].push(blk);
+        }
+    }
+    by_b
+}
+
+/// The membrane after the reset, from the pre-reset membrane `v` (exactly the scan's rule).
+#[inline(always)]
+fn reset(p: &NeuronParams, v: f32) -> f32 {
+    match p.reset {
+        Reset::Subtract => v - p.threshold * heaviside(v, p.threshold),
+        Reset::Zero => {
+            if v >= p.threshold {
+                0.0
+            } else {
+                v
+            }
+        }
+    }
+}
+
+/// Pooling applied to the spikes inside the fused op: square `k`×`k` windows at stride `s`
+/// over the `h`×`w` output planes, no padding (the rules of `pool`: max sends the gradient to
+/// the first maximal element of a window, row-major).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpikePool {
+    /// Max pooling (else average).
+    pub max: bool,
+    pub k: usize,
+    pub s: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PoolGeom {
+    max: bool,
+    k: usize,
+    s: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl PoolGeom {
+    fn new(p: SpikePool, h: usize, w: usize) -> Result<Self> {
+        if p.k == 0 || p.s == 0 {
+            bail!(
+                "pool: window and stride must be at least 1, got {0}x{0}/{1}",
+                p.k,
+                p.s
+            )
+        }
+        if p.k > h || p.k > w {
+            bail!("pool: window {0}x{0} larger than the input {h}x{w}", p.k)
+        }
+        Ok(PoolGeom {
+            max: p.max,
+            k: p.k,
+            s: p.s,
+            w,
+            ho: (h - p.k) / p.s + 1,
+            wo: (w - p.k) / p.s + 1,
+        })
+    }
+
+    /// Pools pixel-major maps `x` (`[h·w, o]`: the `o` channels of a pixel contiguous) into
+    /// `out` (`[o, ho, wo]`, NCHW), vectorised over channels; `acc` is scratch of length `o`.
+    fn forward(&self, x: &[f32], o: usize, out: &mut [f32], acc: &mut [f32]) {
+        let scale = 1.0 / (self.k * self.k) as f32;
+        let pout = self.ho * self.wo;
+        for oy in 0..self.ho {
+            for ox in 0..self.wo {
+                acc.fill(if self.max { f32::NEG_INFINITY } else { 0.0 });
+                for ky in 0..self.k {
+                    let row = (oy * self.s + ky) * self.w + ox * self.s;
+                    for px in row..row + self.k {
+                        let xs = &x[px * o..][..o];
+                        if self.max {
+                            for (a, &v) in acc.iter_mut().zip(xs) {
+                                *a = if v > *a { v } else { *a };
+                            }
+                        } else {
+                            for (a, &v) in acc.iter_mut().zip(xs) {
+                                *a += v;
+                            }
+                        }
+                    }
+                }
+                let pi = oy * self.wo + ox;
+                for (oc, &a) in acc.iter().enumerate() {
+                    out[oc * pout + pi] = if self.max { a } else { a * scale };
+                }
+            }
+        }
+    }
+
+    /// Adds the gradient of the pooled output `dy` (`[o, ho, wo]`) onto `dx` (pixel-major
+    /// `[h·w, o]`, zero on entry); `x` is the pooled input, pixel-major. Max pooling sends each
+    /// window's gradient to its first maximal element (row-major). `best` (pixel index per
+    /// channel), `bestv` and `d` are scratch of length `o`.
+    fn backward(
+        &self,
+        x: &[f32],
+        dy: &[f32],
+        o: usize,
+        dx: &mut [f32],
+        (best, bestv, d): (&mut [usize], &mut [f32], &mut [f32]),
+    ) {
+        let scale = 1.0 / (self.k * self.k) as f32;
+        let pout = self.ho * self.wo;
+        for oy in 0..self.ho {
+            for ox in 0..self.wo {
+                let pi = oy * self.wo + ox;
+                for (oc, d) in d.iter_mut().enumerate() {
+                    *d = dy[oc * pout + pi];
+                }
+                let corner = oy * self.s * self.w + ox * self.s;
+                if self.max {
+                    best.fill(corner);
+                    bestv.copy_from_slice(&x[corner * o..][..o]);
+                    for ky in 0..self.k {
+                        let row = corner + ky * self.w;
+                        for px in row..row + self.k {
+                            let xs = &x[px * o..][..o];
+                            for ((b, bv), &v) in best.iter_mut().zip(bestv.iter_mut()).zip(xs) {
+                                if v > *bv {
+                                    *bv = v;
+                                    *b = px;
+                                }
+                            }
+                        }
+                    }
+                    for (oc, (&b, &d)) in best.iter().zip(d.iter()).enumerate() {
+                        dx[b * o + oc] += d;
+                    }
+                } else {
+                    for ky in 0..self.k {
+                        let row = corner + ky * self.w;
+                        for px in row..row + self.k {
+                            for (g, &d) in dx[px * o..][..o].iter_mut().zip(d.iter()) {
+                                *g += d * scale;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One forward step of the scan over a block of neurons, all in the same layout: the membrane
+/// `u` is updated in place, the spikes go to `s`.
+#[inline(always)]
+fn scan_step(p: &NeuronParams, u: &mut [f32], s: &mut [f32], x: &[f32]) {
+    let (leak, th) = (p.leak, p.threshold);
+    match p.reset {
+        Reset::Subtract => {
+            for ((u, s), &x) in u.iter_mut().zip(s.iter_mut()).zip(x) {
+                let v = leak * *u + x;
+                let sp = heaviside(v, th);
+                *s = sp;
+                *u = v - th * sp;
+            }
+        }
+        Reset::Zero => {
+            for ((u, s), &x) in u.iter_mut().zip(s.iter_mut()).zip(x) {
+                let v = leak * *u + x;
+                let sp = heaviside(v, th);
+                *s = sp;
+                *u = if sp > 0.0 { 0.0 } else { v };
+            }
+        }
+    }
+}
+
+/// One backward step over a block in one layout: `a` holds dL/dv[t+1] on entry and
+/// dL/dv[t] on exit, `d` holds v[t] on entry and dL/dx[t] on exit, `g` is dL/ds[t].
+#[inline(always)]
+fn scan_back(p: &NeuronParams, a: &mut [f32], d: &mut [f32], g: &[f32]) {
+    let (leak, th, ga) = (p.leak, p.threshold, p.gamma);
+    match p.reset {
+        Reset::Subtract => {
+            for ((a, d), &g) in a.iter_mut().zip(d.iter_mut()).zip(g) {
+                let grad = g * surrogate(*d, th, ga) + leak * *a;
+                *a = grad;
+                *d = grad;
+            }
+        }
+        Reset::Zero => {
+            for ((a, d), &g) in a.iter_mut().zip(d.iter_mut()).zip(g) {
+                let v = *d;
+                let carry = if v >= th { 0.0 } else { leak * *a };
+                let grad = g * surrogate(v, th, ga) + carry;
+                *a = grad;
+                *d = grad;
+            }
+        }
+    }
+}
+
+/// The LIF/IF scan over `y` (`[T·B·P, O]` pixel-major, as the gemm leaves it), writing the
+/// spikes `[T·B, O, P]` (NCHW), or with `pool` the pooled spikes `[T·B, O, PH, PW]`. In
+/// parallel over samples, each scanning its own T steps; with a pool the scan and the pool
+/// run in the pixel-major layout (contiguous, vectorised) and only the pooled result is
+/// transposed.
+fn lif_forward(
+    y: &[f32],
+    (t, b, pix, o): (usize, usize, usize, usize),
+    p: &NeuronParams,
+    pool: Option<PoolGeom>,
+) -> Vec<f32> {
+    let per = pix * o;
+    let out_per = pool.map_or(per, |q| q.ho * q.wo * o);
+    let mut out = vec![0f32; t * b * out_per];
+    if per == 0 || out_per == 0 || b == 0 {
+        return out;
+    }
+    blocks_by_sample(&mut out, b, out_per)
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(bi, blocks)| {
+            let p = *p;
+            let mut u = vec![0f32; per];
+            let mut spk = vec![0f32; per];
+            let mut acc = vec![0f32; o];
+            for (ti, dst) in blocks.into_iter().enumerate() {
+                let src = &y[(ti * b + bi) * per..][..per];
+                scan_step(&p, &mut u, &mut spk, src);
+                match pool {
+                    Some(q) => q.forward(&spk, o, dst, &mut acc),
+                    None => {
+                        for (pi, s) in spk.chunks_exact(o).enumerate() {
+                            for (oc, &s) in s.iter().enumerate() {
+                                dst[oc * pix + pi] = s;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    out
+}
+
+/// dL/dy of the scan (`[T·B·P, O]` pixel-major) from the pre-activation `y` (same layout)
+/// and the output gradient `g` (dL/ds `[T·B, O, P]`, or with `pool` the pooled gradient
+/// `[T·B, O, PH, PW]`): recompute v[t] into the result, then sweep backwards (the
+/// detached-reset BPTT of `neuron::lif_scan`; the pool's gradient is spread onto the spikes
+/// of step t, recomputed from v[t]). In parallel over samples; every sweep runs in the
+/// pixel-major layout, dL/ds is brought into it once per step.
+fn lif_backward(
+    y: &[f32],
+    g: &[f32],
+    (t, b, pix, o): (usize, usize, usize, usize),
+    p: &NeuronParams,
+    pool: Option<PoolGeom>,
+) -> Vec<f32> {
+    let per = pix * o;
+    let g_per = pool.map_or(per, |q| q.ho * q.wo * o);
+    let mut out = vec![0f32; t * b * per];
+    if per == 0 || b == 0 {
+        return out;
+    }
+    blocks_by_sample(&mut out, b, per)
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(bi, mut blocks)| {
+            let p = *p;
+            let mut u = vec![0f32; per];
+            for (ti, dst) in blocks.iter_mut().enumerate() {
+                let src = &y[(ti * b + bi) * per..][..per];
+                let leak = p.leak;
+                for ((u, d), &x) in u.iter_mut().zip(dst.iter_mut()).zip(src) {
+                    let v = leak * *u + x;
+                    *d = v;
+                    *u = reset(&p, v);
+                }
+            }
+            let a = &mut u;
+            a.fill(0.0);
+            let mut spk = vec![0f32; if pool.is_some() { per } else { 0 }];
+            let mut gs = vec![0f32; per];
+            let (mut best, mut bestv, mut dch) = (vec![0usize; o], vec![0f32; o], vec![0f32; o]);
+            for (ti, dst) in blocks.iter_mut().enumerate().rev() {
+                let g_t = &g[(ti * b + bi) * g_per..][..g_per];
+                match pool {
+                    Some(q) => {
+                        let th = p.threshold;
+                        for (s, &v) in spk.iter_mut().zip(dst.iter()) {
+                            *s = heaviside(v, th);
+                        }
+                        gs.fill(0.0);
+                        q.backward(&spk, g_t, o, &mut gs, (&mut best, &mut bestv, &mut dch));
+                    }
+                    None => {
+                        for (pi, gs) in gs.chunks_exact_mut(o).enumerate() {
+                            for (oc, gs) in gs.iter_mut().enumerate() {
+                                *gs = g_t[oc * pix + pi];
+                            }
+                        }
+                    }
+                }
+                scan_back(&p, a, dst, &gs);
+            }
+        });
+    out
+}
+
+/// Convolution then the LIF/IF scan over T as one custom op of (x, w) → spikes (see
+/// [`conv2d_lif`]). Keeps the patch matrix and the pre-activation of the last forward for the
+/// backward.
+struct ConvLifOp {
+    g: Geom,
+    o: usize,
+    t: usize,
+    p: NeuronParams,
+    pool: Option<PoolGeom>,
+    /// `(cols, y)`: the patch matrix `[N·P, C·K·K]` and the pre-activation `[N·P, O]`.
+    saved: Mutex<Option<(Tensor, Tensor)>>,
+}
+
+impl ConvLifOp {
+    fn rows(&self) -> usize {
+        self.g.n * self.g.ho * self.g.wo
+    }
+
+    fn dims(&self) -> (usize, usize, usize, usize) {
+        let b = self.g.n / self.t.max(1);
+        (self.t, b, self.g.ho * self.g.wo, self.o)
+    }
+}
+
+impl CustomOp2 for ConvLifOp {
+    fn name(&self) -> &'static str {
+        "snnc-conv2d-lif"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.g;
+        let x = f32_slice(s1, l1, self.name())?;
+        let w = f32_slice(s2, l2, self.name())?;
+        if l1.shape().dims() != [g.n, g.c, g.h, g.w] || w.len() != self.o * g.patch() {
+            bail!("{}: unexpected input shapes", self.name())
+        }
+        let cpu = Device::Cpu;
+        let cols = Tensor::from_vec(im2col_vec(&g, x), (self.rows(), g.patch()), &cpu)?;
+        let wt = Tensor::from_slice(w, (self.o, g.patch()), &cpu)?;
+        let y = cols.matmul(&wt.t()?)?; // [N·P, O]
+        let out = with_cpu_data(&y, self.name(), |d| {
+            lif_forward(d, self.dims(), &self.p, self.pool)
+        })?;
+        if let Ok(mut saved) = self.saved.lock() {
+            *saved = Some((cols, y));
+        }
+        let (ho, wo) = self.pool.map_or((g.ho, g.wo), |q| (q.ho, q.wo));
+        Ok((CpuStorage::F32(out), Shape::from((g.n, self.o, ho, wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = self.g;
+        let grad = grad.contiguous()?;
+        let saved = self.saved.lock().ok().and_then(|mut c| c.take());
+        let (cols, y) = match saved {
+            Some(s) => s,
+            None => {
+                // Recompute (only when a backward runs twice over one forward).
+                let cols = x.apply_op1_no_bwd(&Im2Col(g))?;
+                let wt = w.detach().reshape((self.o, g.patch()))?;
+                let y = cols.matmul(&wt.t()?)?;
+                (cols, y)
+            }
+        };
+        let gy = with_cpu_data(&y, self.name(), |yd| {
+            with_cpu_data(&grad, self.name(), |gd| {
+                lif_backward(yd, gd, self.dims(), &self.p, self.pool)
+            })
+        })??;
+        let gy = Tensor::from_vec(gy, (self.rows(), self.o), grad.device())?;
+        let dw = if w.track_op() {
+            Some(gy.t()?.matmul(&cols)?.reshape(w.shape())?)
+        } else {
+            None
+        };
+        let dx = if x.track_op() {
+            let dcols = gy.matmul(&w.reshape((self.o, g.patch()))?)?;
+            Some(dcols.apply_op1_no_bwd(&Col2Im(g))?)
+        } else {
+            None
+        };
+        Ok((dx, dw))
+    }
+}
+
+/// A convolution layer with a spiking activation, fused: `conv2d(x, w, stride, pad)` followed
+/// by the LIF/IF scan of `neuron::lif_scan_steps` over `t` steps and, with `pool`, the pooling
+/// of the spikes (`pool::{max,avg}_pool2d` rules), as one graph node.
+/// `x`: `[T·B, C, H, W]` time-major (row `t·B + b` is step `t` of sample `b`), `w`:
+/// `[O, C, K, K]`; returns the spikes `[T·B, O, HO, WO]` (0/1), or pooled `[T·B, O, PH, PW]`.
+/// Same values and gradients as the ops in sequence (same gemm, same scan arithmetic); it
+/// saves the gradient nodes of the conv output and of the spikes (each a zeroed tensor and an
+/// add in candle's backprop), both NCHW transposes and the full-size spike tensor, and runs
+/// the scan in parallel over samples. Errors: shapes as [`conv2d`], a pool window larger than
+/// the output, a leading dimension that is not a multiple of `t`, invalid neuron parameters.
+pub fn conv2d_lif(
+    x: &Tensor,
+    w: &Tensor,
+    (stride, pad): (usize, usize),
+    t: usize,
+    p: &NeuronParams,
+    pool: Option<SpikePool>,
+) -> Result<Tensor> {
+    p.validate()?;
+    let g = check_shapes(x, w, stride, pad)?;
+    if t == 0 || g.n % t != 0 {
+        bail!(
+            "conv2d_lif: leading dimension {} is not a multiple of T = {t}",
+            g.n
+        )
+    }
+    let pool = match pool {
+        Some(q) => Some(PoolGeom::new(q, g.ho, g.wo)?),
+        None => None,
+    };
+    let op = ConvLifOp {
+        g,
+        o: w.dim(0)?,
+        t,
+        p: *p,
+        pool,
+        saved: Mutex::new(None),
+    };
+    x.contiguous()?.apply_op2(&w.contiguous()?, op)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor, Var};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::backend::candle::neuron::lif_scan_reference;
+    use crate::backend::candle::pool;
+
+    fn rand_tensor(rng: &mut ChaCha8Rng, shape: &[usize], lo: f32, hi: f32) -> Tensor {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| rng.random_range(lo..hi)).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn flat(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
+    /// `|got − want| ≤ tol·max(1, |want|)` element by element.
+    fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}: lengths differ");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= tol * 1f32.max(w.abs()),
+                "{what}[{i}]: got {g}, want {w}"
+            );
+        }
+    }
+
+    /// The reference: candle's conv2d, the scan built from plain candle ops, then the pool.
+    fn reference(
+        x: &Tensor,
+        w: &Tensor,
+        (s, pad): (usize, usize),
+        t: usize,
+        p: &NeuronParams,
+        q: Option<SpikePool>,
+    ) -> Tensor {
+        let y = x.conv2d(w, pad, s, 1, 1).unwrap();
+        let dims = y.dims().to_vec();
+        let spikes = lif_scan_reference(&y.reshape((t, ())).unwrap(), p)
+            .unwrap()
+            .reshape(dims)
+            .unwrap();
+        match q {
+            None => spikes,
+            Some(q) if q.max => pool::max_pool2d(&spikes, q.k, q.s).unwrap(),
+            // Candle's own average pooling (window = stride) where pool.rs would use it.
+            Some(q) => spikes.avg_pool2d_with_stride(q.k, q.s).unwrap(),
+        }
+    }
+
+    struct Case {
+        t: usize,
+        b: usize,
+        c: usize,
+        hw: usize,
+        o: usize,
+        conv: (usize, usize),
+    }
+
+    fn case(k: &Case, p: NeuronParams, q: Option<SpikePool>) {
+        let Case {
+            t,
+            b,
+            c,
+            hw,
+            o,
+            conv,
+        } = *k;
+        let seed = (t * 1000 + b * 100 + c * 10 + conv.0 + conv.1 * 7) as u64;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let x = Var::from_tensor(&rand_tensor(&mut rng, &[t * b, c, hw, hw], 0.0, 1.0)).unwrap();
+        // Weights scaled by 2/C: the mean input current stays near 1.35 θ for every C.
+        let sc = 2.0 / c as f32;
+        let w = rand_tensor(&mut rng, &[o, c, 3, 3], -0.6 * sc, 0.9 * sc);
+        let w = Var::from_tensor(&w).unwrap();
+        let what = format!("conv_lif t{t} b{b} c{c} {hw} o{o} {conv:?} {p:?} {q:?}");
+        let ours = conv2d_lif(x.as_tensor(), w.as_tensor(), conv, t, &p, q).unwrap();
+        let want = reference(x.as_tensor(), w.as_tensor(), conv, t, &p, q);
+        assert_eq!(ours.dims(), want.dims(), "{what}");
+        let (fo, fw) = (flat(&ours), flat(&want));
+        assert_close(&fo, &fw, 1e-5, &what);
+        let rate = fo.iter().sum::<f32>() / fo.len() as f32;
+        // Max pooling of busy maps may saturate; the spikes themselves must not.
+        assert!(
+            rate > 0.02 && (q.is_some_and(|q| q.max) || rate < 0.98),
+            "{what}: output mean {rate}"
+        );
+        let g = rand_tensor(&mut rng, ours.dims(), -1.0, 1.0);
+        let go = (&ours * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let gw = (&want * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, v) in [("dx", &x), ("dw", &w)] {
+            let a = flat(go.get(v.as_tensor()).unwrap());
+            let r = flat(gw.get(v.as_tensor()).unwrap());
+            assert!(r.iter().any(|&v| v != 0.0), "{what} {name}: zero gradient");
+            assert_close(&a, &r, 1e-5, &format!("{what} {name}"));
+        }
+    }
+
+    fn lif(leak: f32, reset: Reset) -> NeuronParams {
+        NeuronParams {
+            leak,
+            threshold: 1.0,
+            reset,
+            gamma: 0.3,
+        }
+    }
+
+    const CASES: [Case; 3] = [
+        Case {
+            t: 3,
+            b: 2,
+            c: 2,
+            hw: 6,
+            o: 4,
+            conv: (1, 1),
+        },
+        Case {
+            t: 4,
+            b: 3,
+            c: 3,
+            hw: 9,
+            o: 5,
+            conv: (2, 0),
+        },
+        Case {
+            t: 1,
+            b: 2,
+            c: 1,
+            hw: 7,
+            o: 3,
+            conv: (1, 0),
+        },
+    ];
+
+    #[test]
+    fn conv_lif_matches_conv_then_scan() {
+        for p in [
+            lif(0.8, Reset::Subtract),
+            lif(0.9, Reset::Zero),
+            lif(1.0, Reset::Subtract),
+        ] {
+            for k in &CASES {
+                case(k, p, None);
+            }
+        }
+    }
+
+    #[test]
+    fn conv_lif_pool_matches_conv_scan_pool() {
+        let pools = [
+            SpikePool {
+                max: true,
+                k: 2,
+                s: 2,
+            },
+            SpikePool {
+                max: true,
+                k: 3,
+                s: 2,
+            },
+            SpikePool {
+                max: true,
+                k: 2,
+                s: 1,
+            },
+            SpikePool {
+                max: false,
+                k: 2,
+                s: 2,
+            },
+        ];
+        for p in [lif(0.8, Reset::Subtract), lif(0.9, Reset::Zero)] {
+            for q in pools {
+                case(&CASES[0], p, Some(q));
+                case(&CASES[1], p, Some(q));
+            }
+        }
+        // Average pooling with overlapping windows: pool.rs's own kernel as reference.
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let p = lif(0.8, Reset::Subtract);
+        let x = Var::from_tensor(&rand_tensor(&mut rng, &[4, 2, 7, 7], 0.0, 1.0)).unwrap();
+        let w = Var::from_tensor(&rand_tensor(&mut rng, &[3, 2, 3, 3], -0.6, 0.9)).unwrap();
+        let q = SpikePool {
+            max: false,
+            k: 3,
+            s: 2,
+        };
+        let ours = conv2d_lif(x.as_tensor(), w.as_tensor(), (1, 1), 2, &p, Some(q)).unwrap();
+        let spikes = reference(x.as_tensor(), w.as_tensor(), (1, 1), 2, &p, None);
+        let want = pool::avg_pool2d(&spikes, 3, 2).unwrap();
+        assert_close(&flat(&ours), &flat(&want), 1e-5, "avg 3/2");
+        let g = rand_tensor(&mut rng, ours.dims(), -1.0, 1.0);
+        let go = (&ours * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let gw = (&want * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [&x, &w] {
+            let r = flat(gw.get(v.as_tensor()).unwrap());
+            assert!(r.iter().any(|&v| v != 0.0));
+            assert_close(
+                &flat(go.get(v.as_tensor()).unwrap()),
+                &r,
+                1e-5,
+                "avg 3/2 grad",
+            );
+        }
+    }
+
+    #[test]
+    fn conv_lif_without_input_gradient() {
+        // The network's input image: no dX is asked for; dW still matches.
+        let p = lif(0.8, Reset::Subtract);
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let x = rand_tensor(&mut rng, &[6, 1, 6, 6], 0.0, 1.0);
+        let w = Var::from_tensor(&rand_tensor(&mut rng, &[4, 1, 3, 3], -0.6, 1.2)).unwrap();
+        let q = Some(SpikePool {
+            max: true,
+            k: 2,
+            s: 2,
+        });
+        let ours = conv2d_lif(&x, w.as_tensor(), (1, 1), 3, &p, q).unwrap();
+        let want = reference(&x, w.as_tensor(), (1, 1), 3, &p, q);
+        assert_close(&flat(&ours), &flat(&want), 1e-5, "fwd");
+        let g = rand_tensor(&mut rng, ours.dims(), -1.0, 1.0);
+        let go = (&ours * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let gw = (&want * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(go.get(&x).is_none());
+        assert_close(
+            &flat(go.get(w.as_tensor()).unwrap()),
+            &flat(gw.get(w.as_tensor()).unwrap()),
+            1e-5,
+            "dw",
+        );
+    }
+
+    #[test]
+    fn conv_lif_rejects_bad_arguments() {
+        let x = Tensor::zeros((5, 1, 4, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let w = Tensor::zeros((2, 1, 3, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let p = lif(0.8, Reset::Subtract);
+        assert!(conv2d_lif(&x, &w, (1, 0), 2, &p, None).is_err());
+        assert!(conv2d_lif(&x, &w, (1, 0), 0, &p, None).is_err());
+        let bad = NeuronParams {
+            threshold: 0.0,
+            ..p
+        };
+        assert!(conv2d_lif(&x, &w, (1, 0), 5, &bad, None).is_err());
+        let big = SpikePool {
+            max: true,
+            k: 3,
+            s: 1,
+        };
+        assert!(conv2d_lif(&x, &w, (1, 0), 5, &p, Some(big)).is_err());
+        let zero = SpikePool {
+            max: true,
+            k: 1,
+            s: 0,
+        };
+        assert!(conv2d_lif(&x, &w, (1, 0), 5, &p, Some(zero)).is_err());
+        // All-zero input: no spikes at all.
+        let s = conv2d_lif(&x, &w, (1, 0), 5, &p, None).unwrap();
+        assert_eq!(s.dims(), &[5, 2, 2, 2]);
+        assert!(flat(&s).iter().all(|&v| v == 0.0));
+    }
 }

@@ -22,7 +22,11 @@
 //!   training); `step::Simulator` runs the same network step by step.
 //! - Classifier: softmax, or stochmax (`classifier::Stochmax`, parameters `stochmax.*`,
 //!   drawn from the same seed); [`Model::loss`] and [`Model::eval_logits`] apply it.
-//! - Kernels: `conv::conv2d`, `pool::{avg,max}_pool2d`, the fused `neuron::lif_scan_steps`.
+//! - Kernels: `conv::conv2d`, `pool::pool2d`, the fused `neuron::lif_scan_steps`. In
+//!   [`Model::forward`] (no observer) a convolution with a spiking activation, with the pool
+//!   that alone reads it, runs as one fused op (`conv::conv2d_lif`): same values and
+//!   gradients, fewer passes over memory. Observed passes run the ops one by one, so every
+//!   observer sees the currents and spikes it asks for.
 //!   Dropout draws one mask per image (`encode::dropout_mask`, keyed per image once the
 //!   caller set `SeededRng::set_images`), held over all T steps.
 //!
@@ -131,6 +135,8 @@ pub struct Model {
     order: Vec<NodeIndex>,
     /// Per node (by index), its producers ordered by input port.
     inputs: Vec<Vec<NodeIndex>>,
+    /// Per node (by index), the nodes that read it.
+    consumers: Vec<Vec<NodeIndex>>,
     weights: Vec<Var>,
     thresholds: Vec<f32>,
     /// The classifier (softmax, or stochmax with its own parameters).
@@ -245,6 +251,16 @@ impl Model {
                 .graph
                 .node_indices()
                 .map(|n| network.inputs_of(n))
+                .collect(),
+            consumers: network
+                .graph
+                .node_indices()
+                .map(|n| {
+                    network
+                        .graph
+                        .neighbors_directed(n, petgraph::Direction::Outgoing)
+                        .collect()
+                })
                 .collect(),
             weights,
             thresholds,
@@ -435,7 +451,7 @@ impl Model {
         opts: &ForwardOptions,
         rng: &mut SeededRng,
     ) -> Result<ForwardOutput> {
-        self.forward_observed(x, opts, rng, &mut NoObserver)
+        self.run(x, opts, rng, &mut NoObserver, true)
     }
 
     /// [`Model::forward`] with an observer called once per layer application (the Poisson
@@ -446,6 +462,20 @@ impl Model {
         opts: &ForwardOptions,
         rng: &mut SeededRng,
         obs: &mut dyn Observer,
+    ) -> Result<ForwardOutput> {
+        self.run(x, opts, rng, obs, false)
+    }
+
+    /// The forward pass. With `fuse` (no observer wants the currents), a convolution with a
+    /// spiking activation runs as one fused op (`conv::conv2d_lif`): same values and
+    /// gradients, fewer passes over memory.
+    fn run(
+        &self,
+        x: &Tensor,
+        opts: &ForwardOptions,
+        rng: &mut SeededRng,
+        obs: &mut dyn Observer,
+        fuse: bool,
     ) -> Result<ForwardOutput> {
         let (b, c, h, w) = x.dims4()?;
         let have = Shape::new(c as u64, h as u64, w as u64);
@@ -460,6 +490,9 @@ impl Model {
         let out_node = self.net.output;
 
         for &n in &self.order {
+            if values[n.index()].is_some() {
+                continue; // a pool computed inside the fused layer before it
+            }
             let node = &self.net.graph[n];
             let ins: Vec<Tensor> = self.inputs[n.index()]
                 .iter()
@@ -499,7 +532,21 @@ impl Model {
                     let wt = self.weights[weights.0].as_tensor();
                     match self.net.weights[weights.0].kind {
                         LayerKind::Conv { stride, pad, .. } => {
-                            conv::conv2d(inp, wt, usize_of(stride)?, usize_of(pad)?)?
+                            let (stride, pad) = (usize_of(stride)?, usize_of(pad)?);
+                            match node.activation {
+                                Activation::Spiking(spec) if fuse && !as_ann => {
+                                    let (_, th) = spiking_slot(node, &self.thresholds)?;
+                                    let p = neuron_params(&spec, th, gamma, opts.mode);
+                                    let (dst, q) = match self.fusable_pool(n) {
+                                        Some((m, q)) => (m, Some(q)),
+                                        None => (n, None),
+                                    };
+                                    let s = conv::conv2d_lif(inp, wt, (stride, pad), t, &p, q)?;
+                                    values[dst.index()] = Some(s);
+                                    continue;
+                                }
+                                _ => conv::conv2d(inp, wt, stride, pad)?,
+                            }
                         }
                         LayerKind::Fc { .. } => {
                             if n == out_node && snn && node.activation == Activation::None {
@@ -519,10 +566,7 @@ impl Model {
                 } => {
                     let k = usize_of(*window)?;
                     let s = usize_of(*stride)?;
-                    match kind {
-                        PoolKind::Avg => pool::avg_pool2d(first()?, k, s)?,
-                        PoolKind::Max => pool::max_pool2d(first()?, k, s)?,
-                    }
+                    pool::pool2d(first()?, *kind, k, s)?
                 }
                 Op::Dropout { p } => {
                     let inp = first()?;
@@ -549,17 +593,7 @@ impl Model {
                     if as_ann {
                         v.relu()?
                     } else {
-                        let (leak, reset) = if opts.mode == Mode::IfConversion {
-                            (1.0, Reset::Subtract)
-                        } else {
-                            (spec.leak, spec.reset)
-                        };
-                        let p = NeuronParams {
-                            leak,
-                            threshold: th,
-                            reset,
-                            gamma,
-                        };
+                        let p = neuron_params(&spec, th, gamma, opts.mode);
                         let s = neuron::lif_scan_steps(&v, t, &p)?;
                         obs.spikes(&app, &s)?;
                         s
@@ -586,6 +620,54 @@ impl Model {
             logits,
             penultimate,
         })
+    }
+}
+
+/// The kernel parameters of a spiking layer run in `mode` (conversion runs every spiking
+/// layer as IF: leak 1, reset by subtraction) with threshold `th`.
+fn neuron_params(spec: &crate::ir::NeuronSpec, th: f32, gamma: f32, mode: Mode) -> NeuronParams {
+    let (leak, reset) = if mode == Mode::IfConversion {
+        (1.0, Reset::Subtract)
+    } else {
+        (spec.leak, spec.reset)
+    };
+    NeuronParams {
+        leak,
+        threshold: th,
+        reset,
+        gamma,
+    }
+}
+
+impl Model {
+    /// The pool that may run inside the fused spiking convolution `n`: `n`'s only reader, a
+    /// pool without activation that is not the output, read by `n` alone.
+    fn fusable_pool(&self, n: NodeIndex) -> Option<(NodeIndex, conv::SpikePool)> {
+        let [m] = self.consumers.get(n.index())?.as_slice() else {
+            return None;
+        };
+        let pool = &self.net.graph[*m];
+        if *m == self.net.output || n == self.net.output || pool.activation != Activation::None {
+            return None;
+        }
+        if self.inputs.get(m.index())?.as_slice() != [n] {
+            return None;
+        }
+        match pool.op {
+            Op::Pool {
+                kind,
+                window,
+                stride,
+            } => Some((
+                *m,
+                conv::SpikePool {
+                    max: kind == PoolKind::Max,
+                    k: usize::try_from(window).ok()?,
+                    s: usize::try_from(stride).ok()?,
+                },
+            )),
+            _ => None,
+        }
     }
 }
 

@@ -52,7 +52,7 @@ impl NeuronParams {
         }
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         validate_surrogate(self.threshold, self.gamma)?;
         if !self.leak.is_finite() {
             bail!("neuron leak must be finite, got {}", self.leak)
@@ -77,12 +77,12 @@ const PAR_MIN: usize = 1 << 15;
 const PAR_CHUNK: usize = 1 << 13;
 
 #[inline(always)]
-fn surrogate(v: f32, threshold: f32, gamma: f32) -> f32 {
+pub(crate) fn surrogate(v: f32, threshold: f32, gamma: f32) -> f32 {
     gamma * (1.0 - (v - threshold).abs() / threshold).max(0.0)
 }
 
 #[inline(always)]
-fn heaviside(v: f32, threshold: f32) -> f32 {
+pub(crate) fn heaviside(v: f32, threshold: f32) -> f32 {
     if v >= threshold {
         1.0
     } else {

@@ -16,6 +16,7 @@ use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape,
 use rayon::prelude::*;
 
 use super::neuron::f32_slice;
+use crate::ir::PoolKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Geom {
@@ -230,4 +231,13 @@ pub fn avg_pool2d(x: &Tensor, window: usize, stride: usize) -> Result<Tensor> {
 pub fn max_pool2d(x: &Tensor, window: usize, stride: usize) -> Result<Tensor> {
     let g = Geom::new(x, window, stride)?;
     x.contiguous()?.apply_op1(Pool(Kind::Max, g))
+}
+
+/// Pooling of the IR's kind `kind` (the one dispatch the batched model and the step-by-step
+/// simulator share): [`avg_pool2d`] or [`max_pool2d`], `[N, C, H, W]` → `[N, C, HO, WO]`.
+pub fn pool2d(x: &Tensor, kind: PoolKind, window: usize, stride: usize) -> Result<Tensor> {
+    match kind {
+        PoolKind::Avg => avg_pool2d(x, window, stride),
+        PoolKind::Max => max_pool2d(x, window, stride),
+    }
 }

@@ -35,7 +35,7 @@ pub use super::observe::Counters;
 use super::observe::{Application, NoObserver, Observer, SpikeCounter, Tee};
 use super::{err, usize_of};
 use crate::ir::{
-    Activation, BoundaryKind, Domain, Encoding, LayerKind, Network, Op, PoolKind, Reset, SlotId,
+    Activation, BoundaryKind, Domain, Encoding, LayerKind, Network, Op, Reset, SlotId,
 };
 
 /// What one simulated batch produced.
@@ -503,10 +503,7 @@ impl Simulator {
             } => {
                 let k = usize_of(*window)?;
                 let s = usize_of(*stride)?;
-                match kind {
-                    PoolKind::Avg => first()?.avg_pool2d_with_stride(k, s)?,
-                    PoolKind::Max => first()?.max_pool2d_with_stride(k, s)?,
-                }
+                super::pool::pool2d(&first()?, *kind, k, s)?
             }
             Op::Dropout { .. } => first()?,
             Op::Join { mode } => model::join(ins.clone(), *mode)?,
