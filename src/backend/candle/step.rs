@@ -778,7 +778,7 @@ mod tests {
             let lif = b.lif();
             let net = b
                 .conv("C1", 1, 4, 3, 1, lif)
-                .pool(PoolKind::Avg, 2, 2)
+                .pool(crate::ir::PoolKind::Avg, 2, 2)
                 .fc("F1", 4 * 3 * 3, 6, lif)
                 .fc("F2", 6, 3, Activation::None)
                 .build();
