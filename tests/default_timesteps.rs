@@ -4,15 +4,9 @@
 //! `show` and `estimate`; two tiny networks that write no `timesteps` (AGD: 10, conversion:
 //! 500) are also trained and evaluated on 32 embedded images.
 
+mod common;
+use common::snnc;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn snnc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_snnc"))
-        .args(args)
-        .output()
-        .expect("snnc runs")
-}
 
 fn ok(args: &[&str]) -> String {
     let o = snnc(args);

@@ -6,23 +6,14 @@
 //! Owner: the eval/checkpoint work. Invariants: only the `snnc` binary is run; runs are tiny
 //! (embedded data, 32 images, T ≤ 4, `tests/fixtures/cli/fc.snn`).
 
+mod common;
+use common::{snnc, text};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 type R = Result<(), Box<dyn std::error::Error>>;
 
 const FC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cli/fc.snn");
-
-fn snnc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_snnc"))
-        .args(args)
-        .output()
-        .expect("snnc runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// Trains `file` for one epoch on 32 embedded images into `dir/run` with `extra` flags.
 fn train(file: &str, dir: &Path, extra: &[&str]) -> Result<PathBuf, Box<dyn std::error::Error>> {

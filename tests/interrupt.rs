@@ -9,6 +9,9 @@
 //! every wait has a generous timeout and kills the child when it expires.
 #![cfg(unix)]
 
+mod common;
+use common::epoch_losses;
+
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -106,17 +109,6 @@ fn spawn(args: &[&str], stderr: &Path) -> R<Child> {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(stderr)?)
         .spawn()?)
-}
-
-fn epoch_losses(dir: &Path) -> R<Vec<f64>> {
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json"))?)?;
-    Ok(r["epochs"]
-        .as_array()
-        .ok_or("epochs")?
-        .iter()
-        .filter_map(|e| e["loss"].as_f64())
-        .collect())
 }
 
 fn interrupted_run_resumes_exactly(classifier: &str) -> R {

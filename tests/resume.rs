@@ -2,6 +2,8 @@
 //! from its checkpoint and continues exactly as the uninterrupted run; a flag contradicting
 //! the checkpoint is refused naming both values.
 
+mod common;
+use common::epoch_losses as losses;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -19,17 +21,6 @@ fn snnc(args: &[&str], out: &Path) -> Result<Output, Box<dyn std::error::Error>>
         .arg("--out")
         .arg(out)
         .output()?)
-}
-
-fn losses(dir: &Path) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json"))?)?;
-    Ok(r["epochs"]
-        .as_array()
-        .ok_or("epochs")?
-        .iter()
-        .filter_map(|e| e["loss"].as_f64())
-        .collect())
 }
 
 #[test]

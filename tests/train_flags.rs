@@ -10,9 +10,11 @@
 //! itself (`w₁ = w₀ − lr·g` for SGD, `w₁ = w₀ − lr·sign(g)` for Adam's first step), with the
 //! initial weights `w₀` taken from a run at `--lr 1e-30` (`--lr 0` is refused today).
 
+mod common;
+use common::{snnc, text};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 type R = Result<(), Box<dyn std::error::Error>>;
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -24,19 +26,12 @@ const CONV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cli/conv
 /// weight of size ≥ 1e-20 plus 1e-30·g rounds back to itself).
 const LR_ZERO: &str = "1e-30";
 
-fn snnc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_snnc"))
-        .args(args)
-        .output()
-        .expect("snnc runs")
-}
-
 fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    text(&o.stderr)
 }
 
 fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
+    text(&o.stdout)
 }
 
 /// `snnc train FILE --out OUT` with `extra`, filling in the tiny defaults (embedded data,
