@@ -78,6 +78,12 @@ fn show_prints_the_written_constants() {
     );
     let p = snnc::compile(&net_src("timesteps 5")).unwrap();
     assert!(!snnc::export::text::to_text(&p.networks[0]).contains("stdp:"));
+    // The whole `snnc show` text of a network with the setting (golden).
+    let p = snnc::compile(&net_src(
+        "stdp(eta=0.001, tau=20, offset=0.3, wmin=-1, wmax=1, gain=0.5, wta=false)",
+    ))
+    .unwrap();
+    insta::assert_snapshot!("show_text", snnc::export::text::to_text(&p.networks[0]));
 }
 
 #[test]
