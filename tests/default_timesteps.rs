@@ -152,3 +152,52 @@ fn agd_network_without_timesteps_runs_at_10_everywhere() {
 fn conversion_network_without_timesteps_runs_at_500_everywhere() {
     all_four("conversion", 500);
 }
+
+#[test]
+fn stdp_network_without_timesteps_runs_at_100_everywhere() {
+    // Before issue 9's fix, `snnc train --method stdp` fell back to AGD's 10 while `show`,
+    // `estimate` and `eval` said 100.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("stdp.snn");
+    std::fs::write(
+        &p,
+        "network Tiny {\n    input 1x28x28\n    method stdp\n    \
+         Conv1(1,4,3x3/1) IF\n    Pool(4x4/4)\n    FC1(196,16)-ReLU\n    FC2(16,10)\n}\n",
+    )
+    .unwrap();
+    let file = p.to_str().unwrap().to_string();
+    assert_eq!(snnc::train::defaults::STDP_TIMESTEPS, 100);
+    assert_eq!(snnc::train::defaults::train_timesteps_fallback("stdp"), 100);
+    assert_eq!(snnc::train::stdp::StdpConfig::default().timesteps, 100);
+    let out = dir.path().join("run");
+    ok(&[
+        "train",
+        &file,
+        "--out",
+        out.to_str().unwrap(),
+        "--data",
+        "embedded",
+        "--train-limit",
+        "16",
+        "--test-limit",
+        "16",
+        "--stdp-images",
+        "8",
+    ]);
+    assert_eq!(show_t(&file), 100, "show");
+    assert_eq!(estimate_t(&file), 100, "estimate");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["timesteps"].as_u64(), Some(100), "train report");
+    let ev = ok(&[
+        "eval",
+        &file,
+        "--weights",
+        out.join("weights.safetensors").to_str().unwrap(),
+        "--data",
+        "embedded",
+        "--test-limit",
+        "16",
+    ]);
+    assert_eq!(t_after(&ev), 100, "eval:\n{ev}");
+}

@@ -89,9 +89,10 @@ pub struct TrainArgs {
     #[arg(long, help = format!("Training epochs, at least 1 (default {})", defaults::EPOCHS))]
     pub epochs: Option<usize>,
     #[arg(long, help = format!(
-        "Time steps T of AGD (default: the network's `timesteps`, else {}); ann runs T = 1 \
-         (warning if given), conversion refuses it (use --eval-timesteps)",
-        defaults::TIMESTEPS
+        "Time steps T of AGD and STDP (default: the network's `timesteps`, else {}; stdp {}); \
+         ann runs T = 1 (warning if given), conversion refuses it (use --eval-timesteps)",
+        defaults::TIMESTEPS,
+        defaults::STDP_TIMESTEPS
     ))]
     pub timesteps: Option<usize>,
     #[arg(long, help = format!(
@@ -181,7 +182,7 @@ pub struct TrainArgs {
     /// `train::stdp::StdpConfig`, e.g. `params = { eta = 0.01, tau = 5.0 }`).
     #[arg(skip)]
     #[serde(default)]
-    pub stdp: Option<Box<crate::train::stdp::StdpConfig>>,
+    pub stdp: Option<Box<crate::train::stdp::StdpToml>>,
     /// A TOML file whose `[train]` table holds defaults for these flags.
     #[arg(long)]
     #[serde(skip)]
@@ -396,7 +397,8 @@ fn run_config(args: &TrainArgs, net: &Network) -> Result<RunConfig, TrainError> 
     });
     let mut seed = args.seed.unwrap_or(defaults::SEED);
     let mut batch = args.batch.unwrap_or(defaults::BATCH);
-    let mut timesteps = defaults::timesteps(net, args.timesteps, defaults::TIMESTEPS);
+    let fallback = defaults::train_timesteps_fallback(method.name());
+    let mut timesteps = defaults::timesteps(net, args.timesteps, fallback);
     let mut optimizer = optimizer_flag.unwrap_or(OptimizerKind::Adam);
     let (mut train_limit, mut test_limit) = (args.train_limit, args.test_limit);
     if args.resume {
@@ -454,7 +456,7 @@ fn run_config(args: &TrainArgs, net: &Network) -> Result<RunConfig, TrainError> 
         resume: args.resume,
         progress: true,
         conversion,
-        stdp: stdp_config(args),
+        stdp: stdp_config(args, net)?,
         describe: serde_json::Map::new(),
         train_limit,
         test_limit,
@@ -468,13 +470,18 @@ fn run_config(args: &TrainArgs, net: &Network) -> Result<RunConfig, TrainError> 
     })
 }
 
-/// `[train.stdp]` with `--stdp-images` on top (T, seed and progress are the run's).
-fn stdp_config(args: &TrainArgs) -> crate::train::stdp::StdpConfig {
-    let d = args.stdp.as_deref().cloned().unwrap_or_default();
-    crate::train::stdp::StdpConfig {
-        images: args.stdp_images.map_or(d.images, |n| n as usize),
-        ..d
-    }
+/// `--stdp-images` > `[train.stdp]` > the file's `stdp(...)` > defaults (T, seed and
+/// progress are the run's).
+fn stdp_config(
+    args: &TrainArgs,
+    net: &Network,
+) -> Result<crate::train::stdp::StdpConfig, TrainError> {
+    crate::train::stdp::StdpConfig::resolve(
+        &net.settings.stdp,
+        args.stdp.as_deref(),
+        args.stdp_images.map(|n| n as usize),
+    )
+    .map_err(TrainError::Config)
 }
 
 /// Why `--device cuda` is refused, by build: without the `cuda` feature, or with it (the

@@ -29,6 +29,9 @@ pub fn to_text(net: &Network) -> String {
         lower(&st.classifier),
         st.surrogate_gamma,
     );
+    if !st.stdp.is_empty() {
+        let _ = writeln!(s, "  stdp: {}", st.stdp.written().join(" "));
+    }
     let _ = writeln!(s, "  nodes:");
     let mut rows: Vec<Vec<String>> = vec![[
         "node",

@@ -77,6 +77,92 @@ pub struct Settings {
     pub surrogate_gamma: f32,
     pub method: Method,
     pub classifier: Classifier,
+    /// The STDP constants the file writes (`stdp(eta=.., ..)`); unwritten ones are `None`
+    /// and come from `[train.stdp]` or the STDP defaults (`train::stdp`).
+    #[serde(skip_serializing_if = "StdpSettings::is_empty")]
+    pub stdp: StdpSettings,
+}
+
+/// The `stdp(...)` setting of a network file: the constants of STDP training (Eq. 5's η,
+/// τ and offset, the weight bounds, uniform threshold adaptation, competition) that the
+/// file fixes. Each is `None` when not written. Values are range-checked by the front end
+/// (`syntax::lower`), with the same rules as `train::stdp::StdpConfig::validate`.
+///
+/// Precedence of a run (`snnc train --method stdp`): CLI flag > `[train.stdp]` TOML >
+/// this setting > the defaults of `train::stdp`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct StdpSettings {
+    /// η, learning rate (weight units per update), ≥ 0.
+    pub eta: Option<f32>,
+    /// τ, time constant of Eq. 5 (time steps), > 0.
+    pub tau: Option<f32>,
+    /// STDP_offset of Eq. 5, in [0, 1].
+    pub offset: Option<f32>,
+    /// Lower weight bound (`wmin`), < `w_max`.
+    pub w_min: Option<f32>,
+    /// Upper weight bound (`wmax`).
+    pub w_max: Option<f32>,
+    /// Threshold adaptation's target spike rate (spikes per neuron per step), in [0, 1].
+    pub target_rate: Option<f32>,
+    /// Threshold adaptation's gain per unit of rate error per mini-batch, ≥ 0.
+    pub gain: Option<f32>,
+    /// The lowest threshold adaptation may set, > 0.
+    pub min_threshold: Option<f32>,
+    /// Winner-take-all across feature maps at a position.
+    pub wta: Option<bool>,
+    /// Probability that a kernel sits out one step's update, in [0, 1).
+    pub dropout: Option<f32>,
+    /// Images per STDP mini-batch, ≥ 1.
+    pub batch: Option<u32>,
+    /// Training images presented per layer (as `--stdp-images`), ≥ 0.
+    pub images: Option<u32>,
+}
+
+impl StdpSettings {
+    /// The keys of `stdp(...)`, in the order `snnc show` prints them.
+    pub const KEYS: [&'static str; 12] = [
+        "eta",
+        "tau",
+        "offset",
+        "wmin",
+        "wmax",
+        "target_rate",
+        "gain",
+        "min_threshold",
+        "wta",
+        "dropout",
+        "batch",
+        "images",
+    ];
+
+    /// Whether the file writes no STDP constant.
+    pub fn is_empty(&self) -> bool {
+        *self == StdpSettings::default()
+    }
+
+    /// The written constants as `key=value` in [`Self::KEYS`] order (empty when none).
+    pub fn written(&self) -> Vec<String> {
+        let f = |v: Option<f32>| v.map(|x| x.to_string());
+        let vals = [
+            f(self.eta),
+            f(self.tau),
+            f(self.offset),
+            f(self.w_min),
+            f(self.w_max),
+            f(self.target_rate),
+            f(self.gain),
+            f(self.min_threshold),
+            self.wta.map(|b| b.to_string()),
+            f(self.dropout),
+            self.batch.map(|b| b.to_string()),
+            self.images.map(|b| b.to_string()),
+        ];
+        Self::KEYS
+            .iter()
+            .zip(vals)
+            .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+            .collect()
+    }
 }
 
 impl Default for Settings {
@@ -89,6 +175,7 @@ impl Default for Settings {
             surrogate_gamma: 0.3,
             method: Method::Agd,
             classifier: Classifier::Softmax,
+            stdp: StdpSettings::default(),
         }
     }
 }

@@ -3,7 +3,9 @@
 //! Values are already checked for range here (`syntax::lower` reports bad numbers), so the
 //! builder only deals with structure: what feeds what, names, skips.
 
-use crate::ir::{Classifier, Encoding, LayerKind, Method, NeuronKind, PoolKind, Reset, Shape};
+use crate::ir::{
+    Classifier, Encoding, LayerKind, Method, NeuronKind, PoolKind, Reset, Shape, StdpSettings,
+};
 use crate::span::Span;
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -39,8 +41,12 @@ pub enum SettingKind {
     Timesteps(u32),
     Encode(Encoding),
     Neuron(NeuronDecl),
-    Surrogate { gamma: f32 },
+    Surrogate {
+        gamma: f32,
+    },
     Method(Method),
+    /// `stdp(eta=.., tau=.., ...)`: the STDP constants written (range-checked).
+    Stdp(StdpSettings),
 }
 
 impl SettingKind {
@@ -52,6 +58,7 @@ impl SettingKind {
             SettingKind::Neuron(_) => "neuron",
             SettingKind::Surrogate { .. } => "surrogate",
             SettingKind::Method(_) => "method",
+            SettingKind::Stdp(_) => "stdp",
         }
     }
 }

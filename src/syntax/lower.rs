@@ -184,14 +184,18 @@ fn arg_list<'a>(pair: Pair<'a, Rule>, off: usize) -> (Vec<Arg<'a>>, Span) {
     (out, span)
 }
 
-const SETTINGS: [&str; 6] = [
+const SETTINGS: [&str; 7] = [
     "input",
     "timesteps",
     "encode",
     "neuron",
     "surrogate",
     "method",
+    "stdp",
 ];
+/// How `stdp(...)` is written (diagnostics' help).
+const STDP_FORM: &str = "write `stdp(eta=0.01, tau=5, offset=0.4, wmin=-1, wmax=1)`; the keys are \
+     eta, tau, offset, wmin, wmax, target_rate, gain, min_threshold, wta, dropout, batch, images";
 const ACTIVATIONS: [&str; 3] = ["ReLU", "LIF", "IF"];
 const CLASSIFIERS: [&str; 2] = ["softmax", "stochmax"];
 
@@ -276,6 +280,17 @@ impl Cx<'_, '_> {
                 }
                 Tok::Word { name, .. } if dead && ACTIVATIONS.contains(name) => {
                     i += 1;
+                    continue;
+                }
+                Tok::Word {
+                    name: "stdp",
+                    name_span,
+                    args,
+                    span,
+                } if !in_block && item_start => {
+                    let end = item_end(toks, i + 1);
+                    self.stdp_setting(*name_span, *span, args.as_ref(), &toks[i + 1..end]);
+                    i = end;
                     continue;
                 }
                 Tok::Word { name, span, .. }
@@ -710,7 +725,7 @@ impl Cx<'_, '_> {
             self.diags.push(SyntaxError::UnknownSetting {
                 name: name.into(),
                 span,
-                help: Some("the settings are `input`, `timesteps`, `encode`, `neuron`, `surrogate` and `method`".into()),
+                help: Some("the settings are `input`, `timesteps`, `encode`, `neuron`, `surrogate`, `method` and `stdp(...)`".into()),
             });
         } else if lowercase && item_start && !has_args && is_last {
             self.diags.push(SyntaxError::UnknownClassifier {
@@ -1085,6 +1100,13 @@ impl Cx<'_, '_> {
             .unwrap_or(key_span);
         let kind = self.setting_kind(key, key_span, rest);
         if let Some(kind) = kind {
+            self.push_setting(key, kind, span, key_span);
+        }
+    }
+
+    /// Records a setting, or reports it as set twice.
+    fn push_setting(&mut self, key: &str, kind: SettingKind, span: Span, key_span: Span) {
+        {
             if let Some(prev) = self
                 .net
                 .settings
@@ -1105,6 +1127,213 @@ impl Cx<'_, '_> {
                 span,
                 key_span,
             });
+        }
+    }
+
+    /// `stdp(eta=.., tau=.., offset=.., wmin=.., wmax=.., target_rate=.., gain=..,
+    /// min_threshold=.., wta=true|false, dropout=.., batch=.., images=..)`: every key is
+    /// optional, named, given once and range-checked with the rules of
+    /// `train::stdp::StdpConfig::validate` (η ≥ 0, τ > 0, 0 ≤ offset ≤ 1, wmin < wmax,
+    /// 0 ≤ target_rate ≤ 1, gain ≥ 0, min_threshold > 0, 0 ≤ dropout < 1, batch ≥ 1).
+    /// Diagnostics: `snnc::syntax::arguments` (unknown, positional or repeated key),
+    /// `snnc::syntax::range` (out of range), `snnc::syntax::bad_value` (not a number or
+    /// boolean, no argument list, text after it). Any error drops the whole setting.
+    fn stdp_setting(
+        &mut self,
+        key_span: Span,
+        word_span: Span,
+        args: Option<&(Vec<Arg<'_>>, Span)>,
+        rest: &[Tok<'_>],
+    ) {
+        let span = rest.iter().fold(word_span, |s, t| s.join(t.span()));
+        let Some((args, _)) = args else {
+            self.diags.push(SyntaxError::BadValue {
+                message: "`stdp` expects its constants in parentheses".into(),
+                span,
+                label: "no argument list".into(),
+                help: Some(STDP_FORM.into()),
+            });
+            return;
+        };
+        if let Some(first) = rest.first() {
+            let extra = rest.iter().fold(first.span(), |s, t| s.join(t.span()));
+            self.diags.push(SyntaxError::BadValue {
+                message: "unexpected text after `stdp(...)`".into(),
+                span: extra,
+                label: "not part of the setting".into(),
+                help: Some(STDP_FORM.into()),
+            });
+            return;
+        }
+        let mut st = crate::ir::StdpSettings::default();
+        let mut ok = true;
+        let mut seen: Vec<&str> = Vec::new();
+        let mut bounds: [Option<Span>; 2] = [None, None];
+        for a in args {
+            let Some((raw, kspan)) = a.key else {
+                self.diags.push(bad_args(
+                    "STDP constants are named",
+                    a.span,
+                    "positional value",
+                    Some(STDP_FORM.into()),
+                ));
+                ok = false;
+                continue;
+            };
+            let key = match raw {
+                "w_min" => "wmin",
+                "w_max" => "wmax",
+                k => k,
+            };
+            if seen.contains(&key) {
+                self.diags.push(bad_args(
+                    format!("`{key}` is given twice in `stdp(...)`"),
+                    kspan,
+                    "given again here",
+                    Some("keep one of them".into()),
+                ));
+                ok = false;
+                continue;
+            }
+            seen.push(key);
+            // A float in a range: `lo`/`hi` with whether each end is included.
+            let real =
+                |this: &mut Self, lo: Option<(f32, bool)>, hi: Option<(f32, bool)>, rule: &str| {
+                    let v = this.float(a.value, a.span)?;
+                    let above = lo.is_none_or(|(l, incl)| if incl { v >= l } else { v > l });
+                    let below = hi.is_none_or(|(h, incl)| if incl { v <= h } else { v < h });
+                    if above && below {
+                        Some(v)
+                    } else {
+                        this.diags.push(range(
+                            format!("stdp {key} = {} is out of range", a.value),
+                            a.span,
+                            format!("needs {rule}"),
+                            Some(format!("STDP's {key} satisfies {rule}")),
+                        ));
+                        None
+                    }
+                };
+            let parsed = match key {
+                "eta" => real(self, Some((0.0, true)), None, "η ≥ 0").map(|v| st.eta = Some(v)),
+                "tau" => real(self, Some((0.0, false)), None, "τ > 0 (time steps)")
+                    .map(|v| st.tau = Some(v)),
+                "offset" => real(self, Some((0.0, true)), Some((1.0, true)), "0 ≤ offset ≤ 1")
+                    .map(|v| st.offset = Some(v)),
+                "wmin" => real(self, None, None, "").map(|v| {
+                    st.w_min = Some(v);
+                    bounds[0] = Some(a.span);
+                }),
+                "wmax" => real(self, None, None, "").map(|v| {
+                    st.w_max = Some(v);
+                    bounds[1] = Some(a.span);
+                }),
+                "target_rate" => real(
+                    self,
+                    Some((0.0, true)),
+                    Some((1.0, true)),
+                    "0 ≤ target_rate ≤ 1",
+                )
+                .map(|v| st.target_rate = Some(v)),
+                "gain" => {
+                    real(self, Some((0.0, true)), None, "gain ≥ 0").map(|v| st.gain = Some(v))
+                }
+                "min_threshold" => real(self, Some((0.0, false)), None, "min_threshold > 0")
+                    .map(|v| st.min_threshold = Some(v)),
+                "dropout" => real(
+                    self,
+                    Some((0.0, true)),
+                    Some((1.0, false)),
+                    "0 ≤ dropout < 1",
+                )
+                .map(|v| st.dropout = Some(v)),
+                "wta" => match a.value {
+                    "true" | "on" => {
+                        st.wta = Some(true);
+                        Some(())
+                    }
+                    "false" | "off" => {
+                        st.wta = Some(false);
+                        Some(())
+                    }
+                    other => {
+                        self.diags.push(SyntaxError::BadValue {
+                            message: format!("`wta` is `true` or `false`, not `{other}`"),
+                            span: a.span,
+                            label: "not a boolean".into(),
+                            help: Some("write `wta=true` or `wta=false`".into()),
+                        });
+                        None
+                    }
+                },
+                "batch" | "images" => {
+                    let v = if key == "batch" {
+                        self.positive(a.value, a.span, "STDP batch")
+                    } else {
+                        self.u64(a.value, a.span)
+                    };
+                    match v {
+                        Some(v) if v <= u64::from(u32::MAX) => {
+                            let v = v as u32;
+                            if key == "batch" {
+                                st.batch = Some(v);
+                            } else {
+                                st.images = Some(v);
+                            }
+                            Some(())
+                        }
+                        Some(v) => {
+                            self.diags.push(range(
+                                format!("stdp {key} = {v} is too large"),
+                                a.span,
+                                "too large",
+                                Some(format!("at most {}", u32::MAX)),
+                            ));
+                            None
+                        }
+                        None => None,
+                    }
+                }
+                _ => {
+                    let help = match key {
+                        "lr" | "learning_rate" | "rate" => {
+                            format!("did you mean `eta`? (η is STDP's learning rate); {STDP_FORM}")
+                        }
+                        "tau_plus" | "tau_minus" | "tau_stdp" => {
+                            format!("did you mean `tau`? (Eq. 5 has one τ); {STDP_FORM}")
+                        }
+                        "target" | "rate_target" => {
+                            format!("did you mean `target_rate`?; {STDP_FORM}")
+                        }
+                        "theta_min" | "threshold_min" | "min_theta" => {
+                            format!("did you mean `min_threshold`?; {STDP_FORM}")
+                        }
+                        _ => STDP_FORM.to_string(),
+                    };
+                    self.diags.push(bad_args(
+                        format!("unknown STDP constant `{raw}`"),
+                        kspan,
+                        "unknown key",
+                        Some(help),
+                    ));
+                    None
+                }
+            };
+            ok &= parsed.is_some();
+        }
+        if let (Some(lo), Some(hi), [Some(ls), Some(hs)]) = (st.w_min, st.w_max, bounds) {
+            if lo >= hi {
+                self.diags.push(range(
+                    format!("the STDP weight bounds [{lo}, {hi}] are empty"),
+                    ls.join(hs),
+                    "wmin ≥ wmax",
+                    Some("STDP keeps weights in [wmin, wmax] with wmin < wmax".into()),
+                ));
+                ok = false;
+            }
+        }
+        if ok {
+            self.push_setting("stdp", SettingKind::Stdp(st), span, key_span);
         }
     }
 

@@ -175,6 +175,7 @@ pub fn build_network(decl: &NetworkDecl, diags: &mut Diagnostics) -> Option<Netw
             }
             SettingKind::Surrogate { gamma } => settings.surrogate_gamma = *gamma,
             SettingKind::Method(m) => settings.method = *m,
+            SettingKind::Stdp(st) => settings.stdp = *st,
         }
     }
     if let Some((c, _)) = decl.classifier {

@@ -10,6 +10,9 @@ use crate::ir::{defaults as ir_defaults, Method, Network};
 /// T of AGD training and evaluation when neither a flag nor the network's `timesteps` says
 /// (= [`ir_defaults::timesteps`]`(Agd)`).
 pub const TIMESTEPS: usize = ir_defaults::timesteps(Method::Agd);
+/// T of STDP training (both phases) and evaluation when neither a flag nor the network's
+/// `timesteps` says (= [`ir_defaults::timesteps`]`(Stdp)`).
+pub const STDP_TIMESTEPS: usize = ir_defaults::timesteps(Method::Stdp);
 /// Conversion: T of `snnc eval` on a converted checkpoint when neither says: the headline T
 /// of `snnc train --method conversion`, the largest of [`CONVERSION_TIMESTEPS`]
 /// (= [`ir_defaults::timesteps`]`(Conversion)`).
@@ -38,4 +41,15 @@ pub const CONVERSION_BATCH: usize = 100;
 pub fn timesteps(net: &Network, flag: Option<usize>, fallback: usize) -> usize {
     flag.or(net.settings.timesteps.map(|t| t as usize))
         .unwrap_or(fallback)
+}
+
+/// The T `snnc train --method NAME` falls back to when neither `--timesteps` nor the
+/// network's `timesteps` says: [`STDP_TIMESTEPS`] for `stdp`, else [`TIMESTEPS`] (AGD and
+/// the ANN baseline; conversion evaluates at its own list of T, `CONVERSION_TIMESTEPS`).
+pub fn train_timesteps_fallback(method: &str) -> usize {
+    if method == "stdp" {
+        STDP_TIMESTEPS
+    } else {
+        TIMESTEPS
+    }
 }

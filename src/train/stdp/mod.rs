@@ -47,8 +47,9 @@ pub struct StdpConfig {
 impl Default for StdpConfig {
     /// WTA on and dropout 0.1 (competition as in [15], [25]); 2,000 images (the
     /// Fashion-MNIST target of issue 9); mini-batches of 16 (updates averaged over 16 images
-    /// × all positions are smooth enough at η = 0.01); T = 20 (enough steps for τ = 5 to
-    /// see several pre/post pairings per presentation).
+    /// × all positions are smooth enough at η = 0.01); T = STDP's default T,
+    /// [`crate::ir::defaults::timesteps`]`(Stdp)` = 100 (a run always replaces it with its
+    /// own T: flag, else the file's `timesteps`, else that same default).
     fn default() -> Self {
         StdpConfig {
             params: StdpParams::default(),
@@ -57,7 +58,7 @@ impl Default for StdpConfig {
             dropout: 0.1,
             images: 2000,
             batch: 16,
-            timesteps: 20,
+            timesteps: crate::train::defaults::STDP_TIMESTEPS,
             seed: 0,
             progress: false,
         }
@@ -65,6 +66,49 @@ impl Default for StdpConfig {
 }
 
 impl StdpConfig {
+    /// These settings with the constants a network file writes (`stdp(...)`,
+    /// [`crate::ir::StdpSettings`]) on top; unwritten ones keep their value here.
+    pub fn with_network(mut self, s: &crate::ir::StdpSettings) -> Self {
+        let p = &mut self.params;
+        p.eta = s.eta.unwrap_or(p.eta);
+        p.tau = s.tau.unwrap_or(p.tau);
+        p.offset = s.offset.unwrap_or(p.offset);
+        p.w_min = s.w_min.unwrap_or(p.w_min);
+        p.w_max = s.w_max.unwrap_or(p.w_max);
+        let a = &mut self.adaptation;
+        a.target_rate = s.target_rate.unwrap_or(a.target_rate);
+        a.gain = s.gain.unwrap_or(a.gain);
+        a.min_threshold = s.min_threshold.unwrap_or(a.min_threshold);
+        self.wta = s.wta.unwrap_or(self.wta);
+        self.dropout = s.dropout.unwrap_or(self.dropout);
+        self.batch = s.batch.map_or(self.batch, |b| b as usize);
+        self.images = s.images.map_or(self.images, |n| n as usize);
+        self
+    }
+
+    /// The STDP settings of a run, by precedence: `images_flag` (`--stdp-images`) >
+    /// `toml` (the keys `[train.stdp]` writes) > the network file's `stdp(...)` > the
+    /// defaults ([`StdpConfig::default`]). T, seed and progress are the run's (set by the
+    /// method), not decided here.
+    ///
+    /// Errors: a message when the merged table does not describe a `StdpConfig` (a wrong
+    /// type); the ranges are checked later by [`StdpConfig::validate`].
+    pub fn resolve(
+        net: &crate::ir::StdpSettings,
+        toml: Option<&StdpToml>,
+        images_flag: Option<usize>,
+    ) -> Result<StdpConfig, String> {
+        let base = StdpConfig::default().with_network(net);
+        let mut cfg = match toml {
+            Some(t) => t.over(&base)?,
+            None => base,
+        };
+        if let Some(n) = images_flag {
+            cfg.images = n;
+        }
+        Ok(cfg)
+    }
+
     /// Checks every setting (see [`StdpParams::validate`], [`ThresholdAdaptation::validate`]),
     /// 0 ≤ dropout < 1, batch ≥ 1 and T ≥ 1.
     pub fn validate(&self) -> Result<(), String> {
@@ -77,6 +121,52 @@ impl StdpConfig {
             return Err("STDP needs a batch and T of at least 1".into());
         }
         Ok(())
+    }
+}
+
+/// The `[train.stdp]` table of a `--config` file exactly as written: only the keys it
+/// gives override (see [`StdpConfig::resolve`]), so that a network file's `stdp(...)`
+/// applies to the others. Same fields as [`StdpConfig`] (`params = { eta = .. }`,
+/// `adaptation = { gain = .. }`, `wta`, `dropout`, `images`, `batch`); a table that is not
+/// a valid (partial) `StdpConfig` (unknown key, wrong type) is refused when the file is
+/// read.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(transparent)]
+pub struct StdpToml(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for StdpToml {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let v = serde_json::Value::deserialize(d)?;
+        // Check keys and types now (over the defaults), so a typo fails at load time.
+        StdpToml(v.clone())
+            .over(&StdpConfig::default())
+            .map_err(D::Error::custom)?;
+        Ok(StdpToml(v))
+    }
+}
+
+impl StdpToml {
+    /// `base` with the keys of this table on top (nested tables merge key by key).
+    pub fn over(&self, base: &StdpConfig) -> Result<StdpConfig, String> {
+        fn merge(into: &mut serde_json::Value, top: &serde_json::Value) {
+            match (into, top) {
+                (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+                    for (k, v) in b {
+                        match a.get_mut(k) {
+                            Some(slot) => merge(slot, v),
+                            None => {
+                                a.insert(k.clone(), v.clone());
+                            }
+                        }
+                    }
+                }
+                (slot, v) => *slot = v.clone(),
+            }
+        }
+        let mut v = serde_json::to_value(base).map_err(|e| e.to_string())?;
+        merge(&mut v, &self.0);
+        serde_json::from_value(v).map_err(|e| format!("[train.stdp]: {e}"))
     }
 }
 

@@ -123,6 +123,11 @@ pub fn run(
     report
         .extra
         .insert("stdp_images".into(), serde_json::Value::from(cfg.images));
+    // The constants the STDP phase ran with (after flag > TOML > file > default).
+    report.extra.insert(
+        "stdp_config".into(),
+        serde_json::to_value(cfg).map_err(|e| e.to_string())?,
+    );
     report
         .extra
         .insert("resumed".into(), serde_json::Value::from(resumed));
