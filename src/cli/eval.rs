@@ -27,7 +27,8 @@ pub struct EvalArgs {
     #[arg(long)]
     pub network: Option<String>,
     /// Time steps T (default: the checkpoint's training T, else the network's `timesteps`,
-    /// else 10; a converted checkpoint: the network's `timesteps`, else 500).
+    /// else the method's default: AGD/ANN 10, STDP 100; a converted checkpoint: the network's
+    /// `timesteps`, else 500).
     #[arg(long)]
     pub timesteps: Option<usize>,
     /// The data set: fashion-mnist[:DIR], mnist:DIR, cifar10:DIR or embedded.

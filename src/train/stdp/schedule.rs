@@ -11,8 +11,8 @@
 //! presentation (Section IV). The updates of a presentation are summed and applied when it
 //! ends (mini-batch STDP), then the layer's thresholds adapt to its spike rate.
 //!
-//! The runtime is the IF simulator (leak 1, reset by subtraction): a declared LIF leak is not
-//! applied during STDP (the step runtime has IF neurons only).
+//! The runtime is the step-by-step simulator with reset by subtraction and each layer's
+//! declared neuron: a LIF layer leaks by its declared factor, an IF layer does not.
 //!
 //! Owner: the STDP helper (`train::stdp`). Invariants: the observer never changes the run;
 //! every random draw (Poisson input, dropout) comes from `rng_for(seed, stream)` with fixed
