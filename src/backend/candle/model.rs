@@ -456,6 +456,11 @@ impl Model {
 
     /// [`Model::forward`] with an observer called once per layer application (the Poisson
     /// input, and every spiking application's current and spikes, `[T·B, ...]`).
+    /// Without `opts.train` the pass builds no gradient graph (weights are read detached),
+    /// and a spiking convolution runs fused (`conv::conv2d_lif_infer`) when the observer
+    /// wants no currents ([`Observer::wants_currents`]): it then gets
+    /// [`Observer::current_max`] and, if it wants no spike tensors either (the pool then runs
+    /// inside the fused op), [`Observer::spike_total`]; same values either way.
     pub fn forward_observed(
         &self,
         x: &Tensor,
@@ -488,6 +493,11 @@ impl Model {
         let mut values: Vec<Option<Tensor>> = vec![None; self.net.graph.node_count()];
         let mut penultimate = None;
         let out_node = self.net.output;
+        // Observed inference: no graph, and a fused spiking convolution when the observer
+        // can do without the currents.
+        let infer = !fuse && !opts.train;
+        let infer_fused = infer && !as_ann && !obs.wants_currents();
+        let infer_pool = infer_fused && !obs.wants_spike_tensors();
 
         for &n in &self.order {
             if values[n.index()].is_some() {
@@ -529,11 +539,34 @@ impl Model {
                 },
                 Op::Conv { weights } | Op::Fc { weights } => {
                     let inp = first()?;
-                    let wt = self.weights[weights.0].as_tensor();
+                    let wt = &if infer {
+                        self.weights[weights.0].as_tensor().detach()
+                    } else {
+                        self.weights[weights.0].as_tensor().clone()
+                    };
                     match self.net.weights[weights.0].kind {
                         LayerKind::Conv { stride, pad, .. } => {
                             let (stride, pad) = (usize_of(stride)?, usize_of(pad)?);
                             match node.activation {
+                                Activation::Spiking(spec) if infer_fused => {
+                                    let (slot, th) = spiking_slot(node, &self.thresholds)?;
+                                    let app = Application::of(n, node, slot, None);
+                                    let p = neuron_params(&spec, th, gamma, opts.mode);
+                                    let (dst, q) = match self.fusable_pool(n) {
+                                        Some((m, q)) if infer_pool => (m, Some(q)),
+                                        _ => (n, None),
+                                    };
+                                    let r =
+                                        conv::conv2d_lif_infer(inp, wt, (stride, pad), t, &p, q)?;
+                                    obs.current_max(&app, r.max_current)?;
+                                    if q.is_some() {
+                                        obs.spike_total(&app, r.spikes, r.neuron_steps)?;
+                                    } else {
+                                        obs.spikes(&app, &r.out)?;
+                                    }
+                                    values[dst.index()] = Some(r.out);
+                                    continue;
+                                }
                                 Activation::Spiking(spec) if fuse && !as_ann => {
                                     let (_, th) = spiking_slot(node, &self.thresholds)?;
                                     let p = neuron_params(&spec, th, gamma, opts.mode);
