@@ -1088,6 +1088,37 @@ mod tests {
         }
     }
 
+    /// The inference variant: bit-identical output to the differentiable op (pooled or
+    /// not), no gradient tracking, the maximum of the plain convolution's output as the
+    /// current, and the spike count of the unpooled spikes.
+    #[test]
+    fn conv_lif_infer_matches_conv_lif() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let pool = SpikePool {
+            max: true,
+            k: 2,
+            s: 2,
+        };
+        for (k, q) in CASES.iter().flat_map(|k| [(k, None), (k, Some(pool))]) {
+            let p = lif(0.8, Reset::Subtract);
+            let x = rand_tensor(&mut rng, &[k.t * k.b, k.c, k.hw, k.hw], 0.0, 1.0);
+            let w = Var::from_tensor(&rand_tensor(&mut rng, &[k.o, k.c, 3, 3], -0.6, 0.9)).unwrap();
+            let r = conv2d_lif_infer(&x, &w, k.conv, k.t, &p, q).unwrap();
+            assert!(!r.out.track_op(), "inference output tracks gradients");
+            let want = conv2d_lif(&x, &w, k.conv, k.t, &p, q).unwrap();
+            assert_eq!(flat(&r.out), flat(&want), "fused inference output");
+            let cur = conv2d(&x, &w, k.conv.0, k.conv.1).unwrap();
+            assert_eq!(
+                r.max_current,
+                cur.max_all().unwrap().to_scalar::<f32>().unwrap()
+            );
+            let s = conv2d_lif(&x, &w, k.conv, k.t, &p, None).unwrap();
+            let count = flat(&s).iter().filter(|&&v| v > 0.0).count() as u64;
+            assert_eq!((r.spikes, r.neuron_steps), (count, s.elem_count() as u64));
+            assert!(r.spikes > 0 && r.spikes < r.neuron_steps, "degenerate case");
+        }
+    }
+
     #[test]
     fn conv_lif_pool_matches_conv_scan_pool() {
         let pools = [
