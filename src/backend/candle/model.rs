@@ -807,3 +807,65 @@ pub fn join(ins: Vec<Tensor>, mode: JoinMode) -> Result<Tensor> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::candle::netbuild::NetBuilder;
+    use crate::backend::candle::observe::Recorder;
+    use crate::ir::{PoolKind, Shape};
+
+    /// A [`Recorder`] that asks for the currents, so the observed run stays op by op.
+    struct Unfused(Recorder);
+
+    impl Observer for Unfused {
+        fn input_spikes(&mut self, s: &Tensor) -> Result<()> {
+            self.0.input_spikes(s)
+        }
+        fn current(&mut self, app: &Application, c: &Tensor) -> Result<()> {
+            self.0.current(app, c)
+        }
+        fn spikes(&mut self, app: &Application, s: &Tensor) -> Result<()> {
+            self.0.spikes(app, s)
+        }
+    }
+
+    /// Observed inference through the fused convolutions (pooled inside and not) reports
+    /// exactly what the op-by-op run reports: logits, per-application spike rates and the
+    /// per-slot maximum current, bit for bit; and its output tracks no gradient.
+    #[test]
+    fn fused_observed_inference_matches_op_by_op() {
+        let t = 4;
+        let b = NetBuilder::new("fuse", Shape::new(1, 10, 10), t as u32);
+        let lif = b.lif();
+        let net = b
+            .conv("Conv1", 1, 4, 3, 1, lif)
+            .pool(PoolKind::Max, 2, 2)
+            .conv("Conv2", 4, 6, 3, 1, lif)
+            .conv("Conv3", 6, 4, 3, 1, lif)
+            .pool(PoolKind::Avg, 2, 2)
+            .fc("FC1", 16, 8, lif)
+            .fc("FC2", 8, 3, Activation::None)
+            .build();
+        let m = Model::new(&net, &Device::Cpu, 3).unwrap();
+        let x = Tensor::rand(0f32, 1f32, (3, 1, 10, 10), &Device::Cpu).unwrap();
+        let opts = ForwardOptions::snn(t, false);
+        let slots = m.thresholds().len();
+        let mut fused = Recorder::new(slots);
+        let a = m
+            .forward_observed(&x, &opts, &mut rng_for(5, 0), &mut fused)
+            .unwrap();
+        let mut plain = Unfused(Recorder::new(slots));
+        let b = m
+            .forward_observed(&x, &opts, &mut rng_for(5, 0), &mut plain)
+            .unwrap();
+        let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(v(&a.logits), v(&b.logits));
+        assert!(!a.logits.track_op(), "observed inference built a graph");
+        assert_eq!(fused.activity, plain.0.activity);
+        assert_eq!(fused.max_input, plain.0.max_input);
+        assert_eq!(fused.input_rate, plain.0.input_rate);
+        assert_eq!(fused.activity.len(), 4);
+        assert!(fused.activity.iter().any(|a| a.spike_rate > 0.0));
+    }
+}
