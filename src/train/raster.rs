@@ -126,6 +126,10 @@ impl Observer for RasterRecorder {
     fn spikes(&mut self, app: &Application, spikes: &Tensor) -> Result<()> {
         self.push(&Self::label(app), spikes)
     }
+
+    fn wants_currents(&self) -> bool {
+        false
+    }
 }
 
 /// Runs images `x` `[B, C, H, W]` through `sim` step by step for `timesteps` steps and

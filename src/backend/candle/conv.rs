@@ -636,24 +636,29 @@ fn lif_forward(
     (t, b, pix, o): (usize, usize, usize, usize),
     p: &NeuronParams,
     pool: Option<PoolGeom>,
-) -> Vec<f32> {
+    count: bool,
+) -> (Vec<f32>, u64) {
     let per = pix * o;
     let out_per = pool.map_or(per, |q| q.ho * q.wo * o);
     let mut out = vec![0f32; t * b * out_per];
     if per == 0 || out_per == 0 || b == 0 {
-        return out;
+        return (out, 0);
     }
-    blocks_by_sample(&mut out, b, out_per)
+    let spikes = blocks_by_sample(&mut out, b, out_per)
         .into_par_iter()
         .enumerate()
-        .for_each(|(bi, blocks)| {
+        .map(|(bi, blocks)| {
             let p = *p;
             let mut u = vec![0f32; per];
             let mut spk = vec![0f32; per];
             let mut acc = vec![0f32; o];
+            let mut fired = 0u64;
             for (ti, dst) in blocks.into_iter().enumerate() {
                 let src = &y[(ti * b + bi) * per..][..per];
                 scan_step(&p, &mut u, &mut spk, src);
+                if count {
+                    fired += spk.iter().filter(|&&s| s > 0.0).count() as u64;
+                }
                 match pool {
                     Some(q) => q.forward(&spk, o, dst, &mut acc),
                     None => {
@@ -665,8 +670,10 @@ fn lif_forward(
                     }
                 }
             }
-        });
-    out
+            fired
+        })
+        .sum();
+    (out, spikes)
 }
 
 /// dL/dy of the scan (`[T·B·P, O]` pixel-major) from the pre-activation `y` (same layout)
@@ -779,8 +786,8 @@ impl CustomOp2 for ConvLifOp {
         let cols = Tensor::from_vec(im2col_vec(&g, x), (self.rows(), g.patch()), &cpu)?;
         let wt = Tensor::from_slice(w, (self.o, g.patch()), &cpu)?;
         let y = cols.matmul(&wt.t()?)?; // [N·P, O]
-        let out = with_cpu_data(&y, self.name(), |d| {
-            lif_forward(d, self.dims(), &self.p, self.pool)
+        let (out, _) = with_cpu_data(&y, self.name(), |d| {
+            lif_forward(d, self.dims(), &self.p, self.pool, false)
         })?;
         if let Ok(mut saved) = self.saved.lock() {
             *saved = Some((cols, y));
@@ -869,6 +876,65 @@ pub fn conv2d_lif(
         saved: Mutex::new(None),
     };
     x.contiguous()?.apply_op2(&w.contiguous()?, op)
+}
+
+/// What [`conv2d_lif_infer`] computes.
+#[derive(Debug, Clone)]
+pub struct ConvLifInference {
+    /// The spikes `[T·B, O, HO, WO]` (0/1), or pooled `[T·B, O, PH, PW]`; not tracked.
+    pub out: Tensor,
+    /// The largest element of the convolution output (the neurons' input current).
+    pub max_current: f32,
+    /// Spikes emitted before any pooling, and the neuron·steps they were counted over
+    /// (`T·B·O·HO·WO`).
+    pub spikes: u64,
+    pub neuron_steps: u64,
+}
+
+/// [`conv2d_lif`] for inference: the same values (same im2col, gemm and scan arithmetic),
+/// but no graph node (the result tracks no gradient, `w` is read detached), nothing kept for
+/// a backward, and the summary an observer needs (maximum current, spike count) measured on
+/// the way. Shapes and errors as [`conv2d_lif`].
+pub fn conv2d_lif_infer(
+    x: &Tensor,
+    w: &Tensor,
+    (stride, pad): (usize, usize),
+    t: usize,
+    p: &NeuronParams,
+    pool: Option<SpikePool>,
+) -> Result<ConvLifInference> {
+    p.validate()?;
+    let (x, w) = (x.detach().contiguous()?, w.detach().contiguous()?);
+    let g = check_shapes(&x, &w, stride, pad)?;
+    if t == 0 || g.n % t != 0 {
+        bail!(
+            "conv2d_lif: leading dimension {} is not a multiple of T = {t}",
+            g.n
+        )
+    }
+    let pool = match pool {
+        Some(q) => Some(PoolGeom::new(q, g.ho, g.wo)?),
+        None => None,
+    };
+    let o = w.dim(0)?;
+    let name = "snnc-conv2d-lif-infer";
+    let cpu = Device::Cpu;
+    let cols = with_cpu_data(&x, name, |xd| im2col_vec(&g, xd))?;
+    let rows = g.n * g.ho * g.wo;
+    let cols = Tensor::from_vec(cols, (rows, g.patch()), &cpu)?;
+    let wt = w.reshape((o, g.patch()))?;
+    let y = cols.matmul(&wt.t()?)?; // [N·P, O]
+    drop(cols);
+    let max_current = y.max_all()?.to_scalar::<f32>()?;
+    let dims = (t, g.n / t, g.ho * g.wo, o);
+    let (out, spikes) = with_cpu_data(&y, name, |d| lif_forward(d, dims, p, pool, true))?;
+    let (ho, wo) = pool.map_or((g.ho, g.wo), |q| (q.ho, q.wo));
+    Ok(ConvLifInference {
+        out: Tensor::from_vec(out, (g.n, o, ho, wo), &cpu)?,
+        max_current,
+        spikes,
+        neuron_steps: (rows * o) as u64,
+    })
 }
 
 #[cfg(test)]
@@ -1019,6 +1085,37 @@ mod tests {
             for k in &CASES {
                 case(k, p, None);
             }
+        }
+    }
+
+    /// The inference variant: bit-identical output to the differentiable op (pooled or
+    /// not), no gradient tracking, the maximum of the plain convolution's output as the
+    /// current, and the spike count of the unpooled spikes.
+    #[test]
+    fn conv_lif_infer_matches_conv_lif() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let pool = SpikePool {
+            max: true,
+            k: 2,
+            s: 2,
+        };
+        for (k, q) in CASES.iter().flat_map(|k| [(k, None), (k, Some(pool))]) {
+            let p = lif(0.8, Reset::Subtract);
+            let x = rand_tensor(&mut rng, &[k.t * k.b, k.c, k.hw, k.hw], 0.0, 1.0);
+            let w = Var::from_tensor(&rand_tensor(&mut rng, &[k.o, k.c, 3, 3], -0.6, 0.9)).unwrap();
+            let r = conv2d_lif_infer(&x, &w, k.conv, k.t, &p, q).unwrap();
+            assert!(!r.out.track_op(), "inference output tracks gradients");
+            let want = conv2d_lif(&x, &w, k.conv, k.t, &p, q).unwrap();
+            assert_eq!(flat(&r.out), flat(&want), "fused inference output");
+            let cur = conv2d(&x, &w, k.conv.0, k.conv.1).unwrap();
+            assert_eq!(
+                r.max_current,
+                cur.max_all().unwrap().to_scalar::<f32>().unwrap()
+            );
+            let s = conv2d_lif(&x, &w, k.conv, k.t, &p, None).unwrap();
+            let count = flat(&s).iter().filter(|&&v| v > 0.0).count() as u64;
+            assert_eq!((r.spikes, r.neuron_steps), (count, s.elem_count() as u64));
+            assert!(r.spikes > 0 && r.spikes < r.neuron_steps, "degenerate case");
         }
     }
 

@@ -456,6 +456,11 @@ impl Model {
 
     /// [`Model::forward`] with an observer called once per layer application (the Poisson
     /// input, and every spiking application's current and spikes, `[T·B, ...]`).
+    /// Without `opts.train` the pass builds no gradient graph (weights are read detached),
+    /// and a spiking convolution runs fused (`conv::conv2d_lif_infer`) when the observer
+    /// wants no currents ([`Observer::wants_currents`]): it then gets
+    /// [`Observer::current_max`] and, if it wants no spike tensors either (the pool then runs
+    /// inside the fused op), [`Observer::spike_total`]; same values either way.
     pub fn forward_observed(
         &self,
         x: &Tensor,
@@ -488,6 +493,11 @@ impl Model {
         let mut values: Vec<Option<Tensor>> = vec![None; self.net.graph.node_count()];
         let mut penultimate = None;
         let out_node = self.net.output;
+        // Observed inference: no graph, and a fused spiking convolution when the observer
+        // can do without the currents.
+        let infer = !fuse && !opts.train;
+        let infer_fused = infer && !as_ann && !obs.wants_currents();
+        let infer_pool = infer_fused && !obs.wants_spike_tensors();
 
         for &n in &self.order {
             if values[n.index()].is_some() {
@@ -529,11 +539,34 @@ impl Model {
                 },
                 Op::Conv { weights } | Op::Fc { weights } => {
                     let inp = first()?;
-                    let wt = self.weights[weights.0].as_tensor();
+                    let wt = &if infer {
+                        self.weights[weights.0].as_tensor().detach()
+                    } else {
+                        self.weights[weights.0].as_tensor().clone()
+                    };
                     match self.net.weights[weights.0].kind {
                         LayerKind::Conv { stride, pad, .. } => {
                             let (stride, pad) = (usize_of(stride)?, usize_of(pad)?);
                             match node.activation {
+                                Activation::Spiking(spec) if infer_fused => {
+                                    let (slot, th) = spiking_slot(node, &self.thresholds)?;
+                                    let app = Application::of(n, node, slot, None);
+                                    let p = neuron_params(&spec, th, gamma, opts.mode);
+                                    let (dst, q) = match self.fusable_pool(n) {
+                                        Some((m, q)) if infer_pool => (m, Some(q)),
+                                        _ => (n, None),
+                                    };
+                                    let r =
+                                        conv::conv2d_lif_infer(inp, wt, (stride, pad), t, &p, q)?;
+                                    obs.current_max(&app, r.max_current)?;
+                                    if q.is_some() {
+                                        obs.spike_total(&app, r.spikes, r.neuron_steps)?;
+                                    } else {
+                                        obs.spikes(&app, &r.out)?;
+                                    }
+                                    values[dst.index()] = Some(r.out);
+                                    continue;
+                                }
                                 Activation::Spiking(spec) if fuse && !as_ann => {
                                     let (_, th) = spiking_slot(node, &self.thresholds)?;
                                     let p = neuron_params(&spec, th, gamma, opts.mode);
@@ -772,5 +805,67 @@ pub fn join(ins: Vec<Tensor>, mode: JoinMode) -> Result<Tensor> {
             }
             Ok(acc)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::candle::netbuild::NetBuilder;
+    use crate::backend::candle::observe::Recorder;
+    use crate::ir::{PoolKind, Shape};
+
+    /// A [`Recorder`] that asks for the currents, so the observed run stays op by op.
+    struct Unfused(Recorder);
+
+    impl Observer for Unfused {
+        fn input_spikes(&mut self, s: &Tensor) -> Result<()> {
+            self.0.input_spikes(s)
+        }
+        fn current(&mut self, app: &Application, c: &Tensor) -> Result<()> {
+            self.0.current(app, c)
+        }
+        fn spikes(&mut self, app: &Application, s: &Tensor) -> Result<()> {
+            self.0.spikes(app, s)
+        }
+    }
+
+    /// Observed inference through the fused convolutions (pooled inside and not) reports
+    /// exactly what the op-by-op run reports: logits, per-application spike rates and the
+    /// per-slot maximum current, bit for bit; and its output tracks no gradient.
+    #[test]
+    fn fused_observed_inference_matches_op_by_op() {
+        let t = 4;
+        let b = NetBuilder::new("fuse", Shape::new(1, 10, 10), t as u32);
+        let lif = b.lif();
+        let net = b
+            .conv("Conv1", 1, 4, 3, 1, lif)
+            .pool(PoolKind::Max, 2, 2)
+            .conv("Conv2", 4, 6, 3, 1, lif)
+            .conv("Conv3", 6, 4, 3, 1, lif)
+            .pool(PoolKind::Avg, 2, 2)
+            .fc("FC1", 16, 8, lif)
+            .fc("FC2", 8, 3, Activation::None)
+            .build();
+        let m = Model::new(&net, &Device::Cpu, 3).unwrap();
+        let x = Tensor::rand(0f32, 1f32, (3, 1, 10, 10), &Device::Cpu).unwrap();
+        let opts = ForwardOptions::snn(t, false);
+        let slots = m.thresholds().len();
+        let mut fused = Recorder::new(slots);
+        let a = m
+            .forward_observed(&x, &opts, &mut rng_for(5, 0), &mut fused)
+            .unwrap();
+        let mut plain = Unfused(Recorder::new(slots));
+        let b = m
+            .forward_observed(&x, &opts, &mut rng_for(5, 0), &mut plain)
+            .unwrap();
+        let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(v(&a.logits), v(&b.logits));
+        assert!(!a.logits.track_op(), "observed inference built a graph");
+        assert_eq!(fused.activity, plain.0.activity);
+        assert_eq!(fused.max_input, plain.0.max_input);
+        assert_eq!(fused.input_rate, plain.0.input_rate);
+        assert_eq!(fused.activity.len(), 4);
+        assert!(fused.activity.iter().any(|a| a.spike_rate > 0.0));
     }
 }

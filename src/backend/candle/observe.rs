@@ -88,6 +88,34 @@ pub trait Observer {
         None
     }
 
+    /// Whether [`Observer::current`] needs the current tensor of a batched run. When false,
+    /// `Model::forward_observed` without training may run a spiking convolution fused (no
+    /// current tensor is ever built) and reports [`Observer::current_max`] instead.
+    /// Default `true`, the safe answer.
+    fn wants_currents(&self) -> bool {
+        true
+    }
+
+    /// Whether [`Observer::spikes`] needs the spike tensor of a batched run. When false
+    /// (and [`Observer::wants_currents`] is false), a fused spiking convolution also pools
+    /// inside the fused op and reports [`Observer::spike_total`] instead. Default `true`.
+    fn wants_spike_tensors(&self) -> bool {
+        true
+    }
+
+    /// Batched, fused runs only (see [`Observer::wants_currents`]): the largest input current
+    /// of a spiking application, in place of [`Observer::current`].
+    fn current_max(&mut self, _app: &Application, _max: f32) -> Result<()> {
+        Ok(())
+    }
+
+    /// Batched, fused runs only (see [`Observer::wants_spike_tensors`]): a spiking
+    /// application emitted `spikes` spikes over `neuron_steps` neuron·steps (`T·B·neurons`),
+    /// in place of [`Observer::spikes`].
+    fn spike_total(&mut self, _app: &Application, _spikes: u64, _neuron_steps: u64) -> Result<()> {
+        Ok(())
+    }
+
     /// The spike rates an SNN→ANN boundary `node` passes on after the first `_t` steps
     /// (step by step only; `[B, ...]`): the features an appended classifier reads.
     fn boundary(&mut self, _node: NodeIndex, _t: usize, _rates: &Tensor) -> Result<()> {
@@ -223,13 +251,39 @@ impl Observer for Tee<'_> {
         self.0.boundary(node, t, rates)?;
         self.1.boundary(node, t, rates)
     }
+
+    fn wants_currents(&self) -> bool {
+        self.0.wants_currents() || self.1.wants_currents()
+    }
+
+    fn wants_spike_tensors(&self) -> bool {
+        self.0.wants_spike_tensors() || self.1.wants_spike_tensors()
+    }
+
+    fn current_max(&mut self, app: &Application, max: f32) -> Result<()> {
+        self.0.current_max(app, max)?;
+        self.1.current_max(app, max)
+    }
+
+    fn spike_total(&mut self, app: &Application, spikes: u64, neuron_steps: u64) -> Result<()> {
+        self.0.spike_total(app, spikes, neuron_steps)?;
+        self.1.spike_total(app, spikes, neuron_steps)
+    }
 }
 
 /// Observes nothing.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoObserver;
 
-impl Observer for NoObserver {}
+impl Observer for NoObserver {
+    fn wants_currents(&self) -> bool {
+        false
+    }
+
+    fn wants_spike_tensors(&self) -> bool {
+        false
+    }
+}
 
 /// The spike rate of one spiking layer application over a batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -272,11 +326,7 @@ impl Observer for Recorder {
     }
 
     fn current(&mut self, app: &Application, current: &Tensor) -> Result<()> {
-        let m = current.max_all()?.to_scalar::<f32>()?;
-        if let Some(slot) = self.max_input.get_mut(app.slot.0) {
-            *slot = slot.max(m);
-        }
-        Ok(())
+        self.current_max(app, current.max_all()?.to_scalar::<f32>()?)
     }
 
     fn spikes(&mut self, app: &Application, spikes: &Tensor) -> Result<()> {
@@ -285,6 +335,34 @@ impl Observer for Recorder {
             layer: app.layer.to_string(),
             step: app.step,
             spike_rate: spikes.mean_all()?.to_scalar::<f32>()?,
+        });
+        Ok(())
+    }
+
+    fn wants_currents(&self) -> bool {
+        false
+    }
+
+    fn wants_spike_tensors(&self) -> bool {
+        false
+    }
+
+    fn current_max(&mut self, app: &Application, max: f32) -> Result<()> {
+        if let Some(slot) = self.max_input.get_mut(app.slot.0) {
+            *slot = slot.max(max);
+        }
+        Ok(())
+    }
+
+    /// The rate as `mean_all` computes it (an f32 sum times the f32 of 1/n), so fused and
+    /// unfused runs agree bit for bit while the count is below 2²⁴ (exact in f32).
+    fn spike_total(&mut self, app: &Application, spikes: u64, neuron_steps: u64) -> Result<()> {
+        let scale = (1.0 / neuron_steps.max(1) as f64) as f32;
+        self.activity.push(SlotActivity {
+            slot: app.slot,
+            layer: app.layer.to_string(),
+            step: app.step,
+            spike_rate: spikes as f32 * scale + 0.0,
         });
         Ok(())
     }
