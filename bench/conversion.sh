@@ -18,9 +18,10 @@
 #   THREADS     RAYON_NUM_THREADS (default 2: both cores)
 #   DATA        snnc's --data (default: snnc's default, Fashion-MNIST)
 #   SNNC        the binary (default target/release/snnc, built unless SKIP_BUILD=1)
-#   QUIET_CHECK before every timed run the script checks that the machine is quiet (1-minute
-#               load average < 0.5 and no other process using > 10 % of a core over one
-#               second) and refuses, saying why, when it is not. QUIET_CHECK=0 skips the check:
+#   QUIET_CHECK before every timed run the script checks that the machine is quiet with
+#               bench/quiet.py (1-minute load average < 0.5, waited for up to QUIET_WAIT s,
+#               default 300; no other process using > 10 % of a core over 2 s) and refuses,
+#               saying why, when it is not. QUIET_CHECK=0 skips the check:
 #               only for testing the script, the timings then mean nothing.
 #
 # The path is chosen with `snnc eval --sim-path event|dense|ann`. Wall, user and system time
@@ -60,49 +61,18 @@ if [[ "$SNNC" == target/release/snnc && "${SKIP_BUILD:-0}" != 1 ]]; then
 fi
 [[ -x "$SNNC" ]] || die "no snnc binary at $SNNC"
 
-# The CPU time (utime + stime, clock ticks) of every process but this script's own, one per
-# line: "pid ticks comm".
-cpu_ticks() {
-    local f pid rest
-    for f in /proc/[0-9]*/stat; do
-        pid=${f#/proc/}
-        pid=${pid%/stat}
-        { read -r rest <"$f"; } 2>/dev/null || continue # gone since the glob
-        # Fields after the ")" that closes comm: state is 3, utime 14, stime 15.
-        local comm=${rest#*(}
-        comm=${comm%)*}
-        local tail=${rest##*) }
-        # shellcheck disable=SC2086
-        set -- $tail
-        echo "$pid $((${12} + ${13})) $comm"
-    done
-}
-
 # Refuses (exit 1, saying why) unless the machine is quiet.
 check_quiet() {
     if [[ "$QUIET_CHECK" == 0 ]]; then
         echo "   (QUIET_CHECK=0: not checking the load; these timings mean nothing)" >&2
         return
     fi
-    local load
-    load=$(cut -d' ' -f1 /proc/loadavg)
-    if ! awk -v l="$load" 'BEGIN { exit !(l < 0.5) }'; then
-        die "refusing to time: the 1-minute load average is $load (must be < 0.5); other work is running"
-    fi
-    local hz before after busy
-    hz=$(getconf CLK_TCK)
-    before=$(cpu_ticks)
-    sleep 1
-    after=$(cpu_ticks)
-    busy=$(awk -v hz="$hz" -v self="$$" '
-        NR == FNR { t[$1] = $2; next }
-        ($1 in t) && $1 != self && ($2 - t[$1]) / hz > 0.10 {
-            printf "%s%s (pid %s, %.0f%% of a core)", sep, $3, $1, 100 * ($2 - t[$1]) / hz; sep = ", "
-        }' <(echo "$before") <(echo "$after"))
-    if [[ -n "$busy" ]]; then
-        die "refusing to time: other processes are busy: $busy"
-    fi
-    echo "   quiet: load $load, no other busy process" >&2
+    # bench/quiet.py (shared with bench/run.sh) refuses at once when another process is busy
+    # and waits out a load average still high from the previous run for up to QUIET_WAIT s.
+    local line
+    line=$(python3 bench/quiet.py --load-max 0.5 --busy-pct 10 --wait "${QUIET_WAIT:-300}") ||
+        die "refusing to time: the machine is not quiet (see the reason above)"
+    echo "   $line, no other busy process" >&2
 }
 
 # A converted checkpoint.
