@@ -43,6 +43,26 @@ pub const RESET_KEY: &str = "conversion.reset";
 /// re-exported here so that this module lists every key of a checkpoint).
 pub use crate::backend::candle::model::threshold_key;
 
+/// The key of Adam's step count (a scalar; issue 7: this module owns every checkpoint name).
+pub const ADAM_STEP_KEY: &str = "adam.step";
+/// The key of SGD's step count (a scalar).
+pub const SGD_STEP_KEY: &str = "sgd.step";
+
+/// The key of Adam's first-moment estimate of parameter `param`: `adam.m.<param>`.
+pub fn adam_m_key(param: &str) -> String {
+    format!("adam.m.{param}")
+}
+
+/// The key of Adam's second-moment estimate of parameter `param`: `adam.v.<param>`.
+pub fn adam_v_key(param: &str) -> String {
+    format!("adam.v.{param}")
+}
+
+/// The key of SGD's momentum buffer of parameter `param`: `sgd.momentum.<param>`.
+pub fn sgd_momentum_key(param: &str) -> String {
+    format!("sgd.momentum.{param}")
+}
+
 /// The checkpoint file inside an output folder.
 pub fn weights_path(dir: &Path) -> PathBuf {
     dir.join("weights.safetensors")

@@ -13,6 +13,9 @@
 //! - hyper-parameters are validated at construction and by `set_lr`: no NaN, no negative
 //!   learning rate, `β ∈ [0, 1)`, `ε > 0`, `momentum ∈ [0, 1)`.
 
+use crate::train::checkpoint::{
+    adam_m_key, adam_v_key, sgd_momentum_key, ADAM_STEP_KEY, SGD_STEP_KEY,
+};
 use std::collections::{HashMap, HashSet};
 
 use candle_core::backprop::GradStore;
@@ -350,21 +353,21 @@ impl Optimizer for Adam {
 
     /// `adam.step` (scalar), `adam.m.{name}` and `adam.v.{name}` for every parameter.
     fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
-        let mut out = vec![("adam.step".to_string(), step_tensor(self.step)?)];
+        let mut out = vec![(ADAM_STEP_KEY.to_string(), step_tensor(self.step)?)];
         for (((name, _), m), v) in self.vars.iter().zip(&self.m).zip(&self.v) {
-            out.push((format!("adam.m.{name}"), m.clone()));
-            out.push((format!("adam.v.{name}"), v.clone()));
+            out.push((adam_m_key(name), m.clone()));
+            out.push((adam_v_key(name), v.clone()));
         }
         Ok(out)
     }
 
     fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
-        let step = read_step(state, "adam.step")?;
+        let step = read_step(state, ADAM_STEP_KEY)?;
         let mut m = Vec::with_capacity(self.vars.len());
         let mut v = Vec::with_capacity(self.vars.len());
         for (name, var) in &self.vars {
-            m.push(read_like(state, &format!("adam.m.{name}"), var)?);
-            v.push(read_like(state, &format!("adam.v.{name}"), var)?);
+            m.push(read_like(state, &adam_m_key(name), var)?);
+            v.push(read_like(state, &adam_v_key(name), var)?);
         }
         (self.step, self.m, self.v) = (step, m, v);
         Ok(())
@@ -498,19 +501,19 @@ impl Optimizer for Sgd {
 
     /// `sgd.step` (scalar) and `sgd.momentum.{name}` for every parameter.
     fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
-        let mut out = vec![("sgd.step".to_string(), step_tensor(self.step)?)];
+        let mut out = vec![(SGD_STEP_KEY.to_string(), step_tensor(self.step)?)];
         for ((name, _), b) in self.vars.iter().zip(&self.buf) {
-            out.push((format!("sgd.momentum.{name}"), b.clone()));
+            out.push((sgd_momentum_key(name), b.clone()));
         }
         Ok(out)
     }
 
     fn load_state(&mut self, state: &HashMap<String, Tensor>) -> Result<()> {
-        let step = read_step(state, "sgd.step")?;
+        let step = read_step(state, SGD_STEP_KEY)?;
         let buf = self
             .vars
             .iter()
-            .map(|(name, var)| read_like(state, &format!("sgd.momentum.{name}"), var))
+            .map(|(name, var)| read_like(state, &sgd_momentum_key(name), var))
             .collect::<Result<Vec<_>>>()?;
         (self.step, self.buf) = (step, buf);
         Ok(())
