@@ -30,7 +30,7 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
-use super::neuron::{f32_slice, heaviside, surrogate, NeuronParams};
+use super::neuron::{f32_slice, heaviside, step_fwd, surrogate, NeuronParams};
 use crate::ir::Reset;
 
 /// Geometry of one convolution.
@@ -576,31 +576,6 @@ impl PoolGeom {
     }
 }
 
-/// One forward step of the scan over a block of neurons, all in the same layout: the membrane
-/// `u` is updated in place, the spikes go to `s`.
-#[inline(always)]
-fn scan_step(p: &NeuronParams, u: &mut [f32], s: &mut [f32], x: &[f32]) {
-    let (leak, th) = (p.leak, p.threshold);
-    match p.reset {
-        Reset::Subtract => {
-            for ((u, s), &x) in u.iter_mut().zip(s.iter_mut()).zip(x) {
-                let v = leak * *u + x;
-                let sp = heaviside(v, th);
-                *s = sp;
-                *u = v - th * sp;
-            }
-        }
-        Reset::Zero => {
-            for ((u, s), &x) in u.iter_mut().zip(s.iter_mut()).zip(x) {
-                let v = leak * *u + x;
-                let sp = heaviside(v, th);
-                *s = sp;
-                *u = if sp > 0.0 { 0.0 } else { v };
-            }
-        }
-    }
-}
-
 /// One backward step over a block in one layout: `a` holds dL/dv[t+1] on entry and
 /// dL/dv[t] on exit, `d` holds v[t] on entry and dL/dx[t] on exit, `g` is dL/ds[t].
 #[inline(always)]
@@ -655,7 +630,7 @@ fn lif_forward(
             let mut fired = 0u64;
             for (ti, dst) in blocks.into_iter().enumerate() {
                 let src = &y[(ti * b + bi) * per..][..per];
-                scan_step(&p, &mut u, &mut spk, src);
+                step_fwd(&p, &mut u, &mut spk, src);
                 if count {
                     fired += spk.iter().filter(|&&s| s > 0.0).count() as u64;
                 }

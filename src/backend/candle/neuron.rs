@@ -212,7 +212,7 @@ fn time_split(shape: &Shape) -> Result<(usize, usize)> {
 /// One forward step over a block of neurons: updates the membrane `u` in place (carried,
 /// post-reset), writes the spikes to `s` and, when `v_out` is given, the pre-reset membrane.
 #[inline(always)]
-fn step_fwd(p: &NeuronParams, u: &mut [f32], s: &mut [f32], x: &[f32]) {
+pub(crate) fn step_fwd(p: &NeuronParams, u: &mut [f32], s: &mut [f32], x: &[f32]) {
     let (leak, th) = (p.leak, p.threshold);
     match p.reset {
         Reset::Subtract => {
