@@ -649,3 +649,55 @@ fn cli_method_stdp_writes_report_kernels_and_checkpoint() -> R {
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
+
+/// The feature phase runs its batches in parallel, each with its own Poisson stream, and
+/// the STDP phase sums each kernel's updates on its own task: the features, the rates and
+/// the learned kernels are the same, bit for bit, on 1 and on 3 threads.
+#[test]
+fn features_and_kernels_do_not_depend_on_the_number_of_threads() -> R {
+    use snnc::ir::Activation;
+    let data = data::load(&DataSpec::Embedded, Some(40), Some(0))?;
+    let imgs = SplitImages::new(&data.train, data.shape);
+    let b = NetBuilder::new("stdp-threads", Shape::new(1, 28, 28), 6);
+    let lif = b.lif();
+    let net = b
+        .conv("Conv1", 1, 4, 3, 1, lif)
+        .pool(PoolKind::Avg, 2, 2)
+        .fc("FC1", 4 * 14 * 14, 10, Activation::Relu)
+        .fc("FC2", 10, 10, Activation::None)
+        .build();
+    let cfg = StdpConfig {
+        images: 24,
+        batch: 8,
+        timesteps: 8,
+        seed: 4,
+        ..StdpConfig::default()
+    };
+    // Features, labels, slot rates, learned Conv1 weights.
+    type Outcome = (Vec<f32>, Vec<u8>, Vec<f64>, Vec<f32>);
+    let run = |threads: usize| -> Result<Outcome, String> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| e.to_string())?;
+        pool.install(|| {
+            let mut model = Model::new(&net, &Device::Cpu, 5).map_err(|e| e.to_string())?;
+            train_layerwise(&mut model, &imgs, &cfg).map_err(|e| e.to_string())?;
+            // 40 images in batches of 8: five batches, run in parallel.
+            let (split, rates) =
+                snnc::train::stdp::classifier::features(&model, &imgs, 40, 8, 8, 4, 0)
+                    .map_err(|e| e.to_string())?;
+            let w = weights_of(&model, "Conv1")
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .map_err(|e| e.to_string())?;
+            Ok((split.images, split.labels, rates, w))
+        })
+    };
+    let one = run(1)?;
+    let three = run(3)?;
+    assert_eq!(one.0.len(), 40 * 4 * 14 * 14);
+    assert!(one.0.iter().any(|&v| v > 0.0), "no feature fired");
+    assert_eq!(one, three);
+    Ok(())
+}

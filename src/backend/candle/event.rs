@@ -155,6 +155,10 @@ pub struct ConvEvent {
     /// Weights as `[C, K, K, O]`: the O outputs one input pixel feeds through (ky, kx) are
     /// contiguous.
     w: Vec<f32>,
+    /// Stride 1 only: `[C, K, K, O]` with the kernel columns reversed, so the K·O values
+    /// one input pixel adds to K neighbouring outputs of a row (channels-last) are one
+    /// contiguous run. Empty for other strides.
+    w_rev: Vec<f32>,
     c: usize,
     o: usize,
     k: usize,
@@ -186,8 +190,20 @@ impl ConvEvent {
             .contiguous()?
             .flatten_all()?
             .to_vec1::<f32>()?;
+        let w_rev = if stride == 1 {
+            let mut r = Vec::with_capacity(w.len());
+            for row in w.chunks_exact((k * o).max(1)) {
+                for kx in (0..k).rev() {
+                    r.extend_from_slice(&row[kx * o..(kx + 1) * o]);
+                }
+            }
+            r
+        } else {
+            Vec::new()
+        };
         Ok(ConvEvent {
             w,
+            w_rev,
             c,
             o,
             k,
@@ -205,26 +221,6 @@ impl ConvEvent {
         (self.o, self.oh, self.ow)
     }
 
-    /// The output positions along one axis an input coordinate `y` reaches: pairs
-    /// (kernel offset, output coordinate).
-    fn reach(&self, y: usize, out: usize, buf: &mut Vec<(usize, usize)>) {
-        buf.clear();
-        for ky in 0..self.k {
-            let num = y + self.pad;
-            if num < ky {
-                break;
-            }
-            let num = num - ky;
-            if num % self.stride != 0 {
-                continue;
-            }
-            let oy = num / self.stride;
-            if oy < out {
-                buf.push((ky, oy));
-            }
-        }
-    }
-
     /// `x` `[B, C, H, W]` row-major → `[B, O, OH, OW]`.
     pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>> {
         let per = self.c * self.h * self.wd;
@@ -238,63 +234,133 @@ impl ConvEvent {
             )));
         }
         let b = x.len() / per;
-        let (o, oh, ow, k) = (self.o, self.oh, self.ow, self.k);
-        let mut rx_all: Vec<Vec<(usize, usize)>> =
-            (0..self.wd).map(|_| Vec::with_capacity(k)).collect();
-        for (xi, rx) in rx_all.iter_mut().enumerate() {
-            self.reach(xi, ow, rx);
-        }
-        let hw = oh * ow;
+        let hw = self.oh * self.ow;
+        let o = self.o;
         let mut y = vec![0f32; b * hw * o];
         // One image per task (both cores on a batch); each has its own accumulator.
         y.par_chunks_mut((hw * o).max(1))
             .zip(x.par_chunks(per))
-            .for_each(|(dst, img)| self.forward_image(img, dst, &rx_all));
+            .for_each(|(dst, img)| self.forward_image(img, dst));
         Ok(y)
     }
 
-    /// One image `[C, H, W]` → `dst` `[O, OH·OW]` (overwritten). `rx_all[x]`: the
-    /// (kernel column, output column) pairs input column x reaches.
-    fn forward_image(&self, img: &[f32], dst: &mut [f32], rx_all: &[Vec<(usize, usize)>]) {
+    /// One image `[C, H, W]` → `dst` `[O, OH·OW]` (overwritten): the AVX2 build where
+    /// the CPU has it, else the portable one; both compute the same sums in the same order.
+    fn forward_image(&self, img: &[f32], dst: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above), the only requirement of
+            // `forward_image_avx2`'s target feature.
+            unsafe { self.forward_image_avx2(img, dst) };
+            return;
+        }
+        self.forward_image_any(img, dst);
+    }
+
+    /// [`Self::forward_image_any`] compiled for AVX2 (8-wide vector adds; the same
+    /// additions in the same order, so the same result bit for bit).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn forward_image_avx2(&self, img: &[f32], dst: &mut [f32]) {
+        self.forward_image_any(img, dst);
+    }
+
+    /// [`Self::forward_image`] for any CPU.
+    ///
+    /// The non-zero inputs are listed row by row first; then each output row is accumulated
+    /// in a channels-last buffer `[OW, O]` small enough to stay in the L1 cache, from the K
+    /// input rows it reads (each input row is read by at most K output rows). The work is
+    /// proportional to the non-zero inputs: K·K weight vectors of length O added per input
+    /// (fewer at the borders), plus one pass over the image to find them.
+    #[inline(always)]
+    fn forward_image_any(&self, img: &[f32], dst: &mut [f32]) {
         let (o, oh, ow, k) = (self.o, self.oh, self.ow, self.k);
         let hw = oh * ow;
-        // Channels-last accumulator [OH, OW, O]: the O outputs of a position are contiguous.
-        let mut out = vec![0f32; hw * o];
-        let mut ry = Vec::with_capacity(k);
-        for ci in 0..self.c {
-            for yi in 0..self.h {
-                let row = &img[(ci * self.h + yi) * self.wd..(ci * self.h + yi + 1) * self.wd];
-                if row.iter().all(|&v| v == 0.0) {
+        let rows = self.c * self.h;
+        // The column → (kernel column, output column) pairs it reaches.
+        let reach: Vec<Vec<(usize, usize)>> = (0..self.wd)
+            .map(|xi| {
+                (0..k)
+                    .filter_map(|kx| {
+                        let num = (xi + self.pad).checked_sub(kx)?;
+                        let ox = num / self.stride;
+                        (num % self.stride == 0 && ox < ow).then_some((kx, ox))
+                    })
+                    .collect()
+            })
+            .collect();
+        // The non-zeros of input row r (= ci·H + yi) are nz[starts[r]..starts[r + 1]].
+        let mut starts = Vec::with_capacity(rows + 1);
+        let mut nz: Vec<(usize, f32)> = Vec::new();
+        starts.push(0);
+        for row in img.chunks_exact(self.wd.max(1)).take(rows) {
+            nz.extend(
+                row.iter()
+                    .enumerate()
+                    .filter(|(_, &v)| v != 0.0)
+                    .map(|(xi, &v)| (xi, v)),
+            );
+            starts.push(nz.len());
+        }
+        let mut acc = vec![0f32; ow * o];
+        for oy in 0..oh {
+            acc.fill(0.0);
+            for ky in 0..k {
+                // Input row yi = oy·stride + ky − pad, when inside the image.
+                let Some(yi) = (oy * self.stride + ky).checked_sub(self.pad) else {
+                    continue;
+                };
+                if yi >= self.h {
                     continue;
                 }
-                self.reach(yi, oh, &mut ry);
-                for (xi, &v) in row.iter().enumerate() {
-                    if v == 0.0 {
+                for ci in 0..self.c {
+                    let r = ci * self.h + yi;
+                    let (a, b) = (starts[r], starts[r + 1]);
+                    if a == b {
                         continue;
                     }
-                    for &(ky, oy) in &ry {
-                        for &(kx, ox) in &rx_all[xi] {
-                            let wbase = ((ci * k + ky) * k + kx) * o;
-                            let wv = &self.w[wbase..wbase + o];
-                            let acc = &mut out[(oy * ow + ox) * o..(oy * ow + ox + 1) * o];
-                            if v == 1.0 {
-                                for (d, &w) in acc.iter_mut().zip(wv) {
-                                    *d += w;
-                                }
-                            } else {
-                                for (d, &w) in acc.iter_mut().zip(wv) {
-                                    *d += v * w;
-                                }
+                    // Weights of (ci, ky): [K (kx), O].
+                    let wbase = (ci * k + ky) * k * o;
+                    if self.stride == 1 {
+                        // Input column xi reaches output columns xi + pad − kx: with the
+                        // kernel columns reversed (kr = K − 1 − kx) that is the run
+                        // first + kr, kr = 0..K, clipped to the output row.
+                        let wrev = &self.w_rev[wbase..wbase + k * o];
+                        for &(xi, v) in &nz[a..b] {
+                            let first = (xi + self.pad) as isize - (k as isize - 1);
+                            let lo = (-first).max(0) as usize;
+                            let hi = (ow as isize - first).clamp(0, k as isize) as usize;
+                            if lo >= hi {
+                                continue;
+                            }
+                            let start = (first + lo as isize) as usize * o;
+                            let dv = &mut acc[start..start + (hi - lo) * o];
+                            for (d, &w) in dv.iter_mut().zip(&wrev[lo * o..hi * o]) {
+                                *d += v * w;
+                            }
+                        }
+                        continue;
+                    }
+                    let wrow = &self.w[wbase..wbase + k * o];
+                    for &(xi, v) in &nz[a..b] {
+                        for &(kx, ox) in &reach[xi] {
+                            let wv = &wrow[kx * o..(kx + 1) * o];
+                            let dv = &mut acc[ox * o..(ox + 1) * o];
+                            for (d, &w) in dv.iter_mut().zip(wv) {
+                                *d += v * w;
                             }
                         }
                     }
                 }
             }
-        }
-        // [OH·OW, O] → [O, OH·OW].
-        for p in 0..hw {
-            for oc in 0..o {
-                dst[oc * hw + p] = out[p * o + oc];
+            // [OW, O] → dst[oc, oy, ·].
+            for (ox, src) in acc.chunks_exact(o.max(1)).enumerate() {
+                for (oc, &v) in src.iter().enumerate() {
+                    dst[oc * hw + oy * ow + ox] = v;
+                }
             }
         }
     }
@@ -372,6 +438,7 @@ mod tests {
             (4, 6, 3, 2, 1, 13, 13),
             (2, 5, 5, 1, 2, 9, 10),
             (3, 4, 1, 1, 0, 6, 6),
+            (2, 9, 3, 1, 0, 7, 8),
         ]
         .iter()
         .enumerate()

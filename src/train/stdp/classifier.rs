@@ -15,6 +15,7 @@ use candle_core::{Result, Tensor};
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
+use rayon::prelude::*;
 
 use crate::backend::candle::err;
 use crate::backend::candle::event::PathPolicy;
@@ -139,10 +140,12 @@ impl Observer for Rates {
 }
 
 /// The boundary's spike rates at T = `timesteps` for the first `count` images of `images`
-/// (at most all), step by step with IF neurons and the model's thresholds, `batch` at a
-/// time, Poisson input from the feature stream `stream` of `seed`:
-/// a split of `[F]` features (flattened boundary values) with the images' labels, and the
-/// spike rate of every threshold slot over those runs (spikes per neuron per step).
+/// (at most all), step by step with each layer's declared neuron (a LIF layer leaks), reset
+/// by subtraction and the model's thresholds, in batches of `batch` that run in parallel,
+/// batch i with Poisson input from its own stream (`seed`, feature stream `stream`, i);
+/// the accumulation path is the measured-density choice ([`PathPolicy::default`]) unless
+/// `SNNC_SIM_PATH` forces one. Returns a split of `[F]` features (flattened boundary
+/// values) with the images' labels, and the spike rate of every threshold slot over those runs (spikes per neuron per step).
 pub fn features(
     model: &Model,
     images: &dyn Images,
@@ -154,40 +157,55 @@ pub fn features(
 ) -> Result<(Split, Vec<f64>)> {
     let boundary = classifier_boundary(model.network())?;
     let mut counts = Counters::new(model.thresholds().len(), model.network().graph.node_count());
-    let sim = Simulator::new(model, Reset::Subtract, PathPolicy::Dense)?;
+    let policy = crate::train::conversion::sim_path(PathPolicy::default())?;
+    let sim = Simulator::new(model, Reset::Subtract, policy)?;
     let spec = RunSpec {
         ann: false,
         checkpoints: vec![timesteps],
         stop: None,
         collect: None,
     };
-    let mut rng = rng_for(seed, FEATURE_STREAM + stream);
-    let mut out = Split::default();
     let n = count.min(images.count());
-    let mut start = 0;
-    while start < n {
-        let end = (start + batch.max(1)).min(n);
-        let idx: Vec<usize> = (start..end).collect();
-        let (x, y) = images.images(&idx, model.device())?;
-        let mut obs = Rates {
-            boundary,
-            value: None,
-        };
-        let run = sim.run_observed(&x, &spec, &mut rng, &mut obs)?;
-        if let Some(c) = run.counters.last() {
-            counts.add(c);
-        }
-        let v = obs
-            .value
-            .ok_or_else(|| err("the boundary produced no rates"))?;
-        out.images.extend(v.flatten_all()?.to_vec1::<f32>()?);
-        out.labels.extend(
-            y.to_dtype(candle_core::DType::U32)?
+    let batch = batch.max(1);
+    // Batches run two at a time on the thread pool (the per-step work of one batch keeps
+    // about 1.4 cores busy); each draws its Poisson input from its own stream, so the
+    // features do not depend on the number of threads.
+    let batches = (0..n.div_ceil(batch))
+        .map(|bi| {
+            let idx: Vec<usize> = (bi * batch..((bi + 1) * batch).min(n)).collect();
+            images.images(&idx, model.device())
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let runs = batches
+        .into_par_iter()
+        .enumerate()
+        .map(|(bi, (x, y))| {
+            let mut obs = Rates {
+                boundary,
+                value: None,
+            };
+            let key = FEATURE_STREAM + (stream << 32) + bi as u64;
+            let mut rng = rng_for(seed, key);
+            let run = sim.run_observed(&x, &spec, &mut rng, &mut obs)?;
+            let v = obs
+                .value
+                .ok_or_else(|| err("the boundary produced no rates"))?;
+            let labels: Vec<u8> = y
+                .to_dtype(candle_core::DType::U32)?
                 .to_vec1::<u32>()?
                 .into_iter()
-                .map(|l| l as u8),
-        );
-        start = end;
+                .map(|l| l as u8)
+                .collect();
+            Ok((v.flatten_all()?.to_vec1::<f32>()?, labels, run.counters))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut out = Split::default();
+    for (values, labels, counters) in runs {
+        if let Some(c) = counters.last() {
+            counts.add(c);
+        }
+        out.images.extend(values);
+        out.labels.extend(labels);
     }
     let rates = counts
         .spikes

@@ -179,6 +179,19 @@ pub struct StdpRun {
     pub classifier: crate::train::report::Report,
     /// Per threshold slot: the spike rate over the test images at T.
     pub test_rates: Vec<f64>,
+    /// Wall time per phase, seconds: `stdp` (all layers), `features` (the spike rates of
+    /// the training and test images at T), `classifier` (its training and testing).
+    pub seconds: PhaseSeconds,
+}
+
+/// Wall time of the phases of one STDP run, seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct PhaseSeconds {
+    pub stdp: f64,
+    pub features: f64,
+    /// Images whose features were computed per second (training plus test images).
+    pub feature_images_per_s: f64,
+    pub classifier: f64,
 }
 
 /// The whole method: layerwise STDP on `data.train` (cfg.images images), then the
@@ -195,7 +208,13 @@ pub fn train(
     use crate::train::conversion::SplitImages;
     let train = SplitImages::new(&data.train, data.shape);
     let test = SplitImages::new(&data.test, data.shape);
+    let clock = std::time::Instant::now();
     let layers = train_layerwise(model, &train, cfg).map_err(|e| e.to_string())?;
+    let mut seconds = PhaseSeconds {
+        stdp: clock.elapsed().as_secs_f64(),
+        ..Default::default()
+    };
+    let clock = std::time::Instant::now();
     let boundary = classifier::classifier_boundary(model.network()).map_err(|e| e.to_string())?;
     let cls_net =
         classifier::classifier_network(model.network(), boundary).map_err(|e| e.to_string())?;
@@ -219,6 +238,16 @@ pub fn train(
     };
     let (train_feats, _) = feats(&train, 0)?;
     let (test_feats, test_rates) = feats(&test, 1)?;
+    seconds.features = clock.elapsed().as_secs_f64();
+    let featured = train_feats.len() + test_feats.len();
+    seconds.feature_images_per_s = featured as f64 / seconds.features.max(1e-9);
+    if cfg.progress {
+        eprintln!(
+            "features: spike rates of {featured} images at T = {} in {:.1} s ({:.1} images/s)",
+            cfg.timesteps, seconds.features, seconds.feature_images_per_s
+        );
+    }
+    let clock = std::time::Instant::now();
     let fdata = crate::data::Dataset {
         name: format!("{} STDP features", data.name),
         shape: dims,
@@ -235,9 +264,11 @@ pub fn train(
     tc.method = crate::train::method::ANN;
     let report = crate::train::driver::train(&mut cls, &fdata, &tc).map_err(|e| e.to_string())?;
     classifier::copy_weights(&cls, model, &names).map_err(|e| e.to_string())?;
+    seconds.classifier = clock.elapsed().as_secs_f64();
     Ok(StdpRun {
         layers,
         classifier: report,
         test_rates,
+        seconds,
     })
 }

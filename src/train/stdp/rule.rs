@@ -14,6 +14,8 @@
 //! Owner: the STDP helper (`train::stdp`). Invariants: weights stay in [w_min, w_max];
 //! nothing here panics on bad lengths (mismatches are errors).
 
+use rayon::prelude::*;
+
 /// The constants of Eq. 5 and the weight bounds.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -237,54 +239,59 @@ impl KernelUpdates {
         }
         let k = g.kernel;
         let per_kernel = g.in_ch * k * k;
-        let mut sum = vec![0.0f32; per_kernel];
-        let mut count = vec![0u32; per_kernel];
-        let mut updated = 0;
         let plane = g.out_h * g.out_w;
-        for (o, _) in learn.iter().enumerate().filter(|(_, &l)| l) {
-            sum.iter_mut().for_each(|v| *v = 0.0);
-            count.iter_mut().for_each(|v| *v = 0);
-            let mut any = false;
-            for b in 0..g.batch {
-                let base = (b * g.out_ch + o) * plane;
-                for (pos, &s) in post[base..base + plane].iter().enumerate() {
-                    if s <= 0.0 {
-                        continue;
-                    }
-                    any = true;
-                    let (oy, ox) = (pos / g.out_w, pos % g.out_w);
-                    for c in 0..g.in_ch {
-                        let tb = (b * g.in_ch + c) * g.in_h * g.in_w;
-                        for ky in 0..k {
-                            let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-                            if iy < 0 || iy as usize >= g.in_h {
-                                continue;
-                            }
-                            for kx in 0..k {
-                                let ix = (ox * g.stride + kx) as isize - g.pad as isize;
-                                if ix < 0 || ix as usize >= g.in_w {
+        // Kernels are independent: one task per kernel, on all cores; each sums in the
+        // order the sequential loop did, so the result does not depend on the threads.
+        let updated = self
+            .delta
+            .par_chunks_mut(per_kernel.max(1))
+            .zip(learn.par_iter())
+            .enumerate()
+            .filter(|(_, (_, &l))| l)
+            .map(|(o, (dst, _))| {
+                let mut sum = vec![0.0f32; per_kernel];
+                let mut count = vec![0u32; per_kernel];
+                let mut any = false;
+                for b in 0..g.batch {
+                    let base = (b * g.out_ch + o) * plane;
+                    for (pos, &s) in post[base..base + plane].iter().enumerate() {
+                        if s <= 0.0 {
+                            continue;
+                        }
+                        any = true;
+                        let (oy, ox) = (pos / g.out_w, pos % g.out_w);
+                        for c in 0..g.in_ch {
+                            let tb = (b * g.in_ch + c) * g.in_h * g.in_w;
+                            for ky in 0..k {
+                                let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                                if iy < 0 || iy as usize >= g.in_h {
                                     continue;
                                 }
-                                let x = trace[tb + iy as usize * g.in_w + ix as usize];
-                                let wi = (c * k + ky) * k + kx;
-                                sum[wi] += p.delta_from_trace(x);
-                                count[wi] += 1;
+                                for kx in 0..k {
+                                    let ix = (ox * g.stride + kx) as isize - g.pad as isize;
+                                    if ix < 0 || ix as usize >= g.in_w {
+                                        continue;
+                                    }
+                                    let x = trace[tb + iy as usize * g.in_w + ix as usize];
+                                    let wi = (c * k + ky) * k + kx;
+                                    sum[wi] += p.delta_from_trace(x);
+                                    count[wi] += 1;
+                                }
                             }
                         }
                     }
                 }
-            }
-            if !any {
-                continue;
-            }
-            updated += 1;
-            let dst = &mut self.delta[o * per_kernel..(o + 1) * per_kernel];
-            for ((d, &s), &n) in dst.iter_mut().zip(&sum).zip(&count) {
-                if n > 0 {
-                    *d += s / n as f32;
+                if !any {
+                    return 0;
                 }
-            }
-        }
+                for ((d, &s), &n) in dst.iter_mut().zip(&sum).zip(&count) {
+                    if n > 0 {
+                        *d += s / n as f32;
+                    }
+                }
+                1
+            })
+            .sum::<usize>();
         self.updates += updated;
         Ok(updated)
     }

@@ -123,6 +123,10 @@ pub fn run(
     report
         .extra
         .insert("stdp_images".into(), serde_json::Value::from(cfg.images));
+    report.extra.insert(
+        "phase_seconds".into(),
+        serde_json::to_value(run.seconds).map_err(|e| e.to_string())?,
+    );
     // The constants the STDP phase ran with (after flag > TOML > file > default).
     report.extra.insert(
         "stdp_config".into(),

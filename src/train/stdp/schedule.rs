@@ -271,6 +271,10 @@ pub struct LayerReport {
     pub updates: usize,
     /// Per unroll step: the mean spike rate over the phase and the final threshold.
     pub steps: Vec<StepReport>,
+    /// Wall time of the layer's phase, seconds.
+    pub seconds: f64,
+    /// Images presented per second of wall time (`images / seconds`).
+    pub images_per_s: f64,
 }
 
 /// One application (unroll step) of an STDP layer.
@@ -342,6 +346,8 @@ pub fn train_layerwise(
             stop: Some(stop),
             collect: None,
         };
+        let policy = crate::train::conversion::sim_path(PathPolicy::default())?;
+        let clock = std::time::Instant::now();
         let mut start = 0;
         while start < cfg.images {
             let end = (start + cfg.batch).min(cfg.images);
@@ -352,7 +358,7 @@ pub fn train_layerwise(
                 weights.clone(),
                 thresholds.clone(),
                 Reset::Subtract,
-                PathPolicy::Dense,
+                policy,
                 &dev,
             )?;
             let mut obs = StdpObserver::new(&net, layer, cfg, &mut drop_rng)?;
@@ -375,6 +381,7 @@ pub fn train_layerwise(
             start = end;
         }
         pb.finish_and_clear();
+        let seconds = clock.elapsed().as_secs_f64();
         let steps = layer
             .applications
             .iter()
@@ -394,7 +401,22 @@ pub fn train_layerwise(
             images: cfg.images,
             updates,
             steps,
+            seconds,
+            images_per_s: if seconds > 0.0 {
+                cfg.images as f64 / seconds
+            } else {
+                0.0
+            },
         });
+        if cfg.progress && cfg.images > 0 {
+            eprintln!(
+                "STDP {}: {} images in {:.1} s ({:.1} images/s)",
+                layer.name,
+                cfg.images,
+                seconds,
+                cfg.images as f64 / seconds.max(1e-9)
+            );
+        }
     }
     // With no image, `weights` still share the variables' storage: nothing to write.
     for layer in layers.iter().filter(|_| cfg.images > 0) {
