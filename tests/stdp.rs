@@ -579,7 +579,8 @@ fn cli_method_stdp_writes_report_kernels_and_checkpoint() -> R {
         "the classifier trained on"
     );
     let map = map2;
-    // `snnc eval` runs the checkpoint on the same IF step runtime
+    // `snnc eval` runs the checkpoint on the step runtime with the declared neurons, as
+    // STDP trained it (not as IF, as conversion does)
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_snnc"))
         .arg("eval")
         .arg(&file)
@@ -589,7 +590,7 @@ fn cli_method_stdp_writes_report_kernels_and_checkpoint() -> R {
         .output()?;
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(text.contains("(stdp, IF, T = 6)"), "{text}");
+    assert!(text.contains("(stdp, declared neurons, T = 6)"), "{text}");
     // the random-feature baseline: no update, its kernels differ from the learned ones
     let base = dir.join("base");
     let o = run("0", &base)?;

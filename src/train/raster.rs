@@ -167,8 +167,13 @@ pub fn record_batched(
 /// How a method's trained SNN is run for its raster.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RasterRun {
-    /// Step by step with IF neurons and `reset`, for `timesteps` steps.
-    Steps { reset: Reset, timesteps: usize },
+    /// Step by step with `reset`, for `timesteps` steps: every spiking layer as IF when
+    /// `if_neurons` (conversion), else each layer's declared neuron (STDP).
+    Steps {
+        reset: Reset,
+        timesteps: usize,
+        if_neurons: bool,
+    },
     /// Batched with these options.
     Batched(ForwardOptions),
 }
@@ -182,6 +187,7 @@ pub fn run_for(cfg: &TrainConfig) -> Option<RasterRun> {
         return Some(RasterRun::Steps {
             reset: cfg.conversion.reset,
             timesteps: t,
+            if_neurons: true,
         });
     }
     let opts = cfg.method.forward_options(cfg.timesteps, false);
@@ -204,10 +210,14 @@ pub fn write_raster(
     let (x, _) = crate::train::driver::batch_tensors(&data.test, data.shape, &idx, model.device())
         .map_err(|e| io(e.to_string()))?;
     let (recorded, t) = match how {
-        RasterRun::Steps { reset, timesteps } => {
+        RasterRun::Steps {
+            reset,
+            timesteps,
+            if_neurons,
+        } => {
             let mut sim =
                 Simulator::new(model, *reset, Default::default()).map_err(|e| io(e.to_string()))?;
-            sim.set_if_neurons(true);
+            sim.set_if_neurons(*if_neurons);
             let steps = (*timesteps).clamp(1, RASTER_STEPS);
             (record_steps(&sim, &x, steps, seed), *timesteps)
         }

@@ -151,64 +151,83 @@ impl TrainingMethod for ConversionMethod {
         meta: &Meta,
         cfg: &EvalConfig,
     ) -> std::result::Result<EvalOutcome, TrainError> {
-        let t = defaults::timesteps(
-            model.network(),
-            cfg.timesteps,
-            defaults::CONVERSION_EVAL_TIMESTEPS,
-        );
-        if t == 0 || cfg.batch == 0 {
-            return Err(TrainError::Config(
-                "--timesteps and --batch must be at least 1".into(),
-            ));
-        }
-        let data = load_data(cfg.data.as_deref(), Some(0), cfg.test_limit)?;
-        check_data(model, &data)?;
-        evaluate::check_classifier(model.network()).map_err(TrainError::Conversion)?;
-        let reset = checkpoint_reset(tensors).map_err(TrainError::Conversion)?;
-        crate::train::memory::check_simulation(model.network(), cfg.batch.min(data.test.len()))?;
-        let mut sim = sim_path(PathPolicy::default())
-            .and_then(|path| Simulator::new(model, reset, path))
-            .map_err(TrainError::Conversion)?;
-        sim.set_if_neurons(true);
-        let test = SplitImages::new(&data.test, data.shape);
-        if forced_sim_path().map_err(TrainError::Conversion)? == Some(SimPath::Ann) {
-            // The source ANN with the same weights: one ReLU pass per image.
-            let start = std::time::Instant::now();
-            let accuracy = evaluate_ann(&sim, &test, cfg.batch).map_err(TrainError::Conversion)?;
-            let seconds = start.elapsed().as_secs_f64();
-            return Ok(EvalOutcome {
-                label: "conversion's ANN (ReLU, one pass)".into(),
-                timesteps: 1,
-                accuracy,
-                images: test.count(),
-                loss: None,
-                images_per_s: test.count() as f64 / seconds.max(1e-9),
-                activity: Vec::new(),
-                energy: None,
-            });
-        }
-        let ev = evaluate_snn(&sim, &test, &[t], cfg.batch, meta.seed, cfg.progress)
-            .map_err(TrainError::Conversion)?;
-        let r = &ev.results[0];
-        Ok(EvalOutcome {
-            label: "conversion, IF".into(),
-            timesteps: t,
-            accuracy: r.test_accuracy,
-            images: ev.images,
-            loss: None,
-            images_per_s: ev.images as f64 / ev.seconds.max(1e-9),
-            activity: r.activity.clone(),
-            energy: Some(EnergyRecord {
-                e_ann_pj: r.e_ann_pj,
-                e_snn_pj: r.e_snn_pj,
-                ee: r.ee,
-            }),
-        })
+        evaluate_steps(model, tensors, meta, cfg, true, "conversion, IF")
     }
 
     fn as_dyn(&self) -> &dyn TrainingMethod {
         self
     }
+}
+
+/// A checkpoint's network step by step with its thresholds (no balancing), reset from the
+/// checkpoint, at T (`cfg.timesteps`, default: the network's `timesteps`, else 500): every
+/// spiking layer as IF when `if_neurons` (conversion), else each layer's declared neuron
+/// (STDP). `label` names the run in the outcome. `SNNC_SIM_PATH` / `--sim-path ann` runs the
+/// source ANN instead.
+///
+/// Errors: T or batch 0, data that does not fit the network, a network the step runtime
+/// cannot run, a simulation over the memory limit.
+pub fn evaluate_steps(
+    model: &Model,
+    tensors: &HashMap<String, Tensor>,
+    meta: &Meta,
+    cfg: &EvalConfig,
+    if_neurons: bool,
+    label: &str,
+) -> std::result::Result<EvalOutcome, TrainError> {
+    let t = defaults::timesteps(
+        model.network(),
+        cfg.timesteps,
+        defaults::CONVERSION_EVAL_TIMESTEPS,
+    );
+    if t == 0 || cfg.batch == 0 {
+        return Err(TrainError::Config(
+            "--timesteps and --batch must be at least 1".into(),
+        ));
+    }
+    let data = load_data(cfg.data.as_deref(), Some(0), cfg.test_limit)?;
+    check_data(model, &data)?;
+    evaluate::check_classifier(model.network()).map_err(TrainError::Conversion)?;
+    let reset = checkpoint_reset(tensors).map_err(TrainError::Conversion)?;
+    crate::train::memory::check_simulation(model.network(), cfg.batch.min(data.test.len()))?;
+    let mut sim = sim_path(PathPolicy::default())
+        .and_then(|path| Simulator::new(model, reset, path))
+        .map_err(TrainError::Conversion)?;
+    sim.set_if_neurons(if_neurons);
+    let test = SplitImages::new(&data.test, data.shape);
+    if forced_sim_path().map_err(TrainError::Conversion)? == Some(SimPath::Ann) {
+        // The source ANN with the same weights: one ReLU pass per image.
+        let start = std::time::Instant::now();
+        let accuracy = evaluate_ann(&sim, &test, cfg.batch).map_err(TrainError::Conversion)?;
+        let seconds = start.elapsed().as_secs_f64();
+        return Ok(EvalOutcome {
+            label: "conversion's ANN (ReLU, one pass)".into(),
+            timesteps: 1,
+            accuracy,
+            images: test.count(),
+            loss: None,
+            images_per_s: test.count() as f64 / seconds.max(1e-9),
+            activity: Vec::new(),
+            energy: None,
+        });
+    }
+    let ev = evaluate_snn(&sim, &test, &[t], cfg.batch, meta.seed, cfg.progress)
+        .map_err(TrainError::Conversion)?;
+    let r = &ev.results[0];
+    Ok(EvalOutcome {
+        label: label.into(),
+        timesteps: t,
+        accuracy: r.test_accuracy,
+        images: ev.images,
+        loss: None,
+        images_per_s: ev.images as f64 / ev.seconds.max(1e-9),
+        activity: r.activity.clone(),
+        energy: Some(EnergyRecord {
+            e_ann_pj: r.e_ann_pj,
+            e_snn_pj: r.e_snn_pj,
+            ee: r.ee,
+        }),
+    })
 }
 
 /// The distinct names of the layers `net` declares as LIF neurons (conversion simulates them

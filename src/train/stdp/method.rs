@@ -2,8 +2,9 @@
 //! `method stdp` and a checkpoint's `meta.method = "stdp"` all come here.
 //!
 //! Owner: the STDP helper. Invariants: STDP owns its whole run ([`TrainingMethod::run`]: the
-//! driver runs no gradient phase of the SNN); its checkpoints are evaluated on the IF step
-//! runtime (reset by subtraction) exactly as conversion's are.
+//! driver runs no gradient phase of the SNN); its checkpoints are evaluated on the step
+//! runtime (reset by subtraction) with each layer's declared neuron, as STDP trained them
+//! (conversion's evaluation, without its IF override).
 
 use std::collections::HashMap;
 
@@ -13,7 +14,6 @@ use super::{run, StdpConfig};
 use crate::backend::candle::model::{ForwardOptions, Model};
 use crate::ir::{Method, Network};
 use crate::train::checkpoint::Meta;
-use crate::train::conversion::ConversionMethod;
 use crate::train::defaults;
 use crate::train::driver::{self, EvalConfig, EvalOutcome, RunConfig, RunOutcome, TrainConfig};
 use crate::train::error::TrainError;
@@ -140,9 +140,15 @@ impl TrainingMethod for StdpMethod {
             )),
             ..cfg.clone()
         };
-        let mut ev = ConversionMethod.evaluate_checkpoint(model, tensors, meta, &cfg)?;
-        ev.label = "stdp, IF".into();
-        Ok(ev)
+        // The declared neurons (a LIF layer leaks), as STDP trained and measured them.
+        crate::train::conversion::evaluate_steps(
+            model,
+            tensors,
+            meta,
+            &cfg,
+            false,
+            "stdp, declared neurons",
+        )
     }
 
     fn as_dyn(&self) -> &dyn TrainingMethod {

@@ -152,11 +152,12 @@ pub fn run(
     report
         .write_json(&out.join("report.json"))
         .map_err(|e| e.to_string())?;
-    // The spike raster of a few test images on the IF step runtime STDP is evaluated on.
+    // The spike raster of a few test images on the step runtime STDP runs on (declared neurons).
     if !data.test.is_empty() {
         let how = crate::train::raster::RasterRun::Steps {
             reset: crate::ir::Reset::Subtract,
             timesteps: cfg.timesteps,
+            if_neurons: false,
         };
         crate::train::raster::write_raster(&model, data, &how, train_cfg.seed, out)
             .map_err(|e| e.to_string())?;
