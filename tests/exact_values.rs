@@ -12,7 +12,7 @@ use snnc::backend::candle::event::PathPolicy;
 use snnc::backend::candle::model::{rng_for, ForwardOptions, ForwardOutput, Model};
 use snnc::backend::candle::observe::Recorder;
 use snnc::data::Split;
-use snnc::ir::{Network, Reset, SlotId};
+use snnc::ir::{Network, Reset, SlotId, WeightId};
 use snnc::train::conversion::{
     self, Balance, ConversionConfig, RunOutput, RunSpec, Simulator, SnnEvaluation, SplitImages,
     ThresholdRecord,
@@ -533,4 +533,51 @@ fn event_and_dense_paths_give_the_same_spikes_and_logits() {
         auto_dense > 0 && auto_event > 0,
         "the default policy must take both paths: {auto_dense} dense, {auto_event} event"
     );
+}
+
+/// `Simulator::set_weights` (STDP's per-mini-batch update) re-lays out the event weights of
+/// every application of the changed set, a BackRes layer's three unroll steps included: the
+/// updated simulator computes what a fresh one built from the new weights computes.
+#[test]
+fn set_weights_gives_the_simulator_of_the_new_weights() {
+    let net = compile_one(
+        "network BR {
+            input 1x6x6
+            timesteps 12
+            encode direct
+            method conversion
+            neuron IF(threshold = 1.0, reset = subtract)
+            Conv1(1,4,3x3/1)
+            Conv2(4,4,3x3/1) x3
+            FC1(144,3)
+        }",
+    );
+    let wid = WeightId(
+        net.weights
+            .iter()
+            .position(|w| w.name == "Conv2")
+            .expect("Conv2"),
+    );
+    let old = model(&net, 8);
+    let new = model(&net, 9);
+    let conv2 = new.weight("Conv2").expect("Conv2").as_tensor().clone();
+    let fresh = model(&net, 8);
+    set_param(&fresh, "Conv2", param(&new, "Conv2"));
+    let x = tensor(&random_split(4, 36, 0.0, 1.0, 7), [1, 6, 6]);
+    for policy in [PathPolicy::Event, PathPolicy::Dense] {
+        let before = run_snn(&simulator(&old, policy), &x, &[12], 3);
+        let mut sim = simulator(&old, policy);
+        sim.set_weights(wid, conv2.clone()).expect("same shape");
+        let got = run_snn(&sim, &x, &[12], 3);
+        let want = run_snn(&simulator(&fresh, policy), &x, &[12], 3);
+        let flat = |o: &RunOutput| o.logits[0].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(flat(&got), flat(&want), "{policy:?}");
+        assert_ne!(
+            flat(&got),
+            flat(&before),
+            "{policy:?}: the weights changed nothing"
+        );
+        let wrong = Tensor::zeros((4, 4, 1, 1), candle_core::DType::F32, &dev()).unwrap();
+        assert!(sim.set_weights(wid, wrong).is_err());
+    }
 }

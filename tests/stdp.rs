@@ -454,19 +454,24 @@ fn short_run_on_embedded_data_learns_distinct_kernels_and_round_trips() -> R {
     Ok(())
 }
 
+/// Conv1(1, 4) LIF, 2×2 average pooling, FC1(784, `hidden`) ReLU, FC2(`hidden`, 10): the
+/// smallest STDP network with a classifier, T = 6.
+fn conv_pool_fc_net(name: &str, hidden: u64) -> Network {
+    use snnc::ir::Activation;
+    let b = NetBuilder::new(name, Shape::new(1, 28, 28), 6);
+    let lif = b.lif();
+    b.conv("Conv1", 1, 4, 3, 1, lif)
+        .pool(PoolKind::Avg, 2, 2)
+        .fc("FC1", 4 * 14 * 14, hidden, Activation::Relu)
+        .fc("FC2", hidden, 10, Activation::None)
+        .build()
+}
+
 #[test]
 fn classifier_phase_trains_the_classifier_and_leaves_stdp_weights_unchanged() -> R {
-    use snnc::ir::Activation;
     use snnc::train::driver::TrainConfig;
     let data = data::load(&DataSpec::Embedded, Some(64), Some(32))?;
-    let b = NetBuilder::new("stdp-cls", Shape::new(1, 28, 28), 6);
-    let lif = b.lif();
-    let net = b
-        .conv("Conv1", 1, 4, 3, 1, lif)
-        .pool(PoolKind::Avg, 2, 2)
-        .fc("FC1", 4 * 14 * 14, 16, Activation::Relu)
-        .fc("FC2", 16, 10, Activation::None)
-        .build();
+    let net = conv_pool_fc_net("stdp-cls", 16);
     let cls = snnc::train::stdp::classifier::classifier_network(
         &net,
         snnc::train::stdp::classifier::classifier_boundary(&net)?,
@@ -656,17 +661,9 @@ fn cli_method_stdp_writes_report_kernels_and_checkpoint() -> R {
 /// the learned kernels are the same, bit for bit, on 1 and on 3 threads.
 #[test]
 fn features_and_kernels_do_not_depend_on_the_number_of_threads() -> R {
-    use snnc::ir::Activation;
     let data = data::load(&DataSpec::Embedded, Some(40), Some(0))?;
     let imgs = SplitImages::new(&data.train, data.shape);
-    let b = NetBuilder::new("stdp-threads", Shape::new(1, 28, 28), 6);
-    let lif = b.lif();
-    let net = b
-        .conv("Conv1", 1, 4, 3, 1, lif)
-        .pool(PoolKind::Avg, 2, 2)
-        .fc("FC1", 4 * 14 * 14, 10, Activation::Relu)
-        .fc("FC2", 10, 10, Activation::None)
-        .build();
+    let net = conv_pool_fc_net("stdp-threads", 10);
     let cfg = StdpConfig {
         images: 24,
         batch: 8,

@@ -159,6 +159,9 @@ pub struct ConvEvent {
     /// one input pixel adds to K neighbouring outputs of a row (channels-last) are one
     /// contiguous run. Empty for other strides.
     w_rev: Vec<f32>,
+    /// Other strides: for each input column, the (kernel column, output column) pairs it
+    /// reaches. Empty for stride 1.
+    reach: Vec<Vec<(usize, usize)>>,
     c: usize,
     o: usize,
     k: usize,
@@ -201,9 +204,25 @@ impl ConvEvent {
         } else {
             Vec::new()
         };
+        let reach = if stride == 1 {
+            Vec::new()
+        } else {
+            (0..wd)
+                .map(|xi| {
+                    (0..k)
+                        .filter_map(|kx| {
+                            let num = (xi + pad).checked_sub(kx)?;
+                            let ox = num / stride;
+                            (num % stride == 0 && ox < ow).then_some((kx, ox))
+                        })
+                        .collect()
+                })
+                .collect()
+        };
         Ok(ConvEvent {
             w,
             w_rev,
+            reach,
             c,
             o,
             k,
@@ -280,18 +299,6 @@ impl ConvEvent {
         let (o, oh, ow, k) = (self.o, self.oh, self.ow, self.k);
         let hw = oh * ow;
         let rows = self.c * self.h;
-        // The column → (kernel column, output column) pairs it reaches.
-        let reach: Vec<Vec<(usize, usize)>> = (0..self.wd)
-            .map(|xi| {
-                (0..k)
-                    .filter_map(|kx| {
-                        let num = (xi + self.pad).checked_sub(kx)?;
-                        let ox = num / self.stride;
-                        (num % self.stride == 0 && ox < ow).then_some((kx, ox))
-                    })
-                    .collect()
-            })
-            .collect();
         // The non-zeros of input row r (= ci·H + yi) are nz[starts[r]..starts[r + 1]].
         let mut starts = Vec::with_capacity(rows + 1);
         let mut nz: Vec<(usize, f32)> = Vec::new();
@@ -346,7 +353,7 @@ impl ConvEvent {
                     }
                     let wrow = &self.w[wbase..wbase + k * o];
                     for &(xi, v) in &nz[a..b] {
-                        for &(kx, ox) in &reach[xi] {
+                        for &(kx, ox) in &self.reach[xi] {
                             let wv = &wrow[kx * o..(kx + 1) * o];
                             let dv = &mut acc[ox * o..(ox + 1) * o];
                             for (d, &w) in dv.iter_mut().zip(wv) {

@@ -35,7 +35,7 @@ pub use super::observe::Counters;
 use super::observe::{Application, NoObserver, Observer, SpikeCounter, Tee};
 use super::{err, usize_of};
 use crate::ir::{
-    Activation, BoundaryKind, Domain, Encoding, LayerKind, Network, Op, Reset, SlotId,
+    Activation, BoundaryKind, Domain, Encoding, LayerKind, Network, Op, Reset, SlotId, WeightId,
 };
 
 /// What one simulated batch produced.
@@ -136,36 +136,11 @@ impl Simulator {
             return Err(err("weights or thresholds do not match the network"));
         }
         let order = net.topo_order();
-        let mut events = Vec::with_capacity(net.graph.node_count());
-        for n in net.graph.node_indices() {
-            let node = &net.graph[n];
-            let prep = match node.op.weights() {
-                Some(wid) if device.is_cpu() => {
-                    let wt = weights
-                        .get(wid.0)
-                        .ok_or_else(|| err(format!("no weight set {}", wid.0)))?;
-                    match net.weights[wid.0].kind {
-                        LayerKind::Conv { stride, pad, .. } => {
-                            let src = net.inputs_of(n).first().copied();
-                            let shape =
-                                src.and_then(|s| net.graph[s].out_shape).ok_or_else(|| {
-                                    err(format!("`{}` has no input shape", node.name))
-                                })?;
-                            Prepared::Conv(ConvEvent::new(
-                                wt,
-                                usize_of(stride)?,
-                                usize_of(pad)?,
-                                usize_of(shape.h)?,
-                                usize_of(shape.w)?,
-                            )?)
-                        }
-                        LayerKind::Fc { .. } => Prepared::Fc(FcEvent::new(wt)?),
-                    }
-                }
-                _ => Prepared::None,
-            };
-            events.push(prep);
-        }
+        let events = net
+            .graph
+            .node_indices()
+            .map(|n| prepare(&net, n, &weights, device))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Simulator {
             net,
             order,
@@ -221,6 +196,33 @@ impl Simulator {
 
     pub fn set_threshold(&mut self, slot: SlotId, value: f32) -> Result<()> {
         model::set_slot_threshold(&mut self.thresholds, slot, value)
+    }
+
+    /// Replaces weight set `wid` (same shape) and re-lays out the event weights of the
+    /// layers that apply it; the other layers are untouched (STDP changes one layer's
+    /// kernels per mini-batch).
+    ///
+    /// Errors: no weight set `wid`, a shape other than the old one.
+    pub fn set_weights(&mut self, wid: WeightId, w: Tensor) -> Result<()> {
+        let old = self
+            .weights
+            .get(wid.0)
+            .ok_or_else(|| err(format!("no weight set {}", wid.0)))?;
+        if old.shape() != w.shape() {
+            return Err(err(format!(
+                "weight set {}: shape {:?}, expected {:?}",
+                wid.0,
+                w.dims(),
+                old.dims()
+            )));
+        }
+        self.weights[wid.0] = w;
+        for n in self.net.graph.node_indices() {
+            if self.net.graph[n].op.weights() == Some(wid) {
+                self.events[n.index()] = prepare(&self.net, n, &self.weights, &self.device)?;
+            }
+        }
+        Ok(())
     }
 
     /// Slots in the order of their nodes in the topological order.
@@ -662,6 +664,37 @@ fn par_step(p: &neuron::NeuronParams, u: &mut [f32], x: &[f32]) -> Result<(Vec<f
         count += c;
     }
     Ok((spikes, count))
+}
+
+/// The event-path layout of node `n`'s weights (CPU only; other devices and weightless
+/// nodes run dense).
+fn prepare(net: &Network, n: NodeIndex, weights: &[Tensor], device: &Device) -> Result<Prepared> {
+    let node = &net.graph[n];
+    let Some(wid) = node.op.weights() else {
+        return Ok(Prepared::None);
+    };
+    if !device.is_cpu() {
+        return Ok(Prepared::None);
+    }
+    let wt = weights
+        .get(wid.0)
+        .ok_or_else(|| err(format!("no weight set {}", wid.0)))?;
+    Ok(match net.weights[wid.0].kind {
+        LayerKind::Conv { stride, pad, .. } => {
+            let src = net.inputs_of(n).first().copied();
+            let shape = src
+                .and_then(|s| net.graph[s].out_shape)
+                .ok_or_else(|| err(format!("`{}` has no input shape", node.name)))?;
+            Prepared::Conv(ConvEvent::new(
+                wt,
+                usize_of(stride)?,
+                usize_of(pad)?,
+                usize_of(shape.h)?,
+                usize_of(shape.w)?,
+            )?)
+        }
+        LayerKind::Fc { .. } => Prepared::Fc(FcEvent::new(wt)?),
+    })
 }
 
 /// One IF step (leak 1) of a layer: V += I; a spike where V ≥ θ, then V −= θ (subtract) or

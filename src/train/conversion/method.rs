@@ -151,7 +151,7 @@ impl TrainingMethod for ConversionMethod {
         meta: &Meta,
         cfg: &EvalConfig,
     ) -> std::result::Result<EvalOutcome, TrainError> {
-        evaluate_steps(model, tensors, meta, cfg, true, "conversion, IF")
+        evaluate_steps(model, tensors, meta, cfg, StepNeurons::If)
     }
 
     fn as_dyn(&self) -> &dyn TrainingMethod {
@@ -159,11 +159,29 @@ impl TrainingMethod for ConversionMethod {
     }
 }
 
+/// Which neuron a step-by-step evaluation runs in every spiking layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepNeurons {
+    /// IF (leak 1) whatever the network declares: conversion's SNN.
+    If,
+    /// Each layer's declared neuron (a LIF layer leaks): STDP's network, as it trained.
+    Declared,
+}
+
+impl StepNeurons {
+    /// The run's name in an evaluation outcome.
+    fn label(self) -> &'static str {
+        match self {
+            StepNeurons::If => "conversion, IF",
+            StepNeurons::Declared => "stdp, declared neurons",
+        }
+    }
+}
+
 /// A checkpoint's network step by step with its thresholds (no balancing), reset from the
-/// checkpoint, at T (`cfg.timesteps`, default: the network's `timesteps`, else 500): every
-/// spiking layer as IF when `if_neurons` (conversion), else each layer's declared neuron
-/// (STDP). `label` names the run in the outcome. `SNNC_SIM_PATH` / `--sim-path ann` runs the
-/// source ANN instead.
+/// checkpoint, at T (`cfg.timesteps`, default: the network's `timesteps`, else 500), with
+/// `neurons` in every spiking layer. `SNNC_SIM_PATH` / `--sim-path ann` runs the source ANN
+/// instead.
 ///
 /// Errors: T or batch 0, data that does not fit the network, a network the step runtime
 /// cannot run, a simulation over the memory limit.
@@ -172,8 +190,7 @@ pub fn evaluate_steps(
     tensors: &HashMap<String, Tensor>,
     meta: &Meta,
     cfg: &EvalConfig,
-    if_neurons: bool,
-    label: &str,
+    neurons: StepNeurons,
 ) -> std::result::Result<EvalOutcome, TrainError> {
     let t = defaults::timesteps(
         model.network(),
@@ -193,7 +210,7 @@ pub fn evaluate_steps(
     let mut sim = sim_path(PathPolicy::default())
         .and_then(|path| Simulator::new(model, reset, path))
         .map_err(TrainError::Conversion)?;
-    sim.set_if_neurons(if_neurons);
+    sim.set_if_neurons(neurons == StepNeurons::If);
     let test = SplitImages::new(&data.test, data.shape);
     if forced_sim_path().map_err(TrainError::Conversion)? == Some(SimPath::Ann) {
         // The source ANN with the same weights: one ReLU pass per image.
@@ -215,7 +232,7 @@ pub fn evaluate_steps(
         .map_err(TrainError::Conversion)?;
     let r = &ev.results[0];
     Ok(EvalOutcome {
-        label: label.into(),
+        label: neurons.label().into(),
         timesteps: t,
         accuracy: r.test_accuracy,
         images: ev.images,

@@ -63,7 +63,7 @@ mod method;
 
 pub use balance::*;
 pub use evaluate::*;
-pub use method::{evaluate_steps, ConversionMethod};
+pub use method::{evaluate_steps, ConversionMethod, StepNeurons};
 
 /// Images and labels by index: what balancing and evaluation read.
 pub trait Images {

@@ -146,8 +146,7 @@ impl TrainingMethod for StdpMethod {
             tensors,
             meta,
             &cfg,
-            false,
-            "stdp, declared neurons",
+            crate::train::conversion::StepNeurons::Declared,
         )
     }
 

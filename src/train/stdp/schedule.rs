@@ -348,24 +348,27 @@ pub fn train_layerwise(
         };
         let policy = crate::train::conversion::sim_path(PathPolicy::default())?;
         let clock = std::time::Instant::now();
+        // One simulator per layer: a mini-batch changes only this layer's kernels (re-laid
+        // out by `set_weights`) and thresholds.
+        let mut sim = Simulator::from_parts(
+            net.clone(),
+            weights.clone(),
+            thresholds.clone(),
+            Reset::Subtract,
+            policy,
+            &dev,
+        )?;
         let mut start = 0;
         while start < cfg.images {
             let end = (start + cfg.batch).min(cfg.images);
             let idx: Vec<usize> = (start..end).map(|i| i % images.count()).collect();
             let (x, _) = images.images(&idx, &dev)?;
-            let sim = Simulator::from_parts(
-                net.clone(),
-                weights.clone(),
-                thresholds.clone(),
-                Reset::Subtract,
-                policy,
-                &dev,
-            )?;
             let mut obs = StdpObserver::new(&net, layer, cfg, &mut drop_rng)?;
             sim.run_observed(&x, &spec, &mut input_rng, &mut obs)?;
             obs.updates.apply(&cfg.params, &mut w).map_err(err)?;
             updates += obs.updates.updates;
             weights[wid] = Tensor::from_vec(w.clone(), shape.clone(), &dev)?;
+            sim.set_weights(layer.weights, weights[wid].clone())?;
             for (slot, (s, n)) in &obs.activity {
                 let a = activity.entry(*slot).or_insert((0.0, 0.0));
                 a.0 += s;
@@ -375,6 +378,7 @@ pub fn train_layerwise(
                         .get_mut(slot.0)
                         .ok_or_else(|| err(format!("no threshold slot {}", slot.0)))?;
                     *th = cfg.adaptation.adapt(*th, (s / n) as f32);
+                    sim.set_threshold(*slot, *th)?;
                 }
             }
             pb.inc((end - start) as u64);
