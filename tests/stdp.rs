@@ -547,6 +547,16 @@ fn cli_method_stdp_writes_report_kernels_and_checkpoint() -> R {
     // the conv layers are spiking: EE over them alone exceeds EE of the whole network,
     // whose ANN classifier costs the same in both.
     assert!(report["ee_conv"].as_f64() > report["ee_full"].as_f64());
+    // wall_s is the whole run: at least its three phases together.
+    let phases: f64 = ["stdp", "features", "classifier"]
+        .iter()
+        .map(|k| report["phase_seconds"][k].as_f64().unwrap())
+        .sum();
+    let wall = report["wall_s"].as_f64().unwrap();
+    assert!(
+        wall >= phases && phases > 0.0,
+        "wall {wall} s, phases {phases} s"
+    );
     // The raster of the first test images: the Poisson input and Conv1's 4×28×28 neurons.
     assert!(
         stdout.contains("spike raster of test images 1–4"),

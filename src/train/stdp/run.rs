@@ -71,6 +71,7 @@ pub fn run(
     train_cfg: &TrainConfig,
     out: &Path,
 ) -> Result<Report, String> {
+    let start = std::time::Instant::now();
     let mut model = Model::new(net, &Device::Cpu, train_cfg.seed)
         .map_err(|e| format!("cannot lower `{}`: {e}", net.name))?;
     crate::train::driver::check_data(&model, data).map_err(|e| e.to_string())?;
@@ -149,6 +150,8 @@ pub fn run(
     };
     let state = model.state().map_err(|e| e.to_string())?;
     checkpoint::save(&checkpoint::weights_path(out), &state, &meta).map_err(|e| e.to_string())?;
+    // The whole run (STDP, features, classifier), not the classifier's epochs alone.
+    report.wall_s = start.elapsed().as_secs_f64();
     report
         .write_json(&out.join("report.json"))
         .map_err(|e| e.to_string())?;
