@@ -123,6 +123,23 @@ fn evaluate_snn(sim: &Simulator, split: &Split, shape: [usize; 3], t: usize) -> 
 
 // ---- helpers -----------------------------------------------------------------------------
 
+/// Conv1, then Conv2 repeated ×3 (BackRes: one weight set, three unroll steps, three
+/// threshold slots), then FC1: IF neurons, direct input, 6×6 images.
+fn backres_net() -> Network {
+    compile_one(
+        "network BR {
+        input 1x6x6
+        timesteps 12
+        encode direct
+        method conversion
+        neuron IF(threshold = 1.0, reset = subtract)
+        Conv1(1,4,3x3/1)
+        Conv2(4,4,3x3/1) x3
+        FC1(144,3)
+    }",
+    )
+}
+
 fn random_split(n: usize, len: usize, lo: f32, hi: f32, seed: u64) -> Split {
     let mut rng = rng_for(seed, 7);
     Split {
@@ -312,18 +329,7 @@ fn hybrid_spiking_layer_threshold_is_max_of_w2_relu_w1_x() {
 /// thresholds (recorded independently by the model's forward pass as conversion's SNN).
 #[test]
 fn backres_step_thresholds_equal_the_recorded_maximum_inputs() {
-    let net = compile_one(
-        "network BR {
-            input 1x6x6
-            timesteps 12
-            encode direct
-            method conversion
-            neuron IF(threshold = 1.0, reset = subtract)
-            Conv1(1,4,3x3/1)
-            Conv2(4,4,3x3/1) x3
-            FC1(144,3)
-        }",
-    );
+    let net = backres_net();
     assert_eq!(net.thresholds.len(), 4);
     let mut m = model(&net, 8);
     let split = random_split(6, 36, 0.0, 1.0, 3);
@@ -540,18 +546,7 @@ fn event_and_dense_paths_give_the_same_spikes_and_logits() {
 /// updated simulator computes what a fresh one built from the new weights computes.
 #[test]
 fn set_weights_gives_the_simulator_of_the_new_weights() {
-    let net = compile_one(
-        "network BR {
-            input 1x6x6
-            timesteps 12
-            encode direct
-            method conversion
-            neuron IF(threshold = 1.0, reset = subtract)
-            Conv1(1,4,3x3/1)
-            Conv2(4,4,3x3/1) x3
-            FC1(144,3)
-        }",
-    );
+    let net = backres_net();
     let wid = WeightId(
         net.weights
             .iter()
