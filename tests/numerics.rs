@@ -587,6 +587,29 @@ fn pool_fd(max: bool, shape: &[usize], k: usize, s: usize, seed: u64) {
     assert_close(&got, &want, 2e-3, &what);
 }
 
+/// Where candle's average pool is defined (window = stride, dividing H and W), the parallel
+/// custom op that replaced it computes the same values and gradients, bit for bit.
+#[test]
+fn average_pooling_is_candles_where_candle_defines_it() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for (shape, k) in [([3, 5, 8, 8], 2), ([2, 3, 9, 6], 3), ([1, 2, 4, 4], 4)] {
+        let x = Var::from_tensor(&rand_tensor(&mut rng, &shape, -2.0, 2.0)).unwrap();
+        let ours = avg_pool2d(x.as_tensor(), k, k).unwrap();
+        let theirs = x.as_tensor().avg_pool2d_with_stride(k, k).unwrap();
+        assert_eq!(flat(&ours), flat(&theirs), "avg pool {k} {shape:?}");
+        let g = rand_tensor(&mut rng, ours.dims(), -1.0, 1.0);
+        let grad = |y: &Tensor| {
+            let gs = (y * &g).unwrap().sum_all().unwrap().backward().unwrap();
+            flat(gs.get(x.as_tensor()).unwrap())
+        };
+        assert_eq!(
+            grad(&ours),
+            grad(&theirs),
+            "avg pool gradient {k} {shape:?}"
+        );
+    }
+}
+
 #[test]
 fn pooling_gradients_match_finite_differences() {
     for max in [false, true] {

@@ -328,7 +328,7 @@ fn channels_to_pixels(y: &[f32], n: usize, p: usize, o: usize) -> Vec<f32> {
 }
 
 /// The data of a contiguous f32 CPU tensor, passed to `f`.
-fn with_cpu_data<R>(t: &Tensor, op: &str, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+pub(super) fn with_cpu_data<R>(t: &Tensor, op: &str, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     let (storage, layout) = t.storage_and_layout();
     match &*storage {
         Storage::Cpu(cs) => Ok(f(f32_slice(cs, layout, op)?)),

@@ -15,6 +15,16 @@ use rayon::prelude::*;
 
 use super::err;
 
+/// `n` zeros, written on every core: a layer's output is megabytes, and zeroing it on one
+/// core while the other waits was a tenth of a conversion run (`docs/performance.md`).
+pub(crate) fn par_zeros(n: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n);
+    rayon::iter::repeat_n(0f32, n)
+        .with_min_len(1 << 14)
+        .collect_into_vec(&mut v);
+    v
+}
+
 /// Which accumulation path a layer uses.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum PathPolicy {
@@ -121,7 +131,7 @@ impl FcEvent {
             )));
         }
         let b = x.len() / self.inputs;
-        let mut y = vec![0f32; b * self.outputs];
+        let mut y = par_zeros(b * self.outputs);
         // One image per task: images are independent, so both cores work on a batch.
         y.par_chunks_mut(self.outputs.max(1))
             .zip(x.par_chunks(self.inputs))
@@ -255,7 +265,7 @@ impl ConvEvent {
         let b = x.len() / per;
         let hw = self.oh * self.ow;
         let o = self.o;
-        let mut y = vec![0f32; b * hw * o];
+        let mut y = par_zeros(b * hw * o);
         // One image per task (both cores on a batch); each has its own accumulator.
         y.par_chunks_mut((hw * o).max(1))
             .zip(x.par_chunks(per))

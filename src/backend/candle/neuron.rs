@@ -239,14 +239,26 @@ pub(crate) fn step_fwd(p: &NeuronParams, u: &mut [f32], s: &mut [f32], x: &[f32]
 /// from the input current `x` by exactly the step the fused scan runs (`v = leak·u + x`,
 /// `s = Θ(v − θ)`, reset). Returns the spikes (0/1) and their number; lengths must agree.
 pub fn lif_step(p: &NeuronParams, u: &mut [f32], x: &[f32]) -> Result<(Vec<f32>, usize)> {
-    p.validate()?;
-    if u.len() != x.len() {
-        bail!("lif_step: {} membranes but {} inputs", u.len(), x.len())
-    }
     let mut s = vec![0f32; x.len()];
-    step_fwd(p, u, &mut s, x);
-    let count = s.iter().filter(|&&v| v > 0.0).count();
+    let count = lif_step_into(p, u, x, &mut s)?;
     Ok((s, count))
+}
+
+/// [`lif_step`] writing the spikes into `s` (every entry overwritten) instead of a new
+/// vector, so a caller can split a layer into chunks and run them on several cores. Returns
+/// the number of spikes; `u`, `x` and `s` must have the same length.
+pub fn lif_step_into(p: &NeuronParams, u: &mut [f32], x: &[f32], s: &mut [f32]) -> Result<usize> {
+    p.validate()?;
+    if u.len() != x.len() || s.len() != x.len() {
+        bail!(
+            "lif_step: {} membranes, {} inputs and {} spike slots",
+            u.len(),
+            x.len(),
+            s.len()
+        )
+    }
+    step_fwd(p, u, s, x);
+    Ok(s.iter().filter(|&&v| v > 0.0).count())
 }
 
 /// The forward step that records the pre-reset membrane `v[t]` in `v_out` (for backward).

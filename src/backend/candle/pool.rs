@@ -3,10 +3,11 @@
 //! Candle 0.11 computes pooling forward for any stride, but its backward bails when the
 //! window differs from the stride, and it maps gradients with `upsample_nearest2d`, which
 //! is wrong when the stride does not divide the input (trailing rows are dropped by the
-//! pool but not by the upsampling). So: average pooling uses candle's op when
-//! `window == stride` and the stride divides H and W; every other case, and max pooling
-//! always, use the custom ops below. Max pooling sends the gradient of each window to the
-//! first maximal element (row-major), PyTorch's convention; candle would split it over ties,
+//! pool but not by the upsampling), and its forward runs on one core. So on the CPU both
+//! poolings use the custom ops below, parallel over the planes; where candle's average pool
+//! is defined (`window == stride` dividing H and W) they compute the same sums in the same
+//! order, and other devices use candle's op there. Max pooling sends the gradient of each
+//! window to the first maximal element (row-major), PyTorch's convention; candle would split it over ties,
 //! which are common on 0/1 spike maps, so one rule is kept for every shape.
 //!
 //! Invariants: `[N, C, H, W]` f32 on the CPU; window ≥ 1, stride ≥ 1, window ≤ H and W;
@@ -220,7 +221,7 @@ impl CustomOp2 for MaxBwd {
 /// Average pooling, square `window`, `stride`, no padding: `[N, C, H, W]` → `[N, C, HO, WO]`.
 pub fn avg_pool2d(x: &Tensor, window: usize, stride: usize) -> Result<Tensor> {
     let g = Geom::new(x, window, stride)?;
-    if window == stride && g.h % stride == 0 && g.w % stride == 0 {
+    if !x.device().is_cpu() && window == stride && g.h % stride == 0 && g.w % stride == 0 {
         return x.avg_pool2d_with_stride(window, stride);
     }
     x.contiguous()?.apply_op1(Pool(Kind::Avg, g))

@@ -21,14 +21,15 @@
 
 use std::collections::HashMap;
 
-use candle_core::{Device, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 use petgraph::graph::NodeIndex;
 use petgraph::Direction;
 use rand::RngCore;
 use rayon::prelude::*;
 
+use super::conv::with_cpu_data;
 use super::encode::{self, SeededRng};
-use super::event::{ConvEvent, FcEvent, PathPolicy};
+use super::event::{par_zeros, ConvEvent, FcEvent, PathPolicy};
 use super::model::{self, Model};
 use super::neuron;
 pub use super::observe::Counters;
@@ -523,16 +524,19 @@ impl Simulator {
                 }
                 obs.current(&app, &v)?;
                 let shape = v.shape().clone();
-                let cur = v.flatten_all()?.to_vec1::<f32>()?;
-                let m = cur
-                    .par_chunks(PAR_STEP_MIN)
-                    .map(|c| c.iter().copied().fold(f32::NEG_INFINITY, f32::max))
-                    .reduce(|| f32::NEG_INFINITY, f32::max);
+                let (m, len) = with_values(&v, |cur| {
+                    let m = cur
+                        .par_chunks(PAR_STEP_MIN)
+                        .map(|c| c.iter().copied().fold(f32::NEG_INFINITY, f32::max))
+                        .reduce(|| f32::NEG_INFINITY, f32::max);
+                    Ok((m, cur.len()))
+                })?;
                 if m > st.max_input[slot.0] {
                     st.max_input[slot.0] = m;
                 }
                 if ann {
-                    let a: Vec<f32> = cur.par_iter().map(|&c| c.max(0.0)).collect();
+                    let a: Vec<f32> =
+                        with_values(&v, |cur| Ok(cur.par_iter().map(|&c| c.max(0.0)).collect()))?;
                     if let Some(p) = spec.collect {
                         // One key per application from the stream, then a counter-based
                         // draw per element: parallel and the same on any number of threads.
@@ -541,8 +545,8 @@ impl Simulator {
                     }
                     return Tensor::from_vec(a, shape, &self.device);
                 }
-                let mem = st.membranes[n.index()].get_or_insert_with(|| vec![0.0; cur.len()]);
-                if mem.len() != cur.len() {
+                let mem = st.membranes[n.index()].get_or_insert_with(|| vec![0.0; len]);
+                if mem.len() != len {
                     return Err(err(format!("`{}` changed size between steps", node.name)));
                 }
                 let leak = if self.if_neurons {
@@ -556,8 +560,8 @@ impl Simulator {
                     reset: self.reset,
                     gamma: 0.0,
                 };
-                let (spikes, count) = par_step(&p, mem, &cur)?;
-                obs.spike_count(&app, count, cur.len())?;
+                let (spikes, count) = with_values(&v, |cur| par_step(&p, mem, cur))?;
+                obs.spike_count(&app, count, len)?;
                 let s = Tensor::from_vec(spikes, shape, &self.device)?;
                 obs.spikes(&app, &s)?;
                 Ok(s)
@@ -577,13 +581,12 @@ impl Simulator {
         let wt = &self.weights[wid];
         let kind = self.net.weights[wid].kind;
         let b = inp.dim(0)?;
-        let flat = inp.flatten_all()?.to_vec1::<f32>()?;
-        let nz = flat.iter().filter(|&&v| v != 0.0).count();
-        obs.input_count(n, nz, flat.len())?;
-        let density = if flat.is_empty() {
+        let (nz, len) = with_values(inp, |flat| Ok((count_nonzero(flat), flat.len())))?;
+        obs.input_count(n, nz, len)?;
+        let density = if len == 0 {
             0.0
         } else {
-            nz as f32 / flat.len() as f32
+            nz as f32 / len as f32
         };
         let event = self
             .policy
@@ -592,11 +595,13 @@ impl Simulator {
             (LayerKind::Conv { .. }, Prepared::Conv(ev)) if event => {
                 st.event_calls += 1;
                 let (o, oh, ow) = ev.out_dims();
-                Tensor::from_vec(ev.forward(&flat)?, (b, o, oh, ow), &self.device)
+                let y = with_values(inp, |flat| ev.forward(flat))?;
+                Tensor::from_vec(y, (b, o, oh, ow), &self.device)
             }
             (LayerKind::Fc { outputs, .. }, Prepared::Fc(ev)) if event => {
                 st.event_calls += 1;
-                Tensor::from_vec(ev.forward(&flat)?, (b, usize_of(outputs)?), &self.device)
+                let y = with_values(inp, |flat| ev.forward(flat))?;
+                Tensor::from_vec(y, (b, usize_of(outputs)?), &self.device)
             }
             (LayerKind::Conv { stride, pad, .. }, _) => {
                 st.dense_calls += 1;
@@ -652,18 +657,30 @@ fn par_step(p: &neuron::NeuronParams, u: &mut [f32], x: &[f32]) -> Result<(Vec<f
         .len()
         .div_ceil(rayon::current_num_threads().max(1))
         .max(PAR_STEP_MIN / 2);
-    let parts = u
+    let mut spikes = par_zeros(x.len());
+    let counts = u
         .par_chunks_mut(chunk)
         .zip(x.par_chunks(chunk))
-        .map(|(u, x)| neuron::lif_step(p, u, x))
+        .zip(spikes.par_chunks_mut(chunk))
+        .map(|((u, x), s)| neuron::lif_step_into(p, u, x, s))
         .collect::<Result<Vec<_>>>()?;
-    let mut spikes = Vec::with_capacity(x.len());
-    let mut count = 0;
-    for (s, c) in parts {
-        spikes.extend_from_slice(&s);
-        count += c;
+    Ok((spikes, counts.into_iter().sum()))
+}
+
+/// `f` on the values of `t`, row-major: borrowed from a contiguous f32 CPU tensor (no copy:
+/// a layer's values are megabytes and a copy runs on one core), copied out otherwise.
+fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    if t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous() {
+        return with_cpu_data(t, "step", f)?;
     }
-    Ok((spikes, count))
+    f(&t.flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// The number of non-zero entries of `x`, counted on every core.
+fn count_nonzero(x: &[f32]) -> usize {
+    x.par_chunks(PAR_STEP_MIN)
+        .map(|c| c.iter().filter(|&&v| v != 0.0).count())
+        .sum()
 }
 
 /// The event-path layout of node `n`'s weights (CPU only; other devices and weightless
@@ -720,6 +737,8 @@ mod tests {
     use crate::backend::candle::model::{rng_for, ForwardOptions};
     use crate::backend::candle::netbuild::NetBuilder;
     use crate::ir::{Encoding, Shape};
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
 
     fn spec(checkpoints: Vec<usize>) -> RunSpec {
         RunSpec {
@@ -847,6 +866,39 @@ mod tests {
 
     /// Percentile sampling keeps about the asked fraction of the positive activations and
     /// nothing else, and gives the same sample on one thread as on two.
+    /// The layer update split over both cores (`par_step`, large layers) is the one-core
+    /// `lif_step`: the same spikes, count and membranes, for both resets.
+    #[test]
+    fn parallel_step_is_the_serial_step() -> Result<()> {
+        let n = 3 * PAR_STEP_MIN + 17;
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let x: Vec<f32> = (0..n).map(|_| rng.random_range(-0.5f32..1.5)).collect();
+        let u0: Vec<f32> = (0..n).map(|_| rng.random_range(-0.5f32..0.9)).collect();
+        for reset in [Reset::Subtract, Reset::Zero] {
+            let p = neuron::NeuronParams {
+                leak: 0.9,
+                threshold: 1.0,
+                reset,
+                gamma: 0.0,
+            };
+            let (mut u_par, mut u_ser) = (u0.clone(), u0.clone());
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .map_err(|e| err(e.to_string()))?;
+            let (s_par, c_par) = pool.install(|| par_step(&p, &mut u_par, &x))?;
+            let (s_ser, c_ser) = neuron::lif_step(&p, &mut u_ser, &x)?;
+            assert_eq!(s_par, s_ser, "{reset:?}: spikes");
+            assert_eq!(c_par, c_ser, "{reset:?}: count");
+            assert!(
+                c_par > 0 && c_par < n,
+                "{reset:?}: some but not all neurons spike"
+            );
+            assert_eq!(u_par, u_ser, "{reset:?}: membranes");
+        }
+        Ok(())
+    }
+
     #[test]
     fn percentile_sample_is_reproducible_across_threads() {
         let a: Vec<f32> = (0..100_000)
