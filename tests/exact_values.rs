@@ -476,7 +476,7 @@ fn stochmax_test_logits_are_log_rho_plus_o() -> R {
 // ---- event vs dense ----------------------------------------------------------------------
 
 /// The default path policy (the CLI's) against dense and all-event accumulation, on a net
-/// whose layer input densities straddle the crossovers (conv 0.35, FC 0.08): a dark batch
+/// whose layer input densities straddle the crossovers (conv 0.6, FC 0.15): a dark batch
 /// (Poisson inputs at density ≈ 0.1) and a bright one (≈ 0.75), and spike trains that start
 /// silent. Logits equal within 1e-4 and spike counts per slot equal.
 #[test]

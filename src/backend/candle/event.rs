@@ -39,9 +39,11 @@ pub enum PathPolicy {
 
 impl PathPolicy {
     /// The crossovers measured on this project's CPU (`examples/conversion_bench.rs`, see
-    /// `docs/performance.md`): below these input densities the event path is faster.
-    pub const CONV_CROSSOVER: f32 = 0.35;
-    pub const FC_CROSSOVER: f32 = 0.08;
+    /// `docs/performance.md`): below these input densities the event path is faster. Conv:
+    /// the event kernel wins up to 0.5–0.7 on the VGG layers (3×3, 32–64 channels) and on
+    /// every density for a one-channel first layer; FC (3136→256): up to about 0.15–0.2.
+    pub const CONV_CROSSOVER: f32 = 0.6;
+    pub const FC_CROSSOVER: f32 = 0.15;
 
     /// Whether an input of `density` (non-zero fraction) to a conv (`conv`) or FC layer
     /// takes the event path.
