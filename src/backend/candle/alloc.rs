@@ -11,7 +11,11 @@
 //! (`M_MMAP_MAX = 0`): every buffer comes from the heap and is reused (glibc still maps when
 //! the heap cannot grow).
 //!
-//! Invariant: process-wide and idempotent; call it once at start-up, before the threads
+//! [`par_zeros`] allocates a zeroed buffer and zeroes it on every core: a layer's buffers are
+//! megabytes (the 72 MB patch matrix above), and a plain `vec![0.0; n]` zeroes them on one core
+//! while the other waits.
+//!
+//! Invariant (`tune_malloc`): process-wide and idempotent; call it once at start-up, before the threads
 //! start allocating. A no-op (returning `false`) outside Linux/glibc.
 
 /// Makes glibc keep and reuse large freed buffers (see the module docs). Returns whether
@@ -33,4 +37,15 @@ pub fn tune_malloc() -> bool {
     {
         false
     }
+}
+
+/// `n` zeros, written on every core (rayon), for the large per-batch and per-step buffers
+/// (patch matrices, layer outputs, spike maps). Same contents as `vec![0f32; n]`.
+pub(crate) fn par_zeros(n: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut v = Vec::with_capacity(n);
+    rayon::iter::repeat_n(0f32, n)
+        .with_min_len(1 << 14)
+        .collect_into_vec(&mut v);
+    v
 }

@@ -30,6 +30,7 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
+use super::alloc::par_zeros;
 use super::neuron::{f32_slice, heaviside, step_fwd, surrogate, NeuronParams};
 use crate::ir::Reset;
 
@@ -170,7 +171,7 @@ impl Geom {
 /// The patch matrix of the images `x` (`[N, C, H, W]`, contiguous), row-major.
 fn im2col_vec(g: &Geom, x: &[f32]) -> Vec<f32> {
     let per = g.cols_per_image();
-    let mut out = vec![0f32; per * g.n];
+    let mut out = par_zeros(per * g.n);
     if per > 0 && g.image() > 0 {
         out.par_chunks_mut(per)
             .zip(x.par_chunks(g.image()))
@@ -228,7 +229,7 @@ impl CustomOp1 for Col2Im {
             bail!("{}: unexpected input shape", self.name())
         }
         let per = g.cols_per_image();
-        let mut out = vec![0f32; g.image() * g.n];
+        let mut out = par_zeros(g.image() * g.n);
         if per > 0 && g.image() > 0 {
             out.par_chunks_mut(g.image())
                 .zip(cols.par_chunks(per))
@@ -295,7 +296,7 @@ impl ConvOp {
 
 /// `[N, P, O]` (pixel-major) → `[N, O, P]`, in parallel over images.
 fn pixels_to_channels(y: &[f32], n: usize, p: usize, o: usize) -> Vec<f32> {
-    let mut out = vec![0f32; n * p * o];
+    let mut out = par_zeros(n * p * o);
     if n * p * o > 0 {
         out.par_chunks_mut(p * o)
             .zip(y.par_chunks(p * o))
@@ -312,7 +313,7 @@ fn pixels_to_channels(y: &[f32], n: usize, p: usize, o: usize) -> Vec<f32> {
 
 /// `[N, O, P]` → `[N, P, O]`, in parallel over images.
 fn channels_to_pixels(y: &[f32], n: usize, p: usize, o: usize) -> Vec<f32> {
-    let mut out = vec![0f32; n * p * o];
+    let mut out = par_zeros(n * p * o);
     if n * p * o > 0 {
         out.par_chunks_mut(p * o)
             .zip(y.par_chunks(p * o))
@@ -615,7 +616,7 @@ fn lif_forward(
 ) -> (Vec<f32>, u64) {
     let per = pix * o;
     let out_per = pool.map_or(per, |q| q.ho * q.wo * o);
-    let mut out = vec![0f32; t * b * out_per];
+    let mut out = par_zeros(t * b * out_per);
     if per == 0 || out_per == 0 || b == 0 {
         return (out, 0);
     }
@@ -666,7 +667,7 @@ fn lif_backward(
 ) -> Vec<f32> {
     let per = pix * o;
     let g_per = pool.map_or(per, |q| q.ho * q.wo * o);
-    let mut out = vec![0f32; t * b * per];
+    let mut out = par_zeros(t * b * per);
     if per == 0 || b == 0 {
         return out;
     }
@@ -900,7 +901,12 @@ pub fn conv2d_lif_infer(
     let wt = w.reshape((o, g.patch()))?;
     let y = cols.matmul(&wt.t()?)?; // [N·P, O]
     drop(cols);
-    let max_current = y.max_all()?.to_scalar::<f32>()?;
+    // Candle's `max_all` runs on one core; this is the same maximum on both.
+    let max_current = with_cpu_data(&y, name, |d| {
+        d.par_chunks(1 << 16)
+            .map(|c| c.iter().copied().fold(f32::NEG_INFINITY, f32::max))
+            .reduce(|| f32::NEG_INFINITY, f32::max)
+    })?;
     let dims = (t, g.n / t, g.ho * g.wo, o);
     let (out, spikes) = with_cpu_data(&y, name, |d| lif_forward(d, dims, p, pool, true))?;
     let (ho, wo) = pool.map_or((g.ho, g.wo), |q| (q.ho, q.wo));

@@ -13,17 +13,8 @@
 use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
 
+use super::alloc::par_zeros;
 use super::err;
-
-/// `n` zeros, written on every core: a layer's output is megabytes, and zeroing it on one
-/// core while the other waits was a tenth of a conversion run (`docs/performance.md`).
-pub(crate) fn par_zeros(n: usize) -> Vec<f32> {
-    let mut v = Vec::with_capacity(n);
-    rayon::iter::repeat_n(0f32, n)
-        .with_min_len(1 << 14)
-        .collect_into_vec(&mut v);
-    v
-}
 
 /// Which accumulation path a layer uses.
 #[derive(Debug, Clone, Copy, PartialEq)]

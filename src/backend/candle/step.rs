@@ -27,9 +27,10 @@ use petgraph::Direction;
 use rand::RngCore;
 use rayon::prelude::*;
 
+use super::alloc::par_zeros;
 use super::conv::with_cpu_data;
 use super::encode::{self, SeededRng};
-use super::event::{par_zeros, ConvEvent, FcEvent, PathPolicy};
+use super::event::{ConvEvent, FcEvent, PathPolicy};
 use super::model::{self, Model};
 use super::neuron;
 pub use super::observe::Counters;
