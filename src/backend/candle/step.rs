@@ -3,17 +3,18 @@
 //! `u ← leak·u + I`, a spike where u ≥ θ, then the reset the caller configures; IF is leak 1)
 //! or, for conversion ([`Simulator::set_if_neurons`]), IF whatever the file declares. Conv and
 //! FC layers take the dense path (candle) or the event-driven one (`event`, one image per
-//! rayon task) by measured input density ([`PathPolicy`]); the neuron update also runs on
-//! both cores over the batch.
+//! rayon task) by measured input density ([`PathPolicy`]); the neuron update, the density
+//! count and the zeroing of outputs also run on both cores, and layer values are read in
+//! place from the tensors (no per-step copies).
 //!
 //! What runs when: nodes before the first spiking layer run once (`Phase::Pre`, an ANN
 //! prefix), the SNN block at every step, and an ANN suffix behind an SNN→ANN boundary once on
 //! the spike rates at each requested latency. Logits at T are the output's mean over the
 //! first T steps (the run is causal, so one run at the largest T gives every smaller T).
 //!
-//! Used by conversion (balancing, evaluation) and meant for STDP: the [`Observer`] hooks are
-//! called per spiking layer application and step. The neuron update is `neuron::lif_step`,
-//! the same step the batched scan runs (the dynamics exist once).
+//! Used by conversion (balancing, evaluation) and STDP: the [`Observer`] hooks are called per
+//! spiking layer application and step. The neuron update is `neuron::lif_step_into` (what
+//! `lif_step` runs), the same step the batched scan runs (the dynamics exist once).
 //!
 //! Invariants: a network it cannot run (an SNN block after an SNN→ANN boundary) is an error,
 //! never a panic; random draws come only from the `rng` passed in (Poisson input), in
