@@ -15,8 +15,8 @@
 //! megabytes (the 72 MB patch matrix above), and a plain `vec![0.0; n]` zeroes them on one core
 //! while the other waits.
 //!
-//! Invariant (`tune_malloc`): process-wide and idempotent; call it once at start-up, before the threads
-//! start allocating. A no-op (returning `false`) outside Linux/glibc.
+//! Invariant (`tune_malloc`): process-wide and idempotent; call it once at start-up, before
+//! the threads start allocating. A no-op (returning `false`) outside Linux/glibc.
 
 /// Makes glibc keep and reuse large freed buffers (see the module docs). Returns whether
 /// every setting was accepted; `false` on other platforms.

@@ -328,6 +328,13 @@ fn channels_to_pixels(y: &[f32], n: usize, p: usize, o: usize) -> Vec<f32> {
     out
 }
 
+/// The largest entry of `x` (−∞ when empty), reduced on every core.
+pub(super) fn par_max(x: &[f32]) -> f32 {
+    x.par_chunks(1 << 14)
+        .map(|c| c.iter().copied().fold(f32::NEG_INFINITY, f32::max))
+        .reduce(|| f32::NEG_INFINITY, f32::max)
+}
+
 /// The data of a contiguous f32 CPU tensor, passed to `f`.
 pub(super) fn with_cpu_data<R>(t: &Tensor, op: &str, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     let (storage, layout) = t.storage_and_layout();
@@ -902,11 +909,7 @@ pub fn conv2d_lif_infer(
     let y = cols.matmul(&wt.t()?)?; // [N·P, O]
     drop(cols);
     // Candle's `max_all` runs on one core; this is the same maximum on both.
-    let max_current = with_cpu_data(&y, name, |d| {
-        d.par_chunks(1 << 16)
-            .map(|c| c.iter().copied().fold(f32::NEG_INFINITY, f32::max))
-            .reduce(|| f32::NEG_INFINITY, f32::max)
-    })?;
+    let max_current = with_cpu_data(&y, name, par_max)?;
     let dims = (t, g.n / t, g.ho * g.wo, o);
     let (out, spikes) = with_cpu_data(&y, name, |d| lif_forward(d, dims, p, pool, true))?;
     let (ho, wo) = pool.map_or((g.ho, g.wo), |q| (q.ho, q.wo));

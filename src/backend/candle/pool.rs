@@ -7,8 +7,8 @@
 //! poolings use the custom ops below, parallel over the planes; where candle's average pool
 //! is defined (`window == stride` dividing H and W) they compute the same sums in the same
 //! order, and other devices use candle's op there. Max pooling sends the gradient of each
-//! window to the first maximal element (row-major), PyTorch's convention; candle would split it over ties,
-//! which are common on 0/1 spike maps, so one rule is kept for every shape.
+//! window to the first maximal element (row-major), PyTorch's convention; candle would split
+//! it over ties, which are common on 0/1 spike maps, so one rule is kept for every shape.
 //!
 //! Invariants: `[N, C, H, W]` f32 on the CPU; window ≥ 1, stride ≥ 1, window ≤ H and W;
 //! output `HO = (H − window)/stride + 1`. Bad shapes are `Err`, never panics.

@@ -29,7 +29,7 @@ use rand::RngCore;
 use rayon::prelude::*;
 
 use super::alloc::par_zeros;
-use super::conv::with_cpu_data;
+use super::conv::{par_max, with_cpu_data};
 use super::encode::{self, SeededRng};
 use super::event::{ConvEvent, FcEvent, PathPolicy};
 use super::model::{self, Model};
@@ -526,31 +526,6 @@ impl Simulator {
                 }
                 obs.current(&app, &v)?;
                 let shape = v.shape().clone();
-                let (m, len) = with_values(&v, |cur| {
-                    let m = cur
-                        .par_chunks(PAR_STEP_MIN)
-                        .map(|c| c.iter().copied().fold(f32::NEG_INFINITY, f32::max))
-                        .reduce(|| f32::NEG_INFINITY, f32::max);
-                    Ok((m, cur.len()))
-                })?;
-                if m > st.max_input[slot.0] {
-                    st.max_input[slot.0] = m;
-                }
-                if ann {
-                    let a: Vec<f32> =
-                        with_values(&v, |cur| Ok(cur.par_iter().map(|&c| c.max(0.0)).collect()))?;
-                    if let Some(p) = spec.collect {
-                        // One key per application from the stream, then a counter-based
-                        // draw per element: parallel and the same on any number of threads.
-                        let key = rng.0.next_u64();
-                        st.activations[slot.0].extend(sample_positive(&a, p, key));
-                    }
-                    return Tensor::from_vec(a, shape, &self.device);
-                }
-                let mem = st.membranes[n.index()].get_or_insert_with(|| vec![0.0; len]);
-                if mem.len() != len {
-                    return Err(err(format!("`{}` changed size between steps", node.name)));
-                }
                 let leak = if self.if_neurons {
                     1.0
                 } else {
@@ -562,9 +537,35 @@ impl Simulator {
                     reset: self.reset,
                     gamma: 0.0,
                 };
-                let (spikes, count) = with_values(&v, |cur| par_step(&p, mem, cur))?;
-                obs.spike_count(&app, count, len)?;
-                let s = Tensor::from_vec(spikes, shape, &self.device)?;
+                // One pass over the current for its maximum, one for the ReLU (ANN mode) or
+                // the neuron update; `Some((spikes, neurons))` for the latter.
+                let (out, counted) = with_values(&v, |cur| {
+                    let m = par_max(cur);
+                    if m > st.max_input[slot.0] {
+                        st.max_input[slot.0] = m;
+                    }
+                    if ann {
+                        let a: Vec<f32> = cur.par_iter().map(|&c| c.max(0.0)).collect();
+                        if let Some(p) = spec.collect {
+                            // One key per application from the stream, then a counter-based
+                            // draw per element: parallel and the same on any number of threads.
+                            let key = rng.0.next_u64();
+                            st.activations[slot.0].extend(sample_positive(&a, p, key));
+                        }
+                        return Ok((a, None));
+                    }
+                    let mem = st.membranes[n.index()].get_or_insert_with(|| vec![0.0; cur.len()]);
+                    if mem.len() != cur.len() {
+                        return Err(err(format!("`{}` changed size between steps", node.name)));
+                    }
+                    let (spikes, count) = par_step(&p, mem, cur)?;
+                    Ok((spikes, Some((count, cur.len()))))
+                })?;
+                let Some((count, neurons)) = counted else {
+                    return Tensor::from_vec(out, shape, &self.device);
+                };
+                obs.spike_count(&app, count, neurons)?;
+                let s = Tensor::from_vec(out, shape, &self.device)?;
                 obs.spikes(&app, &s)?;
                 Ok(s)
             }
