@@ -323,6 +323,36 @@ fn conv_case(n: usize, c: usize, hw: usize, o: usize, k: usize, stride: usize, p
     }
 }
 
+/// The weight gradient alone (the input tracks no gradient, as for a network's first
+/// layer, so no dX is computed) equals the one computed beside dX.
+#[test]
+fn conv_weight_gradient_without_input_gradient() {
+    let mut rng = ChaCha8Rng::seed_from_u64(17);
+    let x = rand_tensor(&mut rng, &[9, 32, 14, 14], -1.0, 1.0);
+    let w = Var::from_tensor(&rand_tensor(&mut rng, &[4, 32, 3, 3], -0.5, 0.5)).unwrap();
+    let xv = Var::from_tensor(&x).unwrap();
+    let g = rand_tensor(&mut rng, &[9, 4, 14, 14], -1.0, 1.0);
+    let dw = |x: &Tensor| {
+        let y = conv2d(x, w.as_tensor(), 1, 1).unwrap();
+        let grads = (&y * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        flat(grads.get(w.as_tensor()).unwrap())
+    };
+    let alone = dw(&x);
+    assert_eq!(
+        alone,
+        dw(xv.as_tensor()),
+        "dW depends on whether dX is computed"
+    );
+    let theirs = x.conv2d(w.as_tensor(), 1, 1, 1, 1).unwrap();
+    let grads = (&theirs * &g)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert_close(&alone, &flat(grads.get(w.as_tensor()).unwrap()), 1e-4, "dW");
+}
+
 #[test]
 fn im2col_conv_matches_candle_conv2d() {
     for stride in [1, 2] {
@@ -332,6 +362,10 @@ fn im2col_conv_matches_candle_conv2d() {
     }
     conv_case(3, 1, 6, 2, 1, 1, 0);
     conv_case(1, 2, 9, 3, 5, 2, 1);
+    // The chunked path: two 32-channel 14×14 images per chunk, 20 chunks in 10 groups of
+    // the weight-gradient sum; then 3 chunks, the last one partial, at stride 2.
+    conv_case(40, 32, 14, 4, 3, 1, 1);
+    conv_case(30, 32, 14, 5, 3, 2, 0);
     // The public entry point.
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let x = rand_tensor(&mut rng, &[2, 2, 6, 6], -1.0, 1.0);

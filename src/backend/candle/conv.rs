@@ -1,11 +1,16 @@
 //! 2-D convolution for the layers of a network, run over all T·B images at once.
 //!
-//! `conv2d` is one custom op of (x, w): forward unfolds x into a patch matrix (im2col,
-//! `[N·HO·WO, C·K·K]`), multiplies it with the weights in one candle matmul over the whole
-//! batch and transposes the result into NCHW; backward gives `dW = Gᵀ·cols` from the patch
-//! matrix kept from forward, and `dX = col2im(G·W)` (a scatter-add) only when x tracks
-//! gradients — for the network's input image no dX work is done at all. `im2col` is also
-//! offered as its own differentiable op (backward col2im).
+//! `conv2d` is one custom op of (x, w). Forward multiplies the patch matrix of x (im2col)
+//! with the weights chunk by chunk ([`conv_rows`]): a few images at a time (about 512 KiB of
+//! patches, one core's L2), each chunk's patches built in a per-thread buffer and multiplied
+//! at once by the `gemm` kernel (`sgemm`), chunks in parallel, so the full patch matrix (72 MB
+//! for a 32→64 convolution over T·B = 320 images of 14×14) never goes to memory. Patches are
+//! channel-last (columns in (ky, kx, c) order, the image moved to `[H, W, C]` first): each
+//! kernel row is one contiguous copy of `kx·C` values. Backward rebuilds each chunk's patches
+//! for `dW = Gᵀ·cols` (summed in fixed groups, so the result does not depend on the thread
+//! count) and, only when x tracks gradients, gives `dX = col2im(G·W)` chunk by chunk — for
+//! the network's input image no dX work is done at all. `im2col` is also offered as its own
+//! differentiable op (backward col2im).
 //! `conv2d_lif` fuses a spiking layer: the convolution, the LIF/IF scan over T and
 //! optionally the pool that follows, as one node (see its docs).
 //!
@@ -16,7 +21,8 @@
 //! ones against it); a custom op's `bwd` runs only when one of its arguments tracks
 //! gradients; and backprop adds every node's gradient into a fresh zero tensor, so one
 //! node instead of im2col → matmul → reshape → permute → copy saves several full passes.
-//! Measured (`examples/bench_kernels`, release, 2 shared cores, median of 3 runs):
+//! Measured (`examples/bench_kernels`, release, 2 shared cores, median of 3 runs, before the
+//! chunking, which made AGD training faster still; see docs/performance.md):
 //! forward+backward 2.0–2.4× and forward 1.7–2.3× faster than candle's conv2d on
 //! 1→32 28², 32→64 14² (N = 320) and 64→64 32² (N = 32), so every shape uses this path.
 //!
@@ -32,6 +38,7 @@ use rayon::prelude::*;
 
 use super::alloc::par_zeros;
 use super::neuron::{f32_slice, heaviside, step_fwd, surrogate, NeuronParams};
+use super::sgemm::{sgemm, Strides};
 use crate::ir::Reset;
 
 /// Geometry of one convolution.
@@ -168,6 +175,29 @@ impl Geom {
     }
 }
 
+/// Writes the patch matrix of one image `x` (`[C, H, W]`) into `out` (`[HO·WO, C·KH·KW]`,
+/// row-major). Padding taps are not written: `out` must hold zeros there (a buffer that only
+/// this function writes, for one geometry, keeps them).
+#[inline]
+fn im2col_image(g: &Geom, x: &[f32], out: &mut [f32]) {
+    g.for_each_run(|j, i, len| {
+        for (d, s) in out[j..j + len].iter_mut().zip(&x[i..i + len]) {
+            *d = *s;
+        }
+    })
+}
+
+/// Adds the patch matrix of one image `cols` (`[HO·WO, C·KH·KW]`) back onto the pixels it
+/// was read from, `out` (`[C, H, W]`): the adjoint of [`im2col_image`].
+#[inline]
+fn col2im_image(g: &Geom, cols: &[f32], out: &mut [f32]) {
+    g.for_each_run(|j, i, len| {
+        for (d, s) in out[i..i + len].iter_mut().zip(&cols[j..j + len]) {
+            *d += *s;
+        }
+    })
+}
+
 /// The patch matrix of the images `x` (`[N, C, H, W]`, contiguous), row-major.
 fn im2col_vec(g: &Geom, x: &[f32]) -> Vec<f32> {
     let per = g.cols_per_image();
@@ -175,13 +205,7 @@ fn im2col_vec(g: &Geom, x: &[f32]) -> Vec<f32> {
     if per > 0 && g.image() > 0 {
         out.par_chunks_mut(per)
             .zip(x.par_chunks(g.image()))
-            .for_each(|(o, x)| {
-                g.for_each_run(|j, i, len| {
-                    for (d, s) in o[j..j + len].iter_mut().zip(&x[i..i + len]) {
-                        *d = *s;
-                    }
-                })
-            });
+            .for_each(|(o, x)| im2col_image(g, x, o));
     }
     out
 }
@@ -233,13 +257,7 @@ impl CustomOp1 for Col2Im {
         if per > 0 && g.image() > 0 {
             out.par_chunks_mut(g.image())
                 .zip(cols.par_chunks(per))
-                .for_each(|(o, cols)| {
-                    g.for_each_run(|j, i, len| {
-                        for (d, s) in o[i..i + len].iter_mut().zip(&cols[j..j + len]) {
-                            *d += *s;
-                        }
-                    })
-                });
+                .for_each(|(o, cols)| col2im_image(&g, cols, o));
         }
         Ok((CpuStorage::F32(out), Shape::from((g.n, g.c, g.h, g.w))))
     }
@@ -247,6 +265,244 @@ impl CustomOp1 for Col2Im {
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         Ok(Some(grad_res.contiguous()?.apply_op1(Im2Col(self.0))?))
     }
+}
+
+/// Channel-last patches for the chunked convolution: the patch matrix columns in the order
+/// (ky, kx, c), read from an image in `[H, W, C]` layout, so every in-bounds kernel row is one
+/// contiguous run of `(kx range)·C` elements (96 for a 3×3 kernel over 32 channels) instead of
+/// `C` runs of 3.
+impl Geom {
+    /// `f(j, i, len)`: patch elements `j..j+len` (order (ky, kx, c)) read `[H, W, C]` input
+    /// elements `i..i+len`. Padding taps are skipped, so they stay zero.
+    #[inline(always)]
+    fn for_each_run_hwc(&self, mut f: impl FnMut(usize, usize, usize)) {
+        let (h, w, c) = (self.h as isize, self.w as isize, self.c);
+        let (kh, kw, patch) = (self.kh as isize, self.kw as isize, self.patch());
+        for oy in 0..self.ho {
+            let iy0 = (oy * self.stride) as isize - self.pad as isize;
+            let ky_lo = (-iy0).clamp(0, kh) as usize;
+            let ky_hi = (h - iy0).clamp(0, kh) as usize;
+            for ox in 0..self.wo {
+                let ix0 = (ox * self.stride) as isize - self.pad as isize;
+                let lo = (-ix0).clamp(0, kw) as usize;
+                let hi = (w - ix0).clamp(0, kw) as usize;
+                if lo >= hi {
+                    continue;
+                }
+                let j_pixel = (oy * self.wo + ox) * patch;
+                let i_col = (ix0 + lo as isize) as usize;
+                for ky in ky_lo..ky_hi {
+                    let iy = (iy0 + ky as isize) as usize;
+                    f(
+                        j_pixel + (ky * self.kw + lo) * c,
+                        (iy * self.w + i_col) * c,
+                        (hi - lo) * c,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `[C, H·W]` → `[H·W, C]` for one image (`c` ≥ 1).
+fn to_hwc(x: &[f32], c: usize, out: &mut [f32]) {
+    let hw = x.len() / c;
+    for (ci, plane) in x.chunks_exact(hw).enumerate() {
+        for (pi, &v) in plane.iter().enumerate() {
+            out[pi * c + ci] = v;
+        }
+    }
+}
+
+/// `[H·W, C]` → `[C, H·W]` for one image (`c` ≥ 1).
+fn to_chw(x: &[f32], c: usize, out: &mut [f32]) {
+    let hw = x.len() / c;
+    for (ci, plane) in out.chunks_exact_mut(hw).enumerate() {
+        for (pi, v) in plane.iter_mut().enumerate() {
+            *v = x[pi * c + ci];
+        }
+    }
+}
+
+/// Filters `[O, C, KH, KW]` → `[O, KH, KW, C]`, or back with `back` (`C·KH·KW` ≥ 1).
+fn filters_hwc(g: &Geom, w: &[f32], back: bool) -> Vec<f32> {
+    let mut out = vec![0f32; w.len()];
+    for (src, dst) in w
+        .chunks_exact(g.patch())
+        .zip(out.chunks_exact_mut(g.patch()))
+    {
+        if back {
+            to_chw(src, g.c, dst);
+        } else {
+            to_hwc(src, g.c, dst);
+        }
+    }
+    out
+}
+
+/// The channel-last patch matrix of one `[H, W, C]` image into `out` (`[HO·WO, KH·KW·C]`),
+/// whose padding taps must hold zeros (as in [`im2col_image`]).
+#[inline]
+fn im2col_image_hwc(g: &Geom, x: &[f32], out: &mut [f32]) {
+    g.for_each_run_hwc(|j, i, len| out[j..j + len].copy_from_slice(&x[i..i + len]))
+}
+
+/// The adjoint of [`im2col_image_hwc`]: adds `cols` back onto the `[H, W, C]` image `out`.
+#[inline]
+fn col2im_image_hwc(g: &Geom, cols: &[f32], out: &mut [f32]) {
+    g.for_each_run_hwc(|j, i, len| {
+        for (d, s) in out[i..i + len].iter_mut().zip(&cols[j..j + len]) {
+            *d += *s;
+        }
+    })
+}
+
+/// Target size of one chunk's patch matrix in f32 elements (512 KiB, about one core's L2).
+const CHUNK_ELEMS: usize = 1 << 17;
+
+/// The weight gradient is summed over at most this many groups of chunks, each summed in
+/// order on one thread, then the groups in order: the same result whatever the thread count.
+const DW_GROUPS: usize = 16;
+
+impl Geom {
+    /// Images per chunk of [`conv_rows`]: as many as keep a chunk's patch matrix within
+    /// `CHUNK_ELEMS`, at least one. Independent of the thread count, so results are too.
+    fn images_per_chunk(&self) -> usize {
+        (CHUNK_ELEMS / self.cols_per_image().max(1)).max(1)
+    }
+}
+
+/// The convolution of `x` (`[N, C, H, W]`) with `w` (`[O, C·KH·KW]`) as `[N·HO·WO, O]`,
+/// pixel-major (row `n·P + p` holds the `O` outputs at pixel `p` of image `n`): im2col(x)·Wᵀ,
+/// computed chunk by chunk in parallel. Each chunk's patch matrix is built in a per-thread
+/// buffer of about `CHUNK_ELEMS` that stays in cache and is multiplied right away, so the
+/// full patch matrix (72 MB for a 32→64 convolution over T·B = 320 images of 14×14) is never
+/// written to memory. Errors only on inconsistent sizes.
+fn conv_rows(g: &Geom, x: &[f32], w: &[f32], o: usize) -> Result<Vec<f32>> {
+    let (p, patch, per, img) = (g.ho * g.wo, g.patch(), g.cols_per_image(), g.image());
+    if x.len() != g.n * img || w.len() != o * patch {
+        bail!("conv2d: input or weights do not match the geometry")
+    }
+    let mut y = par_zeros(g.n * p * o);
+    if y.is_empty() || per == 0 {
+        return Ok(y);
+    }
+    let ipc = g.images_per_chunk();
+    let wh = filters_hwc(g, w, false);
+    y.par_chunks_mut(ipc * p * o)
+        .zip(x.par_chunks(ipc * img))
+        .try_for_each_init(
+            || (vec![0f32; ipc * per], vec![0f32; img]),
+            |(cols, xh), (yc, xc)| {
+                let imgs = xc.len() / img;
+                for (xi, ci) in xc.chunks_exact(img).zip(cols.chunks_exact_mut(per)) {
+                    to_hwc(xi, g.c, xh);
+                    im2col_image_hwc(g, xh, ci);
+                }
+                let a = (&cols[..imgs * per], Strides::rows(patch));
+                sgemm(
+                    (imgs * p, o, patch),
+                    yc,
+                    o,
+                    a,
+                    (&wh, Strides::cols(patch)),
+                    false,
+                )
+            },
+        )?;
+    Ok(y)
+}
+
+/// `(dW, dX)` of [`conv_rows_backward`], each computed only when asked for.
+type RowGrads = (Option<Vec<f32>>, Option<Vec<f32>>);
+
+/// The gradients of [`conv_rows`] from `gy` = dL/dy (`[N·HO·WO, O]`, pixel-major): with
+/// `want_dw`, dW = Σ gyᵀ·cols (`[O, C·KH·KW]`, the patch matrix rebuilt chunk by chunk, in
+/// cache); with `want_dx`, dX = col2im(gy·W) (`[N, C, H, W]`), chunk by chunk. Chunks run in
+/// parallel in `DW_GROUPS` fixed groups (see there). Errors only on inconsistent sizes.
+fn conv_rows_backward(
+    g: &Geom,
+    (x, w, gy): (&[f32], &[f32], &[f32]),
+    o: usize,
+    (want_dw, want_dx): (bool, bool),
+) -> Result<RowGrads> {
+    let (p, patch, per, img) = (g.ho * g.wo, g.patch(), g.cols_per_image(), g.image());
+    if x.len() != g.n * img || w.len() != o * patch || gy.len() != g.n * p * o {
+        bail!("conv2d backward: input, weights or gradient do not match the geometry")
+    }
+    let mut dx = want_dx.then(|| par_zeros(g.n * img));
+    if g.n == 0 || per == 0 || o == 0 || img == 0 {
+        return Ok((want_dw.then(|| vec![0f32; o * patch]), dx));
+    }
+    let ipc = g.images_per_chunk();
+    let group = g.n.div_ceil(ipc).div_ceil(DW_GROUPS) * ipc; // images per group
+    let groups = g.n.div_ceil(group);
+    let wh = filters_hwc(g, w, false);
+    let dx_groups: Vec<Option<&mut [f32]>> = match dx.as_mut() {
+        Some(d) => d.chunks_mut(group * img).map(Some).collect(),
+        None => (0..groups).map(|_| None).collect(),
+    };
+    let partials = dx_groups
+        .into_par_iter()
+        .enumerate()
+        .map(|(gi, mut dxg)| -> Result<Option<Vec<f32>>> {
+            let mut dw = want_dw.then(|| vec![0f32; o * patch]);
+            let mut cols = vec![0f32; if want_dw { ipc * per } else { 0 }];
+            let mut dcols = vec![0f32; if want_dx { ipc * per } else { 0 }];
+            let mut xh = vec![0f32; img];
+            let (first, last) = (gi * group, ((gi + 1) * group).min(g.n));
+            for c0 in (first..last).step_by(ipc) {
+                let imgs = ipc.min(last - c0);
+                let rows = imgs * p;
+                let gyc = &gy[c0 * p * o..][..rows * o];
+                if let Some(dw) = dw.as_mut() {
+                    let xc = &x[c0 * img..][..imgs * img];
+                    for (xi, ci) in xc.chunks_exact(img).zip(cols.chunks_exact_mut(per)) {
+                        to_hwc(xi, g.c, &mut xh);
+                        im2col_image_hwc(g, &xh, ci);
+                    }
+                    let b = (&cols[..rows * patch], Strides::rows(patch));
+                    sgemm(
+                        (o, patch, rows),
+                        dw,
+                        patch,
+                        (gyc, Strides::cols(o)),
+                        b,
+                        true,
+                    )?;
+                }
+                if let Some(dxg) = dxg.as_deref_mut() {
+                    let a = (gyc, Strides::rows(o));
+                    let dc = &mut dcols[..rows * patch];
+                    sgemm(
+                        (rows, patch, o),
+                        dc,
+                        patch,
+                        a,
+                        (&wh, Strides::rows(patch)),
+                        false,
+                    )?;
+                    let dxc = &mut dxg[(c0 - first) * img..][..imgs * img];
+                    for (di, ci) in dxc.chunks_exact_mut(img).zip(dc.chunks_exact(per)) {
+                        xh.fill(0.0);
+                        col2im_image_hwc(g, ci, &mut xh);
+                        to_chw(&xh, g.c, di);
+                    }
+                }
+            }
+            Ok(dw)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let dw = want_dw.then(|| {
+        let mut acc = vec![0f32; o * patch];
+        for part in partials.into_iter().flatten() {
+            for (a, v) in acc.iter_mut().zip(part) {
+                *a += v;
+            }
+        }
+        filters_hwc(g, &acc, true)
+    });
+    Ok((dw, dx))
 }
 
 fn check_shapes(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<Geom> {
@@ -272,26 +528,14 @@ pub fn im2col(x: &Tensor, (kh, kw): (usize, usize), stride: usize, pad: usize) -
     x.contiguous()?.apply_op1(Im2Col(g))
 }
 
-/// The convolution as one custom op of (x, w): forward im2col, one gemm over the whole
-/// batch, and a transpose into NCHW; backward `dW = Gᵀ·cols` (the patch matrix kept from
-/// forward) and, only when `x` tracks gradients, `dX = col2im(G·W)`, with `G` the output
-/// gradient as `[N·HO·WO, O]`. One graph node: candle adds every node's gradient into a
-/// fresh zero tensor, which costs a full pass per intermediate on these sizes.
+/// The convolution as one custom op of (x, w): forward [`conv_rows`] (im2col and gemm chunk
+/// by chunk) and a transpose into NCHW; backward [`conv_rows_backward`]: `dW = Gᵀ·cols` and,
+/// only when `x` tracks gradients, `dX = col2im(G·W)`, with `G` the output gradient as
+/// `[N·HO·WO, O]`. One graph node: candle adds every node's gradient into a fresh zero
+/// tensor, which costs a full pass per intermediate on these sizes.
 struct ConvOp {
     g: Geom,
     o: usize,
-    /// The patch matrix of the last forward, taken by the backward.
-    cols: Mutex<Option<Tensor>>,
-}
-
-impl ConvOp {
-    fn weights(&self, w: &Tensor) -> Result<Tensor> {
-        w.reshape((self.o, self.g.patch()))
-    }
-
-    fn rows(&self) -> usize {
-        self.g.n * self.g.ho * self.g.wo
-    }
 }
 
 /// `[N, P, O]` (pixel-major) → `[N, O, P]`, in parallel over images.
@@ -362,16 +606,8 @@ impl CustomOp2 for ConvOp {
         if l1.shape().dims() != [g.n, g.c, g.h, g.w] || w.len() != self.o * g.patch() {
             bail!("{}: unexpected input shapes", self.name())
         }
-        let cpu = Device::Cpu;
-        let cols = Tensor::from_vec(im2col_vec(&g, x), (self.rows(), g.patch()), &cpu)?;
-        let wt = Tensor::from_slice(w, (self.o, g.patch()), &cpu)?;
-        let y = cols.matmul(&wt.t()?)?; // [N·HO·WO, O]
-        let out = with_cpu_data(&y, self.name(), |d| {
-            pixels_to_channels(d, g.n, g.ho * g.wo, self.o)
-        })?;
-        if let Ok(mut cache) = self.cols.lock() {
-            *cache = Some(cols);
-        }
+        let y = conv_rows(&g, x, w, self.o)?; // [N·HO·WO, O]
+        let out = pixels_to_channels(&y, g.n, g.ho * g.wo, self.o);
         Ok((CpuStorage::F32(out), Shape::from((g.n, self.o, g.ho, g.wo))))
     }
 
@@ -387,36 +623,39 @@ impl CustomOp2 for ConvOp {
         let gy = with_cpu_data(&grad, self.name(), |d| {
             channels_to_pixels(d, g.n, g.ho * g.wo, self.o)
         })?;
-        let gy = Tensor::from_vec(gy, (self.rows(), self.o), grad.device())?;
-        let dw = if w.track_op() {
-            let cached = self.cols.lock().ok().and_then(|mut c| c.take());
-            let cols = match cached {
-                Some(c) => c,
-                None => x.apply_op1_no_bwd(&Im2Col(g))?,
-            };
-            Some(gy.t()?.matmul(&cols)?.reshape(w.shape())?)
-        } else {
-            None
-        };
-        let dx = if x.track_op() {
-            let dcols = gy.matmul(&self.weights(w)?)?;
-            Some(dcols.apply_op1_no_bwd(&Col2Im(g))?)
-        } else {
-            None
-        };
-        Ok((dx, dw))
+        conv_grads(&g, (x, w), &gy, self.o, self.name())
     }
+}
+
+/// Runs [`conv_rows_backward`] on the tensors of a custom op's backward (contiguous CPU f32,
+/// as the forward took them) and wraps its results as `(dX, dW)` tensors; dW only when `w`
+/// tracks gradients, dX only when `x` does.
+fn conv_grads(
+    g: &Geom,
+    (x, w): (&Tensor, &Tensor),
+    gy: &[f32],
+    o: usize,
+    name: &str,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
+    let want = (w.track_op(), x.track_op());
+    let (dw, dx) = with_cpu_data(&x, name, |xd| {
+        with_cpu_data(&w, name, |wd| conv_rows_backward(g, (xd, wd, gy), o, want))
+    })???;
+    let dx = dx
+        .map(|d| Tensor::from_vec(d, (g.n, g.c, g.h, g.w), x.device()))
+        .transpose()?;
+    let dw = dw
+        .map(|d| Tensor::from_vec(d, w.shape(), w.device()))
+        .transpose()?;
+    Ok((dx, dw))
 }
 
 /// Convolution by im2col and one matmul over the whole batch (see the module docs).
 /// `x`: `[N, C, H, W]`, `w`: `[O, C, KH, KW]`; returns `[N, O, HO, WO]`.
 pub fn conv2d_im2col(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
     let g = check_shapes(x, w, stride, pad)?;
-    let op = ConvOp {
-        g,
-        o: w.dim(0)?,
-        cols: Mutex::new(None),
-    };
+    let op = ConvOp { g, o: w.dim(0)? };
     x.contiguous()?.apply_op2(&w.contiguous()?, op)
 }
 
@@ -732,15 +971,11 @@ struct ConvLifOp {
     t: usize,
     p: NeuronParams,
     pool: Option<PoolGeom>,
-    /// `(cols, y)`: the patch matrix `[N·P, C·K·K]` and the pre-activation `[N·P, O]`.
-    saved: Mutex<Option<(Tensor, Tensor)>>,
+    /// The pre-activation `[N·P, O]` of the last forward, taken by the backward.
+    saved: Mutex<Option<Vec<f32>>>,
 }
 
 impl ConvLifOp {
-    fn rows(&self) -> usize {
-        self.g.n * self.g.ho * self.g.wo
-    }
-
     fn dims(&self) -> (usize, usize, usize, usize) {
         let b = self.g.n / self.t.max(1);
         (self.t, b, self.g.ho * self.g.wo, self.o)
@@ -765,15 +1000,10 @@ impl CustomOp2 for ConvLifOp {
         if l1.shape().dims() != [g.n, g.c, g.h, g.w] || w.len() != self.o * g.patch() {
             bail!("{}: unexpected input shapes", self.name())
         }
-        let cpu = Device::Cpu;
-        let cols = Tensor::from_vec(im2col_vec(&g, x), (self.rows(), g.patch()), &cpu)?;
-        let wt = Tensor::from_slice(w, (self.o, g.patch()), &cpu)?;
-        let y = cols.matmul(&wt.t()?)?; // [N·P, O]
-        let (out, _) = with_cpu_data(&y, self.name(), |d| {
-            lif_forward(d, self.dims(), &self.p, self.pool, false)
-        })?;
+        let y = conv_rows(&g, x, w, self.o)?; // [N·P, O]
+        let (out, _) = lif_forward(&y, self.dims(), &self.p, self.pool, false);
         if let Ok(mut saved) = self.saved.lock() {
-            *saved = Some((cols, y));
+            *saved = Some(y);
         }
         let (ho, wo) = self.pool.map_or((g.ho, g.wo), |q| (q.ho, q.wo));
         Ok((CpuStorage::F32(out), Shape::from((g.n, self.o, ho, wo))))
@@ -789,34 +1019,20 @@ impl CustomOp2 for ConvLifOp {
         let g = self.g;
         let grad = grad.contiguous()?;
         let saved = self.saved.lock().ok().and_then(|mut c| c.take());
-        let (cols, y) = match saved {
-            Some(s) => s,
-            None => {
-                // Recompute (only when a backward runs twice over one forward).
-                let cols = x.apply_op1_no_bwd(&Im2Col(g))?;
-                let wt = w.detach().reshape((self.o, g.patch()))?;
-                let y = cols.matmul(&wt.t()?)?;
-                (cols, y)
-            }
+        let y = match saved {
+            Some(y) => y,
+            // Recompute (only when a backward runs twice over one forward).
+            None => with_cpu_data(&x.contiguous()?, self.name(), |xd| {
+                with_cpu_data(&w.contiguous()?, self.name(), |wd| {
+                    conv_rows(&g, xd, wd, self.o)
+                })
+            })???,
         };
-        let gy = with_cpu_data(&y, self.name(), |yd| {
-            with_cpu_data(&grad, self.name(), |gd| {
-                lif_backward(yd, gd, self.dims(), &self.p, self.pool)
-            })
-        })??;
-        let gy = Tensor::from_vec(gy, (self.rows(), self.o), grad.device())?;
-        let dw = if w.track_op() {
-            Some(gy.t()?.matmul(&cols)?.reshape(w.shape())?)
-        } else {
-            None
-        };
-        let dx = if x.track_op() {
-            let dcols = gy.matmul(&w.reshape((self.o, g.patch()))?)?;
-            Some(dcols.apply_op1_no_bwd(&Col2Im(g))?)
-        } else {
-            None
-        };
-        Ok((dx, dw))
+        let gy = with_cpu_data(&grad, self.name(), |gd| {
+            lif_backward(&y, gd, self.dims(), &self.p, self.pool)
+        })?;
+        drop(y);
+        conv_grads(&g, (x, w), &gy, self.o, self.name())
     }
 }
 
@@ -902,16 +1118,14 @@ pub fn conv2d_lif_infer(
     let o = w.dim(0)?;
     let name = "snnc-conv2d-lif-infer";
     let cpu = Device::Cpu;
-    let cols = with_cpu_data(&x, name, |xd| im2col_vec(&g, xd))?;
     let rows = g.n * g.ho * g.wo;
-    let cols = Tensor::from_vec(cols, (rows, g.patch()), &cpu)?;
-    let wt = w.reshape((o, g.patch()))?;
-    let y = cols.matmul(&wt.t()?)?; // [N·P, O]
-    drop(cols);
-    // Candle's `max_all` runs on one core; this is the same maximum on both.
-    let max_current = with_cpu_data(&y, name, par_max)?;
+    let y = with_cpu_data(&x, name, |xd| {
+        with_cpu_data(&w, name, |wd| conv_rows(&g, xd, wd, o))
+    })???; // [N·P, O]
+           // Candle's `max_all` runs on one core; this is the same maximum on both.
+    let max_current = par_max(&y);
     let dims = (t, g.n / t, g.ho * g.wo, o);
-    let (out, spikes) = with_cpu_data(&y, name, |d| lif_forward(d, dims, p, pool, true))?;
+    let (out, spikes) = lif_forward(&y, dims, p, pool, true);
     let (ho, wo) = pool.map_or((g.ho, g.wo), |q| (q.ho, q.wo));
     Ok(ConvLifInference {
         out: Tensor::from_vec(out, (g.n, o, ho, wo), &cpu)?,
@@ -1032,7 +1246,7 @@ mod tests {
         }
     }
 
-    const CASES: [Case; 3] = [
+    const CASES: [Case; 4] = [
         Case {
             t: 3,
             b: 2,
@@ -1056,6 +1270,15 @@ mod tests {
             hw: 7,
             o: 3,
             conv: (1, 0),
+        },
+        // Many chunks (two 32-channel 14×14 images per chunk), the last one partial.
+        Case {
+            t: 5,
+            b: 3,
+            c: 32,
+            hw: 14,
+            o: 6,
+            conv: (1, 1),
         },
     ];
 
@@ -1086,7 +1309,9 @@ mod tests {
         for (k, q) in CASES.iter().flat_map(|k| [(k, None), (k, Some(pool))]) {
             let p = lif(0.8, Reset::Subtract);
             let x = rand_tensor(&mut rng, &[k.t * k.b, k.c, k.hw, k.hw], 0.0, 1.0);
-            let w = Var::from_tensor(&rand_tensor(&mut rng, &[k.o, k.c, 3, 3], -0.6, 0.9)).unwrap();
+            let sc = 2.0 / k.c as f32; // as in `case`: busy but not saturated
+            let w = rand_tensor(&mut rng, &[k.o, k.c, 3, 3], -0.6 * sc, 0.9 * sc);
+            let w = Var::from_tensor(&w).unwrap();
             let r = conv2d_lif_infer(&x, &w, k.conv, k.t, &p, q).unwrap();
             assert!(!r.out.track_op(), "inference output tracks gradients");
             let want = conv2d_lif(&x, &w, k.conv, k.t, &p, q).unwrap();

@@ -19,6 +19,7 @@ pub mod netbuild;
 pub mod neuron;
 pub mod observe;
 pub mod pool;
+mod sgemm;
 pub mod step;
 
 /// A runtime failure with a message (shape, size or state problems the IR did not rule out).
