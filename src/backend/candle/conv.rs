@@ -12,7 +12,10 @@
 //! the network's input image no dX work is done at all. `im2col` is also offered as its own
 //! differentiable op (backward col2im).
 //! `conv2d_lif` fuses a spiking layer: the convolution, the LIF/IF scan over T and
-//! optionally the pool that follows, as one node (see its docs).
+//! optionally the pool that follows, as one node, run sample by sample (one gemm over a
+//! sample's T images, then its scan and pool while they are in cache; backward the reverse
+//! sweep and one gemm each for the sample's dW share and dX), so the layer's unpooled spikes
+//! and its dL/dy never go through memory (see [`conv_lif_forward`], [`conv_lif_backward`]).
 //!
 //! Candle 0.11 facts this is designed around (read in candle-core's cpu backend and
 //! backprop.rs): conv2d's input gradient is `conv_transpose2d`, plain loops on CPU, and is
@@ -848,118 +851,322 @@ fn scan_back(p: &NeuronParams, a: &mut [f32], d: &mut [f32], g: &[f32]) {
     }
 }
 
-/// The LIF/IF scan over `y` (`[T·B·P, O]` pixel-major, as the gemm leaves it), writing the
-/// spikes `[T·B, O, P]` (NCHW), or with `pool` the pooled spikes `[T·B, O, PH, PW]`. In
-/// parallel over samples, each scanning its own T steps; with a pool the scan and the pool
-/// run in the pixel-major layout (contiguous, vectorised) and only the pooled result is
-/// transposed.
-fn lif_forward(
-    y: &[f32],
-    (t, b, pix, o): (usize, usize, usize, usize),
-    p: &NeuronParams,
-    pool: Option<PoolGeom>,
-    count: bool,
-) -> (Vec<f32>, u64) {
-    let per = pix * o;
-    let out_per = pool.map_or(per, |q| q.ho * q.wo * o);
-    let mut out = par_zeros(t * b * out_per);
-    if per == 0 || out_per == 0 || b == 0 {
-        return (out, 0);
+/// The convolution of the `t` images of sample `bi` (rows `ti·B + bi` of `x`, `[T·B, C, H, W]`)
+/// into `y` (`[T, P, O]`, pixel-major) with the channel-last filters `wh` (`[O, KH·KW·C]`), as
+/// one gemm over the sample's patches; `xh` (`C·H·W`) and `cols` (`T·P·C·KH·KW`, zero at the
+/// padding taps) are scratch.
+fn conv_sample(
+    g: &Geom,
+    x: &[f32],
+    (t, b, bi): (usize, usize, usize),
+    (wh, o): (&[f32], usize),
+    (xh, cols): (&mut [f32], &mut [f32]),
+    y: &mut [f32],
+) -> Result<()> {
+    let (pix, patch, per, img) = (g.ho * g.wo, g.patch(), g.cols_per_image(), g.image());
+    if patch == 0 || per == 0 {
+        y.fill(0.0);
+        return Ok(());
     }
-    let spikes = blocks_by_sample(&mut out, b, out_per)
-        .into_par_iter()
-        .enumerate()
-        .map(|(bi, blocks)| {
-            let p = *p;
-            let mut u = vec![0f32; per];
-            let mut spk = vec![0f32; per];
-            let mut acc = vec![0f32; o];
-            let mut fired = 0u64;
-            for (ti, dst) in blocks.into_iter().enumerate() {
-                let src = &y[(ti * b + bi) * per..][..per];
-                step_fwd(&p, &mut u, &mut spk, src);
-                if count {
-                    fired += spk.iter().filter(|&&s| s > 0.0).count() as u64;
-                }
-                match pool {
-                    Some(q) => q.forward(&spk, o, dst, &mut acc),
-                    None => {
-                        for (pi, s) in spk.chunks_exact(o).enumerate() {
-                            for (oc, &s) in s.iter().enumerate() {
-                                dst[oc * pix + pi] = s;
-                            }
-                        }
-                    }
-                }
-            }
-            fired
-        })
-        .sum();
-    (out, spikes)
+    for (ti, ci) in cols.chunks_exact_mut(per).take(t).enumerate() {
+        to_hwc(&x[(ti * b + bi) * img..][..img], g.c, xh);
+        im2col_image_hwc(g, xh, ci);
+    }
+    let a = (&cols[..t * per], Strides::rows(patch));
+    sgemm(
+        (t * pix, o, patch),
+        y,
+        o,
+        a,
+        (wh, Strides::cols(patch)),
+        false,
+    )
 }
 
-/// dL/dy of the scan (`[T·B·P, O]` pixel-major) from the pre-activation `y` (same layout)
-/// and the output gradient `g` (dL/ds `[T·B, O, P]`, or with `pool` the pooled gradient
-/// `[T·B, O, PH, PW]`): recompute v[t] into the result, then sweep backwards (the
-/// detached-reset BPTT of `neuron::lif_scan`; the pool's gradient is spread onto the spikes
-/// of step t, recomputed from v[t]). In parallel over samples; every sweep runs in the
-/// pixel-major layout, dL/ds is brought into it once per step.
-fn lif_backward(
-    y: &[f32],
-    g: &[f32],
-    (t, b, pix, o): (usize, usize, usize, usize),
-    p: &NeuronParams,
+/// The spikes of one step (`spk`, pixel-major `[P, O]`) into `dst`: pooled (`[O, PH, PW]`)
+/// or moved to NCHW (`[O, P]`); `acc` is scratch of length `o`.
+fn emit_spikes(
     pool: Option<PoolGeom>,
-) -> Vec<f32> {
-    let per = pix * o;
-    let g_per = pool.map_or(per, |q| q.ho * q.wo * o);
-    let mut out = par_zeros(t * b * per);
-    if per == 0 || b == 0 {
-        return out;
-    }
-    blocks_by_sample(&mut out, b, per)
-        .into_par_iter()
-        .enumerate()
-        .for_each(|(bi, mut blocks)| {
-            let p = *p;
-            let mut u = vec![0f32; per];
-            for (ti, dst) in blocks.iter_mut().enumerate() {
-                let src = &y[(ti * b + bi) * per..][..per];
-                let leak = p.leak;
-                for ((u, d), &x) in u.iter_mut().zip(dst.iter_mut()).zip(src) {
-                    let v = leak * *u + x;
-                    *d = v;
-                    *u = reset(&p, v);
+    spk: &[f32],
+    (o, pix): (usize, usize),
+    dst: &mut [f32],
+    acc: &mut [f32],
+) {
+    match pool {
+        Some(q) => q.forward(spk, o, dst, acc),
+        None => {
+            for (pi, s) in spk.chunks_exact(o).enumerate() {
+                for (oc, &s) in s.iter().enumerate() {
+                    dst[oc * pix + pi] = s;
                 }
             }
-            let a = &mut u;
-            a.fill(0.0);
-            let mut spk = vec![0f32; if pool.is_some() { per } else { 0 }];
-            let mut gs = vec![0f32; per];
-            let (mut best, mut bestv, mut dch) = (vec![0usize; o], vec![0f32; o], vec![0f32; o]);
-            for (ti, dst) in blocks.iter_mut().enumerate().rev() {
-                let g_t = &g[(ti * b + bi) * g_per..][..g_per];
-                match pool {
-                    Some(q) => {
-                        let th = p.threshold;
-                        for (s, &v) in spk.iter_mut().zip(dst.iter()) {
-                            *s = heaviside(v, th);
-                        }
-                        gs.fill(0.0);
-                        q.backward(&spk, g_t, o, &mut gs, (&mut best, &mut bestv, &mut dch));
+        }
+    }
+}
+
+/// One sample's image-sized blocks of a buffer, when the buffer is there.
+type SampleBlocks<'a> = Option<Vec<&'a mut [f32]>>;
+
+/// What [`conv_lif_forward`] computes.
+struct FusedForward {
+    /// Spikes `[T·B, O, P]` (NCHW) or pooled `[T·B, O, PH, PW]`.
+    out: Vec<f32>,
+    /// The pre-activation, sample-major `[B, T, P, O]` (pixel-major), when asked to keep it.
+    y: Option<Vec<f32>>,
+    /// Spikes before pooling (counted only when asked).
+    spikes: u64,
+    /// The largest pre-activation (−∞ when there is none).
+    max_current: f32,
+}
+
+/// The spiking convolution forward, sample by sample in parallel: for each step t of a
+/// sample, the convolution of its image (`conv_image`, in cache), the neuron step
+/// (`neuron::step_fwd`) and the pool or NCHW move of the spikes, so neither the layer's
+/// pre-activation nor its unpooled spikes go through memory unless `save` keeps the
+/// pre-activation for the backward. `x`: `[T·B, C, H, W]` time-major, `w`: `[O, C·KH·KW]`.
+/// `count`: count the spikes. Errors only on inconsistent sizes.
+fn conv_lif_forward(
+    g: &Geom,
+    (x, w, o): (&[f32], &[f32], usize),
+    (t, p, pool): (usize, &NeuronParams, Option<PoolGeom>),
+    (save, count): (bool, bool),
+) -> Result<FusedForward> {
+    let (pix, patch, per, img) = (g.ho * g.wo, g.patch(), g.cols_per_image(), g.image());
+    if x.len() != g.n * img || w.len() != o * patch || t == 0 || g.n % t != 0 {
+        bail!("conv2d_lif: input, weights or steps do not match the geometry")
+    }
+    let b = g.n / t;
+    let out_per = pool.map_or(pix * o, |q| q.ho * q.wo * o);
+    let mut out = par_zeros(g.n * out_per);
+    let mut y = save.then(|| par_zeros(g.n * pix * o));
+    if out_per == 0 || pix * o == 0 || b == 0 {
+        return Ok(FusedForward {
+            out,
+            y,
+            spikes: 0,
+            max_current: f32::NEG_INFINITY,
+        });
+    }
+    let wh = if patch > 0 {
+        filters_hwc(g, w, false)
+    } else {
+        Vec::new()
+    };
+    let n_s = t * pix * o; // one sample's pre-activation
+    let y_blocks: Vec<Option<&mut [f32]>> = match y.as_mut() {
+        Some(y) => y.chunks_mut(n_s).map(Some).collect(),
+        None => (0..b).map(|_| None).collect(),
+    };
+    let (spikes, max_current) = blocks_by_sample(&mut out, b, out_per)
+        .into_par_iter()
+        .zip(y_blocks)
+        .enumerate()
+        .map_init(
+            // Scratch per worker, reused across samples: every buffer is overwritten before
+            // it is read, except `u` (reset per sample) and the padding taps of `cols`.
+            || {
+                let n = pix * o;
+                (
+                    vec![0f32; img],
+                    vec![0f32; t * per],
+                    vec![0f32; if save { 0 } else { n_s }],
+                    vec![0f32; n],
+                    vec![0f32; n],
+                    vec![0f32; o],
+                )
+            },
+            |(xh, cols, yt, u, spk, acc), (bi, (outs, ys))| -> Result<(u64, f32)> {
+                let p = *p;
+                let ys: &mut [f32] = match ys {
+                    Some(v) => v,
+                    None => yt,
+                };
+                conv_sample(g, x, (t, b, bi), (&wh, o), (xh, cols), ys)?;
+                let mx = ys.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                u.fill(0.0);
+                let mut fired = 0u64;
+                for (yi, dst) in ys.chunks_exact(pix * o).zip(outs) {
+                    step_fwd(&p, u, spk, yi);
+                    if count {
+                        fired += spk.iter().filter(|&&s| s > 0.0).count() as u64;
                     }
-                    None => {
-                        for (pi, gs) in gs.chunks_exact_mut(o).enumerate() {
-                            for (oc, gs) in gs.iter_mut().enumerate() {
-                                *gs = g_t[oc * pix + pi];
+                    emit_spikes(pool, spk, (o, pix), dst, acc);
+                }
+                Ok((fired, mx))
+            },
+        )
+        .try_reduce(
+            || (0, f32::NEG_INFINITY),
+            |a, b| Ok((a.0 + b.0, a.1.max(b.1))),
+        )?;
+    Ok(FusedForward {
+        out,
+        y,
+        spikes,
+        max_current,
+    })
+}
+
+/// One worker's scratch in [`conv_lif_backward`]: v[t] then dL/dy[t] of one sample (`vs`),
+/// the carried membrane gradient, the step's spikes and their gradient, the pool's backward
+/// scratch, and one image's `[H, W, C]` copy, patches and patch gradients.
+struct BackScratch {
+    vs: Vec<f32>,
+    u: Vec<f32>,
+    spk: Vec<f32>,
+    gs: Vec<f32>,
+    best: Vec<usize>,
+    bestv: Vec<f32>,
+    dch: Vec<f32>,
+    xh: Vec<f32>,
+    cols: Vec<f32>,
+    dcols: Vec<f32>,
+}
+
+/// The spiking convolution backward from the saved pre-activation `y` (`[T·B·P, O]`) and the
+/// output gradient `gout` (dL/ds `[T·B, O, P]`, or with `pool` the pooled gradient), sample
+/// by sample: recompute v[t], then sweep t backwards (the detached-reset BPTT of
+/// `neuron::lif_scan`; the pool's gradient is spread onto the spikes of step t, recomputed
+/// from v[t]), and with each step's dL/dy, still in cache, add its share of dW (`gyᵀ·cols`,
+/// the image's patches rebuilt) and, with `want_dx`, write that image's dX (`col2im(gy·W)`).
+/// dW is summed per fixed group of samples, then the groups in order (`DW_GROUPS`), so it
+/// does not depend on the thread count. Errors only on inconsistent sizes.
+fn conv_lif_backward(
+    g: &Geom,
+    (x, w, o): (&[f32], &[f32], usize),
+    (y, gout): (&[f32], &[f32]),
+    (t, p, pool): (usize, &NeuronParams, Option<PoolGeom>),
+    (want_dw, want_dx): (bool, bool),
+) -> Result<RowGrads> {
+    let (pix, patch, per, img) = (g.ho * g.wo, g.patch(), g.cols_per_image(), g.image());
+    let per_n = pix * o;
+    let g_per = pool.map_or(per_n, |q| q.ho * q.wo * o);
+    if x.len() != g.n * img
+        || w.len() != o * patch
+        || t == 0
+        || g.n % t != 0
+        || y.len() != g.n * per_n
+        || gout.len() != g.n * g_per
+    {
+        bail!("conv2d_lif backward: input, weights, state or gradient do not match the geometry")
+    }
+    let b = g.n / t;
+    let mut dx = want_dx.then(|| par_zeros(g.n * img));
+    if b == 0 || per_n == 0 || patch == 0 {
+        return Ok((want_dw.then(|| vec![0f32; o * patch]), dx));
+    }
+    let wh = filters_hwc(g, w, false);
+    let group = b.div_ceil(DW_GROUPS); // samples per group
+    let mut groups: Vec<Vec<(usize, SampleBlocks)>> =
+        (0..b.div_ceil(group)).map(|_| Vec::new()).collect();
+    let dx_blocks: Vec<SampleBlocks> = match dx.as_mut() {
+        Some(d) => blocks_by_sample(d, b, img).into_iter().map(Some).collect(),
+        None => (0..b).map(|_| None).collect(),
+    };
+    for (bi, blk) in dx_blocks.into_iter().enumerate() {
+        groups[bi / group].push((bi, blk));
+    }
+    let partials = groups
+        .into_par_iter()
+        .map_init(
+            // Scratch per worker, reused across groups: every buffer is overwritten before it
+            // is read, except the padding taps of `cols` (only im2col writes it).
+            || BackScratch {
+                vs: vec![0f32; t * per_n],
+                u: vec![0f32; per_n],
+                spk: vec![0f32; per_n],
+                gs: vec![0f32; per_n],
+                best: vec![0usize; o],
+                bestv: vec![0f32; o],
+                dch: vec![0f32; o],
+                xh: vec![0f32; img],
+                cols: vec![0f32; if want_dw { t * per } else { 0 }],
+                dcols: vec![0f32; if want_dx { t * per } else { 0 }],
+            },
+            |sc, samples| -> Result<Option<Vec<f32>>> {
+                let p = *p;
+                let mut dw = want_dw.then(|| vec![0f32; o * patch]);
+                let BackScratch {
+                    vs,
+                    u,
+                    spk,
+                    gs,
+                    best,
+                    bestv,
+                    dch,
+                    xh,
+                    cols,
+                    dcols,
+                } = sc;
+                for (bi, mut dxs) in samples {
+                    u.fill(0.0);
+                    let y_s = &y[bi * t * per_n..][..t * per_n];
+                    for (v_t, src) in vs.chunks_exact_mut(per_n).zip(y_s.chunks_exact(per_n)) {
+                        for ((u, d), &x) in u.iter_mut().zip(v_t.iter_mut()).zip(src) {
+                            let v = p.leak * *u + x;
+                            *d = v;
+                            *u = reset(&p, v);
+                        }
+                    }
+                    let a = &mut u[..];
+                    a.fill(0.0);
+                    for (ti, gy) in vs.chunks_exact_mut(per_n).enumerate().rev() {
+                        let g_t = &gout[(ti * b + bi) * g_per..][..g_per];
+                        match pool {
+                            Some(q) => {
+                                for (s, &v) in spk.iter_mut().zip(gy.iter()) {
+                                    *s = heaviside(v, p.threshold);
+                                }
+                                gs.fill(0.0);
+                                let scratch = (&mut best[..], &mut bestv[..], &mut dch[..]);
+                                q.backward(spk, g_t, o, &mut gs[..], scratch);
+                            }
+                            None => {
+                                for (pi, gs) in gs.chunks_exact_mut(o).enumerate() {
+                                    for (oc, gs) in gs.iter_mut().enumerate() {
+                                        *gs = g_t[oc * pix + pi];
+                                    }
+                                }
                             }
                         }
+                        scan_back(&p, a, gy, gs); // gy: v[t] in, dL/dy[t] out
+                    }
+                    // vs now holds the sample's dL/dy `[T·P, O]`: one gemm each for dW and dX.
+                    if let Some(dw) = dw.as_mut() {
+                        for (ti, ci) in cols.chunks_exact_mut(per).enumerate() {
+                            to_hwc(&x[(ti * b + bi) * img..][..img], g.c, xh);
+                            im2col_image_hwc(g, xh, ci);
+                        }
+                        let (a, c) = (
+                            (&vs[..], Strides::cols(o)),
+                            (&cols[..], Strides::rows(patch)),
+                        );
+                        sgemm((o, patch, t * pix), dw, patch, a, c, true)?;
+                    }
+                    if let Some(dxs) = dxs.as_mut() {
+                        let (a, c) = ((&vs[..], Strides::rows(o)), (&wh[..], Strides::rows(patch)));
+                        sgemm((t * pix, patch, o), &mut dcols[..], patch, a, c, false)?;
+                        for (dci, dxi) in dcols.chunks_exact(per).zip(dxs.iter_mut()) {
+                            xh.fill(0.0);
+                            col2im_image_hwc(g, dci, xh);
+                            to_chw(xh, g.c, dxi);
+                        }
                     }
                 }
-                scan_back(&p, a, dst, &gs);
+                Ok(dw)
+            },
+        )
+        .collect::<Result<Vec<_>>>()?;
+    let dw = want_dw.then(|| {
+        let mut acc = vec![0f32; o * patch];
+        for part in partials.into_iter().flatten() {
+            for (a, v) in acc.iter_mut().zip(part) {
+                *a += v;
             }
-        });
-    out
+        }
+        filters_hwc(g, &acc, true)
+    });
+    Ok((dw, dx))
 }
 
 /// Convolution then the LIF/IF scan over T as one custom op of (x, w) → spikes (see
@@ -973,13 +1180,6 @@ struct ConvLifOp {
     pool: Option<PoolGeom>,
     /// The pre-activation `[N·P, O]` of the last forward, taken by the backward.
     saved: Mutex<Option<Vec<f32>>>,
-}
-
-impl ConvLifOp {
-    fn dims(&self) -> (usize, usize, usize, usize) {
-        let b = self.g.n / self.t.max(1);
-        (self.t, b, self.g.ho * self.g.wo, self.o)
-    }
 }
 
 impl CustomOp2 for ConvLifOp {
@@ -1000,11 +1200,12 @@ impl CustomOp2 for ConvLifOp {
         if l1.shape().dims() != [g.n, g.c, g.h, g.w] || w.len() != self.o * g.patch() {
             bail!("{}: unexpected input shapes", self.name())
         }
-        let y = conv_rows(&g, x, w, self.o)?; // [N·P, O]
-        let (out, _) = lif_forward(&y, self.dims(), &self.p, self.pool, false);
+        let neuron = (self.t, &self.p, self.pool);
+        let f = conv_lif_forward(&g, (x, w, self.o), neuron, (true, false))?;
         if let Ok(mut saved) = self.saved.lock() {
-            *saved = Some(y);
+            *saved = f.y;
         }
+        let out = f.out;
         let (ho, wo) = self.pool.map_or((g.ho, g.wo), |q| (q.ho, q.wo));
         Ok((CpuStorage::F32(out), Shape::from((g.n, self.o, ho, wo))))
     }
@@ -1017,22 +1218,31 @@ impl CustomOp2 for ConvLifOp {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = self.g;
-        let grad = grad.contiguous()?;
+        let (x, w, grad) = (x.contiguous()?, w.contiguous()?, grad.contiguous()?);
+        let want = (w.track_op(), x.track_op());
+        let (name, neuron) = (self.name(), (self.t, &self.p, self.pool));
         let saved = self.saved.lock().ok().and_then(|mut c| c.take());
-        let y = match saved {
-            Some(y) => y,
-            // Recompute (only when a backward runs twice over one forward).
-            None => with_cpu_data(&x.contiguous()?, self.name(), |xd| {
-                with_cpu_data(&w.contiguous()?, self.name(), |wd| {
-                    conv_rows(&g, xd, wd, self.o)
+        let (dw, dx) = with_cpu_data(&x, name, |xd| {
+            with_cpu_data(&w, name, |wd| {
+                with_cpu_data(&grad, name, |gd| {
+                    let y = match saved {
+                        Some(y) => y,
+                        // Recompute (only when a backward runs twice over one forward).
+                        None => conv_lif_forward(&g, (xd, wd, self.o), neuron, (true, false))?
+                            .y
+                            .unwrap_or_default(),
+                    };
+                    conv_lif_backward(&g, (xd, wd, self.o), (&y, gd), neuron, want)
                 })
-            })???,
-        };
-        let gy = with_cpu_data(&grad, self.name(), |gd| {
-            lif_backward(&y, gd, self.dims(), &self.p, self.pool)
-        })?;
-        drop(y);
-        conv_grads(&g, (x, w), &gy, self.o, self.name())
+            })
+        })????;
+        let dx = dx
+            .map(|d| Tensor::from_vec(d, (g.n, g.c, g.h, g.w), x.device()))
+            .transpose()?;
+        let dw = dw
+            .map(|d| Tensor::from_vec(d, w.shape(), w.device()))
+            .transpose()?;
+        Ok((dx, dw))
     }
 }
 
@@ -1041,10 +1251,10 @@ impl CustomOp2 for ConvLifOp {
 /// of the spikes (`pool::{max,avg}_pool2d` rules), as one graph node.
 /// `x`: `[T·B, C, H, W]` time-major (row `t·B + b` is step `t` of sample `b`), `w`:
 /// `[O, C, K, K]`; returns the spikes `[T·B, O, HO, WO]` (0/1), or pooled `[T·B, O, PH, PW]`.
-/// Same values and gradients as the ops in sequence (same gemm, same scan arithmetic); it
-/// saves the gradient nodes of the conv output and of the spikes (each a zeroed tensor and an
-/// add in candle's backprop), both NCHW transposes and the full-size spike tensor, and runs
-/// the scan in parallel over samples. Errors: shapes as [`conv2d`], a pool window larger than
+/// The same values as the ops in sequence (same products per output, same scan arithmetic)
+/// and the same gradients up to summation order; it saves the gradient nodes of the conv
+/// output and of the spikes (each a zeroed tensor and an add in candle's backprop), both NCHW
+/// transposes and the full-size spike tensor, and runs in parallel over samples. Errors: shapes as [`conv2d`], a pool window larger than
 /// the output, a leading dimension that is not a multiple of `t`, invalid neuron parameters.
 pub fn conv2d_lif(
     x: &Tensor,
@@ -1119,13 +1329,12 @@ pub fn conv2d_lif_infer(
     let name = "snnc-conv2d-lif-infer";
     let cpu = Device::Cpu;
     let rows = g.n * g.ho * g.wo;
-    let y = with_cpu_data(&x, name, |xd| {
-        with_cpu_data(&w, name, |wd| conv_rows(&g, xd, wd, o))
-    })???; // [N·P, O]
-           // Candle's `max_all` runs on one core; this is the same maximum on both.
-    let max_current = par_max(&y);
-    let dims = (t, g.n / t, g.ho * g.wo, o);
-    let (out, spikes) = lif_forward(&y, dims, p, pool, true);
+    let f = with_cpu_data(&x, name, |xd| {
+        with_cpu_data(&w, name, |wd| {
+            conv_lif_forward(&g, (xd, wd, o), (t, p, pool), (false, true))
+        })
+    })???;
+    let (out, max_current, spikes) = (f.out, f.max_current, f.spikes);
     let (ho, wo) = pool.map_or((g.ho, g.wo), |q| (q.ho, q.wo));
     Ok(ConvLifInference {
         out: Tensor::from_vec(out, (g.n, o, ho, wo), &cpu)?,
