@@ -11,7 +11,7 @@
 //! (`M_MMAP_MAX = 0`): every buffer comes from the heap and is reused (glibc still maps when
 //! the heap cannot grow).
 //!
-//! [`par_zeros`] allocates a zeroed buffer and zeroes it on every core: a layer's buffers are
+//! `par_zeros` allocates a zeroed buffer and zeroes it on every core: a layer's buffers are
 //! megabytes (the 72 MB patch matrix above), and a plain `vec![0.0; n]` zeroes them on one core
 //! while the other waits.
 //!

@@ -1,7 +1,7 @@
 //! 2-D convolution for the layers of a network, run over all T·B images at once.
 //!
 //! `conv2d` is one custom op of (x, w). Forward multiplies the patch matrix of x (im2col)
-//! with the weights chunk by chunk ([`conv_rows`]): a few images at a time (about 512 KiB of
+//! with the weights chunk by chunk (`conv_rows`): a few images at a time (about 512 KiB of
 //! patches, one core's L2), each chunk's patches built in a per-thread buffer and multiplied
 //! at once by the `gemm` kernel (`sgemm`), chunks in parallel, so the full patch matrix (72 MB
 //! for a 32→64 convolution over T·B = 320 images of 14×14) never goes to memory. Patches are
@@ -15,7 +15,7 @@
 //! optionally the pool that follows, as one node, run sample by sample (one gemm over a
 //! sample's T images, then its scan and pool while they are in cache; backward the reverse
 //! sweep and one gemm each for the sample's dW share and dX), so the layer's unpooled spikes
-//! and its dL/dy never go through memory (see [`conv_lif_forward`], [`conv_lif_backward`]).
+//! and its dL/dy never go through memory (see `conv_lif_forward`, `conv_lif_backward`).
 //!
 //! Candle 0.11 facts this is designed around (read in candle-core's cpu backend and
 //! backprop.rs): conv2d's input gradient is `conv_transpose2d`, plain loops on CPU, and is
