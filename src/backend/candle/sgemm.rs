@@ -6,7 +6,9 @@
 //! Invariant: before the one `unsafe` call, every index the strides reach is checked to lie
 //! inside its slice, and the destination is a `&mut` slice that no operand can alias, so the
 //! kernel never reads or writes out of bounds. Callers parallelise over their own blocks;
-//! each call runs on the calling thread.
+//! each call runs on the calling thread. `gemm` picks its kernels at run time: AVX-512 where
+//! the CPU has AVX-512F (the `x86-v4` feature in `Cargo.toml`), else AVX2/FMA; the two sum
+//! in different orders, so results agree to f32 rounding, not bit for bit, across CPUs.
 
 use candle_core::{bail, Result};
 
