@@ -1685,7 +1685,7 @@ mod tests {
     fn max_and_count_match_plain_folds() {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         for n in [0usize, 1, 15, 16, 17, 33, 1000] {
-            let mut x: Vec<f32> = (0..n).map(|_| rng.gen_range(-3.0f32..2.0)).collect();
+            let mut x: Vec<f32> = (0..n).map(|_| rng.random_range(-3.0f32..2.0)).collect();
             if n > 3 {
                 x[n / 2] = f32::NAN;
             }
