@@ -7,9 +7,9 @@
 //! measured with `examples/bench_kernels`. `tune_malloc` raises the mmap threshold to its
 //! maximum (32 MiB), stops heap trimming and pads heap growth, so freed buffers are reused.
 //! Buffers above 32 MiB (a full patch matrix, as `conv::im2col` builds it, is 72 MB for a
-//! 32→64 convolution over T·B = 320 images of 14×14) would still be mapped and unmapped every step, so mmap is turned off altogether
-//! (`M_MMAP_MAX = 0`): every buffer comes from the heap and is reused (glibc still maps when
-//! the heap cannot grow).
+//! 32→64 convolution over T·B = 320 images of 14×14) would still be mapped and unmapped every
+//! step, so mmap is turned off altogether (`M_MMAP_MAX = 0`): every buffer comes from the heap
+//! and is reused (glibc still maps when the heap cannot grow).
 //!
 //! `par_zeros` allocates a zeroed buffer and zeroes it on every core: a layer's buffers are
 //! megabytes (the 72 MB patch matrix above), and a plain `vec![0.0; n]` zeroes them on one core

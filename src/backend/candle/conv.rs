@@ -360,6 +360,35 @@ fn col2im_image_hwc(g: &Geom, cols: &[f32], out: &mut [f32]) {
     })
 }
 
+/// The channel-last patch matrix (`[HO·WO, KH·KW·C]`, padding taps already zero) of one
+/// `[C, H, W]` image, through its `[H, W, C]` copy in `xh`.
+#[inline]
+fn patches_of(g: &Geom, img: &[f32], xh: &mut [f32], cols: &mut [f32]) {
+    to_hwc(img, g.c, xh);
+    im2col_image_hwc(g, xh, cols);
+}
+
+/// The gradient of one `[C, H, W]` image (`dx`, overwritten) from the gradient of its
+/// channel-last patches, through the `[H, W, C]` scratch `xh`.
+#[inline]
+fn image_grad_of(g: &Geom, dcols: &[f32], xh: &mut [f32], dx: &mut [f32]) {
+    xh.fill(0.0);
+    col2im_image_hwc(g, dcols, xh);
+    to_chw(xh, g.c, dx);
+}
+
+/// The weight gradient `[O, C, KH, KW]` from the per-group partial sums (channel-last, each
+/// `[O, KH·KW·C]`), added in group order so the result does not depend on the thread count.
+fn sum_dw_groups(g: &Geom, partials: Vec<Option<Vec<f32>>>, len: usize) -> Vec<f32> {
+    let mut acc = vec![0f32; len];
+    for part in partials.into_iter().flatten() {
+        for (a, v) in acc.iter_mut().zip(part) {
+            *a += v;
+        }
+    }
+    filters_hwc(g, &acc, true)
+}
+
 /// Target size of one chunk's patch matrix in f32 elements (512 KiB, about one core's L2).
 const CHUNK_ELEMS: usize = 1 << 17;
 
@@ -399,8 +428,7 @@ fn conv_rows(g: &Geom, x: &[f32], w: &[f32], o: usize) -> Result<Vec<f32>> {
             |(cols, xh), (yc, xc)| {
                 let imgs = xc.len() / img;
                 for (xi, ci) in xc.chunks_exact(img).zip(cols.chunks_exact_mut(per)) {
-                    to_hwc(xi, g.c, xh);
-                    im2col_image_hwc(g, xh, ci);
+                    patches_of(g, xi, xh, ci);
                 }
                 let a = (&cols[..imgs * per], Strides::rows(patch));
                 sgemm(
@@ -461,8 +489,7 @@ fn conv_rows_backward(
                 if let Some(dw) = dw.as_mut() {
                     let xc = &x[c0 * img..][..imgs * img];
                     for (xi, ci) in xc.chunks_exact(img).zip(cols.chunks_exact_mut(per)) {
-                        to_hwc(xi, g.c, &mut xh);
-                        im2col_image_hwc(g, &xh, ci);
+                        patches_of(g, xi, &mut xh, ci);
                     }
                     let b = (&cols[..rows * patch], Strides::rows(patch));
                     sgemm(
@@ -487,24 +514,14 @@ fn conv_rows_backward(
                     )?;
                     let dxc = &mut dxg[(c0 - first) * img..][..imgs * img];
                     for (di, ci) in dxc.chunks_exact_mut(img).zip(dc.chunks_exact(per)) {
-                        xh.fill(0.0);
-                        col2im_image_hwc(g, ci, &mut xh);
-                        to_chw(&xh, g.c, di);
+                        image_grad_of(g, ci, &mut xh, di);
                     }
                 }
             }
             Ok(dw)
         })
         .collect::<Result<Vec<_>>>()?;
-    let dw = want_dw.then(|| {
-        let mut acc = vec![0f32; o * patch];
-        for part in partials.into_iter().flatten() {
-            for (a, v) in acc.iter_mut().zip(part) {
-                *a += v;
-            }
-        }
-        filters_hwc(g, &acc, true)
-    });
+    let dw = want_dw.then(|| sum_dw_groups(g, partials, o * patch));
     Ok((dw, dx))
 }
 
@@ -895,8 +912,7 @@ fn conv_sample(
         return Ok(());
     }
     for (ti, ci) in cols.chunks_exact_mut(per).take(t).enumerate() {
-        to_hwc(&x[(ti * b + bi) * img..][..img], g.c, xh);
-        im2col_image_hwc(g, xh, ci);
+        patches_of(g, &x[(ti * b + bi) * img..][..img], xh, ci);
     }
     let a = (&cols[..t * per], Strides::rows(patch));
     sgemm(
@@ -1160,8 +1176,7 @@ fn conv_lif_backward(
                     // vs now holds the sample's dL/dy `[T·P, O]`: one gemm each for dW and dX.
                     if let Some(dw) = dw.as_mut() {
                         for (ti, ci) in cols.chunks_exact_mut(per).enumerate() {
-                            to_hwc(&x[(ti * b + bi) * img..][..img], g.c, xh);
-                            im2col_image_hwc(g, xh, ci);
+                            patches_of(g, &x[(ti * b + bi) * img..][..img], xh, ci);
                         }
                         let (a, c) = (
                             (&vs[..], Strides::cols(o)),
@@ -1173,9 +1188,7 @@ fn conv_lif_backward(
                         let (a, c) = ((&vs[..], Strides::rows(o)), (&wh[..], Strides::rows(patch)));
                         sgemm((t * pix, patch, o), &mut dcols[..], patch, a, c, false)?;
                         for (dci, dxi) in dcols.chunks_exact(per).zip(dxs.iter_mut()) {
-                            xh.fill(0.0);
-                            col2im_image_hwc(g, dci, xh);
-                            to_chw(xh, g.c, dxi);
+                            image_grad_of(g, dci, xh, dxi);
                         }
                     }
                 }
@@ -1183,15 +1196,7 @@ fn conv_lif_backward(
             },
         )
         .collect::<Result<Vec<_>>>()?;
-    let dw = want_dw.then(|| {
-        let mut acc = vec![0f32; o * patch];
-        for part in partials.into_iter().flatten() {
-            for (a, v) in acc.iter_mut().zip(part) {
-                *a += v;
-            }
-        }
-        filters_hwc(g, &acc, true)
-    });
+    let dw = want_dw.then(|| sum_dw_groups(g, partials, o * patch));
     Ok((dw, dx))
 }
 
