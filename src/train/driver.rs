@@ -1118,12 +1118,28 @@ fn loss_terms_value(
 /// The first parameter holding a non-finite value, if any.
 fn non_finite_param(vars: &[(String, candle_core::Var)]) -> Result<Option<String>, TrainError> {
     for (name, v) in vars {
-        let m = v.as_tensor().abs()?.max_all()?.to_scalar::<f32>()?;
-        if !m.is_finite() {
+        if !all_finite(v.as_tensor())? {
             return Ok(Some(name.clone()));
         }
     }
     Ok(None)
+}
+
+/// Whether every element of `t` is finite: a scan of the data for contiguous f32 CPU
+/// tensors, else by tensor ops.
+fn all_finite(t: &candle_core::Tensor) -> Result<bool, TrainError> {
+    use candle_core::{CpuStorage, Storage};
+    {
+        let (storage, layout) = t.storage_and_layout();
+        if let (Storage::Cpu(CpuStorage::F32(d)), Some((a, b))) =
+            (&*storage, layout.contiguous_offsets())
+        {
+            return Ok(d[a..b].iter().fold(true, |ok, x| ok & x.is_finite()));
+        }
+    }
+    // `t − t` is 0 where `t` is finite and NaN elsewhere (candle's max skips NaN).
+    let sum = t.sub(t)?.sum_all()?.to_dtype(candle_core::DType::F64)?;
+    Ok(sum.to_scalar::<f64>()? == 0.0)
 }
 
 /// What a stopped run leaves behind: the last good checkpoint, named, or none.
@@ -1199,4 +1215,34 @@ pub fn describe(
         m.insert("source_fnv1a64".into(), fnv1a64(src.as_bytes()).into());
     }
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::all_finite;
+    use candle_core::{DType, Device, Tensor};
+
+    /// The scan (contiguous f32) and the tensor fallback (transposed, f64) both find a NaN or
+    /// an infinity anywhere, and pass finite data.
+    #[test]
+    fn all_finite_finds_nan_and_infinity() {
+        for bad in [
+            None,
+            Some(f32::NAN),
+            Some(f32::INFINITY),
+            Some(f32::NEG_INFINITY),
+        ] {
+            let mut data: Vec<f32> = (0..600).map(|i| i as f32 - 300.0).collect();
+            if let Some(b) = bad {
+                data[437] = b;
+            }
+            let t = Tensor::from_vec(data, (20, 30), &Device::Cpu).unwrap();
+            let tt = t.t().unwrap();
+            assert!(!tt.is_contiguous());
+            let t64 = t.to_dtype(DType::F64).unwrap();
+            for x in [&t, &tt, &t64] {
+                assert_eq!(all_finite(x).unwrap(), bad.is_none(), "{bad:?}");
+            }
+        }
+    }
 }
