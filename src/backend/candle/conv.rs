@@ -17,6 +17,15 @@
 //! sweep and one gemm each for the sample's dW share and dX), so the layer's unpooled spikes
 //! and its dL/dy never go through memory (see `conv_lif_forward`, `conv_lif_backward`).
 //!
+//! CPU dispatch: the four drivers (`conv_rows`, `conv_rows_backward`, `conv_lif_forward`,
+//! `conv_lif_backward`) are compiled three times by `multiversion` — AVX-512, AVX2+FMA and
+//! baseline x86-64 — and the widest the CPU has is picked at run time (multiversion's
+//! AVX-512 copy asks for the Ice Lake set, VBMI2/VNNI/BITALG/GFNI and the rest, so older
+//! AVX-512 CPUs, whose wide units slow the clock, run the AVX2 copy); the
+//! per-sample closures and the `#[inline(always)]` helpers they call (im2col, the neuron step,
+//! pool, max, count) are compiled inside each copy. Rust never contracts `a * b + c` into an
+//! FMA, so the three copies compute bit-identical results.
+//!
 //! Candle 0.11 facts this is designed around (read in candle-core's cpu backend and
 //! backprop.rs): conv2d's input gradient is `conv_transpose2d`, plain loops on CPU, and is
 //! computed even when the input needs no gradient; its weight gradient is a conv2d with an
@@ -308,6 +317,7 @@ impl Geom {
 }
 
 /// `[C, H·W]` → `[H·W, C]` for one image (`c` ≥ 1).
+#[inline(always)]
 fn to_hwc(x: &[f32], c: usize, out: &mut [f32]) {
     let hw = x.len() / c;
     for (ci, plane) in x.chunks_exact(hw).enumerate() {
@@ -318,6 +328,7 @@ fn to_hwc(x: &[f32], c: usize, out: &mut [f32]) {
 }
 
 /// `[H·W, C]` → `[C, H·W]` for one image (`c` ≥ 1).
+#[inline(always)]
 fn to_chw(x: &[f32], c: usize, out: &mut [f32]) {
     let hw = x.len() / c;
     for (ci, plane) in out.chunks_exact_mut(hw).enumerate() {
@@ -345,13 +356,13 @@ fn filters_hwc(g: &Geom, w: &[f32], back: bool) -> Vec<f32> {
 
 /// The channel-last patch matrix of one `[H, W, C]` image into `out` (`[HO·WO, KH·KW·C]`),
 /// whose padding taps must hold zeros (as in [`im2col_image`]).
-#[inline]
+#[inline(always)]
 fn im2col_image_hwc(g: &Geom, x: &[f32], out: &mut [f32]) {
     g.for_each_run_hwc(|j, i, len| out[j..j + len].copy_from_slice(&x[i..i + len]))
 }
 
 /// The adjoint of [`im2col_image_hwc`]: adds `cols` back onto the `[H, W, C]` image `out`.
-#[inline]
+#[inline(always)]
 fn col2im_image_hwc(g: &Geom, cols: &[f32], out: &mut [f32]) {
     g.for_each_run_hwc(|j, i, len| {
         for (d, s) in out[i..i + len].iter_mut().zip(&cols[j..j + len]) {
@@ -362,7 +373,7 @@ fn col2im_image_hwc(g: &Geom, cols: &[f32], out: &mut [f32]) {
 
 /// The channel-last patch matrix (`[HO·WO, KH·KW·C]`, padding taps already zero) of one
 /// `[C, H, W]` image, through its `[H, W, C]` copy in `xh`.
-#[inline]
+#[inline(always)]
 fn patches_of(g: &Geom, img: &[f32], xh: &mut [f32], cols: &mut [f32]) {
     to_hwc(img, g.c, xh);
     im2col_image_hwc(g, xh, cols);
@@ -370,7 +381,7 @@ fn patches_of(g: &Geom, img: &[f32], xh: &mut [f32], cols: &mut [f32]) {
 
 /// The gradient of one `[C, H, W]` image (`dx`, overwritten) from the gradient of its
 /// channel-last patches, through the `[H, W, C]` scratch `xh`.
-#[inline]
+#[inline(always)]
 fn image_grad_of(g: &Geom, dcols: &[f32], xh: &mut [f32], dx: &mut [f32]) {
     xh.fill(0.0);
     col2im_image_hwc(g, dcols, xh);
@@ -410,6 +421,10 @@ impl Geom {
 /// buffer of about `CHUNK_ELEMS` that stays in cache and is multiplied right away, so the
 /// full patch matrix (72 MB for a 32→64 convolution over T·B = 320 images of 14×14) is never
 /// written to memory. Errors only on inconsistent sizes.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512cd+avx512dq+avx512vl",
+    "x86_64+avx2+fma"
+))]
 fn conv_rows(g: &Geom, x: &[f32], w: &[f32], o: usize) -> Result<Vec<f32>> {
     let (p, patch, per, img) = (g.ho * g.wo, g.patch(), g.cols_per_image(), g.image());
     if x.len() != g.n * img || w.len() != o * patch {
@@ -451,6 +466,10 @@ type RowGrads = (Option<Vec<f32>>, Option<Vec<f32>>);
 /// `want_dw`, dW = Σ gyᵀ·cols (`[O, C·KH·KW]`, the patch matrix rebuilt chunk by chunk, in
 /// cache); with `want_dx`, dX = col2im(gy·W) (`[N, C, H, W]`), chunk by chunk. Chunks run in
 /// parallel in `DW_GROUPS` fixed groups (see there). Errors only on inconsistent sizes.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512cd+avx512dq+avx512vl",
+    "x86_64+avx2+fma"
+))]
 fn conv_rows_backward(
     g: &Geom,
     (x, w, gy): (&[f32], &[f32], &[f32]),
@@ -601,6 +620,7 @@ pub(super) fn par_max(x: &[f32]) -> f32 {
 
 /// The largest entry of `x` (−∞ when empty; NaNs are skipped, as by `f32::max`), in 16
 /// independent lanes so that it compiles to vector maxima.
+#[inline(always)]
 pub(super) fn max_f32(x: &[f32]) -> f32 {
     const L: usize = 16;
     let mut m = [f32::NEG_INFINITY; L];
@@ -615,6 +635,7 @@ pub(super) fn max_f32(x: &[f32]) -> f32 {
 }
 
 /// The number of positive entries of `x` (spikes are 0 or 1), counted so that it vectorises.
+#[inline(always)]
 fn count_positive(x: &[f32]) -> u64 {
     x.chunks(1 << 20)
         .map(|c| u64::from(c.iter().map(|&v| u32::from(v > 0.0)).sum::<u32>()))
@@ -782,6 +803,7 @@ impl PoolGeom {
 
     /// Pools pixel-major maps `x` (`[h·w, o]`: the `o` channels of a pixel contiguous) into
     /// `out` (`[o, ho, wo]`, NCHW), vectorised over channels; `acc` is scratch of length `o`.
+    #[inline(always)]
     fn forward(&self, x: &[f32], o: usize, out: &mut [f32], acc: &mut [f32]) {
         let scale = 1.0 / (self.k * self.k) as f32;
         let pout = self.ho * self.wo;
@@ -819,6 +841,7 @@ impl PoolGeom {
     /// `[h·w, o]`, zero on entry); `x` is the pooled input, pixel-major. Max pooling sends each
     /// window's gradient to its first maximal element (row-major). `best` (pixel index per
     /// channel), `bestv` and `d` are scratch of length `o`.
+    #[inline(always)]
     fn backward(
         &self,
         x: &[f32],
@@ -898,6 +921,7 @@ fn scan_back(p: &NeuronParams, a: &mut [f32], d: &mut [f32], g: &[f32]) {
 /// into `y` (`[T, P, O]`, pixel-major) with the channel-last filters `wh` (`[O, KH·KW·C]`), as
 /// one gemm over the sample's patches; `xh` (`C·H·W`) and `cols` (`T·P·C·KH·KW`, zero at the
 /// padding taps) are scratch.
+#[inline(always)]
 fn conv_sample(
     g: &Geom,
     x: &[f32],
@@ -927,6 +951,7 @@ fn conv_sample(
 
 /// The spikes of one step (`spk`, pixel-major `[P, O]`) into `dst`: pooled (`[O, PH, PW]`)
 /// or moved to NCHW (`[O, P]`); `acc` is scratch of length `o`.
+#[inline(always)]
 fn emit_spikes(
     pool: Option<PoolGeom>,
     spk: &[f32],
@@ -967,6 +992,10 @@ struct FusedForward {
 /// pre-activation nor its unpooled spikes go through memory unless `save` keeps the
 /// pre-activation for the backward. `x`: `[T·B, C, H, W]` time-major, `w`: `[O, C·KH·KW]`.
 /// `count`: count the spikes. Errors only on inconsistent sizes.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512cd+avx512dq+avx512vl",
+    "x86_64+avx2+fma"
+))]
 fn conv_lif_forward(
     g: &Geom,
     (x, w, o): (&[f32], &[f32], usize),
@@ -1003,6 +1032,9 @@ fn conv_lif_forward(
         .into_par_iter()
         .zip(y_blocks)
         .enumerate()
+        // One piece per thread: the scratch below (megabytes, zeroed when made) is made once
+        // per piece, and every sample costs the same, so nothing is lost to balance.
+        .with_min_len(b.div_ceil(rayon::current_num_threads()))
         .map_init(
             // Scratch per worker, reused across samples: every buffer is overwritten before
             // it is read, except `u` (reset per sample) and the padding taps of `cols`.
@@ -1073,6 +1105,10 @@ struct BackScratch {
 /// the image's patches rebuilt) and, with `want_dx`, write that image's dX (`col2im(gy·W)`).
 /// dW is summed per fixed group of samples, then the groups in order (`DW_GROUPS`), so it
 /// does not depend on the thread count. Errors only on inconsistent sizes.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512cd+avx512dq+avx512vl",
+    "x86_64+avx2+fma"
+))]
 fn conv_lif_backward(
     g: &Geom,
     (x, w, o): (&[f32], &[f32], usize),
@@ -1108,8 +1144,11 @@ fn conv_lif_backward(
     for (bi, blk) in dx_blocks.into_iter().enumerate() {
         groups[bi / group].push((bi, blk));
     }
+    let n_groups = groups.len();
     let partials = groups
         .into_par_iter()
+        // One piece per thread, as in the forward: the scratch is made once per piece.
+        .with_min_len(n_groups.div_ceil(rayon::current_num_threads()))
         .map_init(
             // Scratch per worker, reused across groups: every buffer is overwritten before it
             // is read, except the padding taps of `cols` (only im2col writes it).
