@@ -1128,13 +1128,13 @@ fn non_finite_param(vars: &[(String, candle_core::Var)]) -> Result<Option<String
 /// Whether every element of `t` is finite: a scan of the data for contiguous f32 CPU
 /// tensors, else by tensor ops.
 fn all_finite(t: &candle_core::Tensor) -> Result<bool, TrainError> {
-    use candle_core::{CpuStorage, Storage};
+    use crate::backend::candle::neuron::f32_slice;
     {
         let (storage, layout) = t.storage_and_layout();
-        if let (Storage::Cpu(CpuStorage::F32(d)), Some((a, b))) =
-            (&*storage, layout.contiguous_offsets())
-        {
-            return Ok(d[a..b].iter().fold(true, |ok, x| ok & x.is_finite()));
+        if let candle_core::Storage::Cpu(cs) = &*storage {
+            if let Ok(d) = f32_slice(cs, layout, "all_finite") {
+                return Ok(d.iter().fold(true, |ok, x| ok & x.is_finite()));
+            }
         }
     }
     // `t − t` is 0 where `t` is finite and NaN elsewhere (candle's max skips NaN).

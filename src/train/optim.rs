@@ -184,16 +184,12 @@ impl candle_core::InplaceOp2 for AdamStepOp<'_> {
         g: &candle_core::CpuStorage,
         gl: &candle_core::Layout,
     ) -> Result<()> {
-        use candle_core::CpuStorage::F32;
-        let (F32(w), F32(g)) = (w, g) else {
-            bail!("adam-step: the parameter and its gradient must be f32");
+        let g = crate::backend::candle::neuron::f32_slice(g, gl, self.name())?;
+        let (candle_core::CpuStorage::F32(w), Some((w0, w1))) = (w, wl.contiguous_offsets()) else {
+            bail!("adam-step: the parameter must be contiguous f32");
         };
-        let (Some((w0, w1)), Some((g0, g1))) = (wl.contiguous_offsets(), gl.contiguous_offsets())
-        else {
-            bail!("adam-step: the parameter and its gradient must be contiguous");
-        };
+        let w = &mut w[w0..w1];
         let (mut m, mut v) = (self.m.borrow_mut(), self.v.borrow_mut());
-        let (w, g) = (&mut w[w0..w1], &g[g0..g1]);
         if g.len() != w.len() || m.len() != w.len() || v.len() != w.len() {
             bail!("adam-step: the parameter, gradient and moments differ in length");
         }
@@ -319,14 +315,15 @@ impl Moments {
         )
     }
 
-    /// The moments as tensors of `var`'s shape (copies, for a checkpoint).
+    /// The moments as tensors of `var`'s shape (for a checkpoint; the buffers are copied,
+    /// the tensor kind is never changed in place and is shared).
     fn tensors(&self, var: &Var) -> Result<(Tensor, Tensor)> {
         match self {
             Moments::Host { m, v } => Ok((
                 Tensor::from_slice(m, var.shape(), var.device())?,
                 Tensor::from_slice(v, var.shape(), var.device())?,
             )),
-            Moments::Tensors { m, v } => Ok((m.copy()?, v.copy()?)),
+            Moments::Tensors { m, v } => Ok((m.clone(), v.clone())),
         }
     }
 
