@@ -9,13 +9,17 @@
 //! The allocator is tuned with `alloc::tune_malloc` unless `--system-malloc` is given.
 //! `network` as an argument runs only the whole-network step (`network-im2col`: without
 //! the candle-conv2d comparison).
+//! `fused` as an argument runs only the fused spiking convolutions (`conv2d_lif_infer`, and
+//! `conv2d_lif` forward + backward, max-pooled) on the network's two layers with 0/1 inputs.
 //! Each timing is the median of `reps` runs (default 3) after one warm-up run.
 
 use std::time::Instant;
 
 use candle_core::{Device, Result, Tensor, Var};
 use snnc::backend::candle::alloc::tune_malloc;
-use snnc::backend::candle::conv::conv2d_im2col;
+use snnc::backend::candle::conv::{
+    conv2d_im2col, conv2d_lif, conv2d_lif_infer, force_im2col, SpikePool,
+};
 use snnc::backend::candle::neuron::{lif_scan, lif_scan_reference, lif_scan_steps, NeuronParams};
 use snnc::backend::candle::pool::avg_pool2d;
 use snnc::ir::Reset;
@@ -199,6 +203,67 @@ fn network_case(reps: usize, candle_conv: bool) -> Result<()> {
     Ok(())
 }
 
+/// The fused spiking convolution of a layer of the Fashion-MNIST network at T = 10, B = 32:
+/// inputs 0/1 at `density`, then a 2×2 max pool; inference alone, then forward + backward,
+/// each on the layer's own path and with im2col + gemm forced, calls alternating, medians.
+fn fused_case(c: usize, hw: usize, o: usize, density: f32, reps: usize) -> Result<()> {
+    let cpu = Device::Cpu;
+    let (t, n) = (10, 320);
+    let p = NeuronParams {
+        leak: 0.99,
+        threshold: 1.0,
+        reset: Reset::Subtract,
+        gamma: 0.3,
+    };
+    let pool = Some(SpikePool {
+        max: true,
+        k: 2,
+        s: 2,
+    });
+    let x = Tensor::rand(0f32, 1., (n, c, hw, hw), &cpu)?
+        .lt(density as f64)?
+        .to_dtype(candle_core::DType::F32)?;
+    // The network's first layer reads the input image, which needs no gradient.
+    let x = if c == 1 {
+        x
+    } else {
+        Var::from_tensor(&x)?.as_tensor().clone()
+    };
+    let scale = (2.0 / (9.0 * c as f64)).sqrt();
+    let w = Var::from_tensor(&(Tensor::randn(0f32, 1., (o, c, 3, 3), &cpu)? * scale)?)?;
+    let infer = || conv2d_lif_infer(&x, w.as_tensor(), (1, 1), t, &p, pool).map(|_| ());
+    let train = || -> Result<()> {
+        let s = conv2d_lif(&x, w.as_tensor(), (1, 1), t, &p, pool)?;
+        s.sum_all()?.backward().map(|_| ())
+    };
+    // [own inference, forced inference, own training, forced training]
+    let mut times: [Vec<f64>; 4] = Default::default();
+    for rep in 0..=reps {
+        for (i, forced) in [(0, false), (1, true), (2, false), (3, true)] {
+            force_im2col(forced);
+            let t0 = Instant::now();
+            if i < 2 {
+                infer()?
+            } else {
+                train()?
+            }
+            if rep > 0 {
+                times[i].push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    force_im2col(false);
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let [a, b, c2, d] = times.each_mut().map(med);
+    println!(
+        "fused {c}->{o} {hw}x{hw} N={n} density {density}: inference {a:.2} ms (im2col+gemm {b:.2}), forward+backward {c2:.2} ms (im2col+gemm {d:.2})"
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let reps = args.iter().find_map(|s| s.parse().ok()).unwrap_or(3usize);
@@ -209,6 +274,13 @@ fn main() -> Result<()> {
     );
     if args.iter().any(|a| a == "network-im2col") {
         return network_case(reps, false);
+    }
+    if args.iter().any(|a| a == "fused") {
+        fused_case(1, 28, 32, 0.3, reps)?;
+        if args.iter().any(|a| a == "conv1") {
+            return Ok(());
+        }
+        return fused_case(32, 14, 64, 0.4, reps);
     }
     if args.iter().any(|a| a == "network") {
         network_case(reps, false)?;

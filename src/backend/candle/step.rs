@@ -608,7 +608,8 @@ impl Simulator {
             }
             (LayerKind::Conv { stride, pad, .. }, _) => {
                 st.dense_calls += 1;
-                inp.conv2d(wt, usize_of(pad)?, usize_of(stride)?, 1, 1)
+                // snnc's convolution, so the currents equal the fused layers' of the model.
+                super::conv::conv2d(inp, wt, usize_of(stride)?, usize_of(pad)?)
             }
             (LayerKind::Fc { .. }, _) => {
                 st.dense_calls += 1;
