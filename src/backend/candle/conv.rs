@@ -1418,8 +1418,8 @@ struct BackScratch {
     xp: Vec<f32>,
 }
 
-/// The spiking convolution backward from the saved pre-activation `y` (`[T·B·P, O]`) and the
-/// output gradient `gout` (dL/ds `[T·B, O, P]`, or with `pool` the pooled gradient), sample
+/// The spiking convolution backward from the saved pre-activation `y` (`[T·B·P, O]`; `None`
+/// on the direct path, which recomputes each sample's from `x`) and the output gradient `gout` (dL/ds `[T·B, O, P]`, or with `pool` the pooled gradient), sample
 /// by sample: recompute v[t], then sweep t backwards (the detached-reset BPTT of
 /// `neuron::lif_scan`; the pool's gradient is spread onto the spikes of step t, recomputed
 /// from v[t]), and with each step's dL/dy, still in cache, add its share of dW (`gyᵀ·cols`,
@@ -1433,7 +1433,7 @@ struct BackScratch {
 fn conv_lif_backward(
     g: &Geom,
     (x, w, o): (&[f32], &[f32], usize),
-    (y, gout): (&[f32], &[f32]),
+    (y, gout): (Option<&[f32]>, &[f32]),
     (t, p, pool): (usize, &NeuronParams, Option<PoolGeom>),
     (want_dw, want_dx): (bool, bool),
 ) -> Result<RowGrads> {
@@ -1444,7 +1444,8 @@ fn conv_lif_backward(
         || w.len() != o * patch
         || t == 0
         || g.n % t != 0
-        || y.len() != g.n * per_n
+        || y.is_some_and(|y| y.len() != g.n * per_n)
+        || (y.is_none() && !direct(g))
         || gout.len() != g.n * g_per
     {
         bail!("conv2d_lif backward: input, weights, state or gradient do not match the geometry")
@@ -1456,6 +1457,11 @@ fn conv_lif_backward(
     }
     let wh = filters_hwc(g, w, false);
     let (direct, taps) = (direct(g), DirectTaps::new(g));
+    let wt = if direct {
+        transpose(&wh, (o, patch))
+    } else {
+        Vec::new()
+    };
     let group = b.div_ceil(DW_GROUPS); // samples per group
     let mut groups: Vec<Vec<(usize, SampleBlocks)>> =
         (0..b.div_ceil(group)).map(|_| Vec::new()).collect();
@@ -1499,12 +1505,29 @@ fn conv_lif_backward(
                 } = sc;
                 for (bi, mut dxs) in samples {
                     u.fill(0.0);
-                    let y_s = &y[bi * t * per_n..][..t * per_n];
-                    for (v_t, src) in vs.chunks_exact_mut(per_n).zip(y_s.chunks_exact(per_n)) {
-                        for ((u, d), &x) in u.iter_mut().zip(v_t.iter_mut()).zip(src) {
-                            let v = p.leak * *u + x;
-                            *d = v;
-                            *u = reset(&p, v);
+                    match y {
+                        Some(y) => {
+                            let y_s = &y[bi * t * per_n..][..t * per_n];
+                            let steps = vs.chunks_exact_mut(per_n).zip(y_s.chunks_exact(per_n));
+                            for (v_t, src) in steps {
+                                for ((u, d), &x) in u.iter_mut().zip(v_t.iter_mut()).zip(src) {
+                                    let v = p.leak * *u + x;
+                                    *d = v;
+                                    *u = reset(&p, v);
+                                }
+                            }
+                        }
+                        // Not saved: the direct path recomputes y[t] (the forward's values).
+                        None => {
+                            for (ti, v_t) in vs.chunks_exact_mut(per_n).enumerate() {
+                                taps.pad_image(g, &x[(ti * b + bi) * img..][..img], xp);
+                                conv_image_direct(g, (&taps, xp), (&wt, o), v_t);
+                                for (u, d) in u.iter_mut().zip(v_t.iter_mut()) {
+                                    let v = p.leak * *u + *d;
+                                    *d = v;
+                                    *u = reset(&p, v);
+                                }
+                            }
                         }
                     }
                     let a = &mut u[..];
@@ -1566,8 +1589,8 @@ fn conv_lif_backward(
 }
 
 /// Convolution then the LIF/IF scan over T as one custom op of (x, w) → spikes (see
-/// [`conv2d_lif`]). Keeps the patch matrix and the pre-activation of the last forward for the
-/// backward.
+/// [`conv2d_lif`]). Keeps the pre-activation of the last forward for the backward, except on
+/// the direct path (narrow patches), whose backward recomputes it.
 struct ConvLifOp {
     g: Geom,
     o: usize,
@@ -1597,7 +1620,9 @@ impl CustomOp2 for ConvLifOp {
             bail!("{}: unexpected input shapes", self.name())
         }
         let neuron = (self.t, &self.p, self.pool);
-        let f = conv_lif_forward(&g, (x, w, self.o), neuron, (true, false))?;
+        // The direct path's backward recomputes the pre-activation, which costs less than
+        // writing it out here and reading it back (32 MB per batch for the first layer).
+        let f = conv_lif_forward(&g, (x, w, self.o), neuron, (!direct(&g), false))?;
         if let Ok(mut saved) = self.saved.lock() {
             *saved = f.y;
         }
@@ -1622,13 +1647,12 @@ impl CustomOp2 for ConvLifOp {
             with_cpu_data(&w, name, |wd| {
                 with_cpu_data(&grad, name, |gd| {
                     let y = match saved {
-                        Some(y) => y,
+                        Some(y) => Some(y),
+                        None if direct(&g) => None,
                         // Recompute (only when a backward runs twice over one forward).
-                        None => conv_lif_forward(&g, (xd, wd, self.o), neuron, (true, false))?
-                            .y
-                            .unwrap_or_default(),
+                        None => conv_lif_forward(&g, (xd, wd, self.o), neuron, (true, false))?.y,
                     };
-                    conv_lif_backward(&g, (xd, wd, self.o), (&y, gd), neuron, want)
+                    conv_lif_backward(&g, (xd, wd, self.o), (y.as_deref(), gd), neuron, want)
                 })
             })
         })????;
