@@ -1173,7 +1173,7 @@ fn conv_image_direct(
 /// `dwt[k·O + oc] += Σ_p xp[base_p + off[k]]·gy[p·O + oc]`, with `xp` the padded image, `gy`
 /// its dL/dy (`[P, O]`, pixel-major) and `dwt` as `[C·KH·KW, O]`. The image's sum runs over
 /// pixels in order from zero and is then added onto `dwt`; 3×3 single-channel filters keep
-/// all nine taps' sums of `LANES` channels in registers.
+/// all nine taps' sums of `LANES` channels in registers, other widths one tap's at a time.
 #[inline(always)]
 fn dw_image_direct(
     g: &Geom,
@@ -1182,34 +1182,28 @@ fn dw_image_direct(
     dwt: &mut [f32],
 ) {
     match taps.off.len() {
-        9 => dw_image_taps::<9>(g, (taps, xp), (gy, o), dwt),
+        9 => {
+            let off: [usize; 9] = std::array::from_fn(|k| taps.off[k]);
+            dw_image_taps(g, (taps, xp, off), (gy, o), dwt)
+        }
+        // Any other width: tap by tap, each tap's sum the same way.
         _ => {
-            let mut sum = vec![0f32; dwt.len()];
-            for (pi, gp) in gy.chunks_exact(o).enumerate() {
-                let b = taps.base(g, pi / g.wo, pi % g.wo);
-                for (dk, &of) in sum.chunks_exact_mut(o).zip(&taps.off) {
-                    let xv = xp[b + of];
-                    for (d, &gv) in dk.iter_mut().zip(gp) {
-                        *d += xv * gv;
-                    }
-                }
-            }
-            for (d, v) in dwt.iter_mut().zip(sum) {
-                *d += v;
+            for (k, &of) in taps.off.iter().enumerate() {
+                dw_image_taps(g, (taps, xp, [of]), (gy, o), &mut dwt[k * o..]);
             }
         }
     }
 }
 
-/// [`dw_image_direct`] for `K` taps, each tap's sum of `LANES` channels in a register.
+/// [`dw_image_direct`] for the `K` taps at `off`, onto rows `0..K` of `dwt`, each tap's sum of
+/// `LANES` channels in a register.
 #[inline(always)]
 fn dw_image_taps<const K: usize>(
     g: &Geom,
-    (taps, xp): (&DirectTaps, &[f32]),
+    (taps, xp, off): (&DirectTaps, &[f32], [usize; K]),
     (gy, o): (&[f32], usize),
     dwt: &mut [f32],
 ) {
-    let off: [usize; K] = std::array::from_fn(|k| taps.off[k]);
     let mut c0 = 0;
     while c0 < o {
         let len = LANES.min(o - c0);
@@ -1336,8 +1330,8 @@ fn conv_lif_forward(
         .map_init(
             // Scratch per worker, reused across samples: every buffer is overwritten before
             // it is read, except `u` (reset per sample) and the padding taps of `cols`.
-            // The direct path needs neither the patches nor the image copy, and without `save`
-            // only one step's pre-activation.
+            // The direct path needs no patches, holds its padded image (`DirectTaps`) in the
+            // image buffer, and without `save` only one step's pre-activation.
             || {
                 let n = pix * o;
                 let step_y = if direct { n } else { n_s };
