@@ -19,6 +19,7 @@
 use candle_core::{bail, DType, Device, Result, Tensor};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 /// A seeded, reproducible random stream (ChaCha8), optionally keyed per image (see the
 /// module docs): field 0 is the sequential stream, used for every draw that is not keyed.
@@ -173,17 +174,24 @@ pub fn poisson(images: &Tensor, timesteps: usize, rng: &mut SeededRng) -> Result
         .ok_or_else(|| candle_core::Error::Msg("Poisson coding: output too large".into()))?;
     let mut spikes = vec![0f32; total];
     let batch = images.dims()[0];
-    if let Some(mut gens) = rng.keyed(PURPOSE_POISSON, batch)? {
-        // Image b, step t, pixel j: word t·per + j of image b's stream.
+    if let Some(gens) = rng.keyed(PURPOSE_POISSON, batch)? {
+        // Image b, step t, pixel j: word t·per + j of image b's stream. Each (t, b) block
+        // seeks its own copy of the stream, so the blocks are drawn on all cores and the
+        // spikes do not depend on the thread count.
         let per = n / batch.max(1);
-        for (b, g) in gens.iter_mut().enumerate() {
-            let th = &thresholds[b * per..(b + 1) * per];
-            for t in 0..timesteps {
-                let out = &mut spikes[t * n + b * per..t * n + (b + 1) * per];
-                for (s, &th) in out.iter_mut().zip(th) {
-                    *s = bernoulli(g.next_u32(), th);
-                }
-            }
+        if per > 0 {
+            spikes
+                .par_chunks_mut(per)
+                .enumerate()
+                .with_min_len(8)
+                .for_each(|(i, out)| {
+                    let (t, b) = (i / batch, i % batch);
+                    let mut g = gens[b].clone();
+                    g.set_word_pos(t as u128 * per as u128);
+                    for (s, &th) in out.iter_mut().zip(&thresholds[b * per..(b + 1) * per]) {
+                        *s = bernoulli(g.next_u32(), th);
+                    }
+                });
         }
         return Tensor::from_vec(spikes, dims, images.device())?.to_dtype(images.dtype());
     }

@@ -588,7 +588,11 @@ impl Model {
                                 values[n.index()] = Some(hval.matmul(&wt.t()?)?);
                                 continue;
                             }
-                            inp.flatten_from(1)?.matmul(&wt.t()?)?
+                            if infer && inp.dtype() == DType::F32 && inp.device().is_cpu() {
+                                super::sgemm::matmul_wt_rows(&inp.flatten_from(1)?, wt)?
+                            } else {
+                                inp.flatten_from(1)?.matmul(&wt.t()?)?
+                            }
                         }
                     }
                 }

@@ -12,6 +12,8 @@
 
 use candle_core::{bail, Result};
 
+use super::conv::with_cpu_data;
+
 /// How a matrix lies in its slice: element `(i, j)` at `i·rs + j·cs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Strides {
@@ -115,9 +117,95 @@ pub(crate) fn sgemm(
     Ok(())
 }
 
+/// `x · wᵀ` for `x` `[N, K]` and `w` `[O, K]` (f32 CPU tensors) as a new `[N, O]` tensor
+/// that tracks no gradient, equal bit for bit to candle's `x.matmul(&w.t())`. For inference.
+/// Wide products (O > 64, at least `2·ROW_BLOCK` rows) run as one block of rows per thread,
+/// each block one [`sgemm`] on its thread, so the rows are packed on every core too
+/// (candle's matmul packs them on the calling thread). The blocks start at multiples of 64
+/// rows, the height of `gemm`'s largest tile, so every row goes through the same tile and
+/// kernel, summing over K in the same order, as in one product; narrower products, where
+/// `gemm` picks other block sizes, go to candle unchanged.
+pub(crate) fn matmul_wt_rows(
+    x: &candle_core::Tensor,
+    w: &candle_core::Tensor,
+) -> Result<candle_core::Tensor> {
+    use rayon::prelude::*;
+    let ((n, k), (o, kw)) = (x.dims2()?, w.dims2()?);
+    if k != kw {
+        bail!("matmul: [{n}, {k}] times the transpose of [{o}, {kw}]")
+    }
+    const ROW_BLOCK: usize = 64;
+    let (x, w) = (x.detach(), w.detach());
+    if o <= 64 || n < 2 * ROW_BLOCK {
+        return x.matmul(&w.t()?);
+    }
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
+    let mut out = vec![0f32; n * o];
+    let threads = rayon::current_num_threads().max(1);
+    let rows = n.div_ceil(threads).next_multiple_of(ROW_BLOCK);
+    if k > 0 {
+        let name = "snnc-matmul";
+        with_cpu_data(&x, name, |xs| {
+            with_cpu_data(&w, name, |ws| {
+                out.par_chunks_mut(rows * o)
+                    .zip(xs.par_chunks(rows * k))
+                    .try_for_each(|(dst, xb)| {
+                        let r = dst.len() / o;
+                        sgemm(
+                            (r, o, k),
+                            dst,
+                            o,
+                            (xb, Strides::rows(k)),
+                            (ws, Strides::cols(k)),
+                            false,
+                        )
+                    })
+            })
+        })???;
+    }
+    candle_core::Tensor::from_vec(out, (n, o), x.device())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The row-parallel product against candle's `x.matmul(&w.t())`, bit for bit, at shapes
+    /// whose rows do not split evenly, narrow ones (candle's path) and the empty cases.
+    #[test]
+    fn matmul_wt_rows_matches_candle() -> Result<()> {
+        let cpu = candle_core::Device::Cpu;
+        let shapes = [
+            (7, 5, 3),
+            (320, 3136, 256),
+            (330, 600, 100),
+            (200, 16, 65),
+            (320, 300, 26),
+            (33, 1, 17),
+            (0, 4, 3),
+            (300, 0, 80),
+            (4, 6, 0),
+        ];
+        for (n, k, o) in shapes {
+            let x = candle_core::Tensor::randn(0f32, 1., (n, k), &cpu)?;
+            let w = candle_core::Tensor::randn(0f32, 1., (o, k), &cpu)?;
+            let got = matmul_wt_rows(&x, &w)?;
+            assert_eq!(got.dims(), &[n, o]);
+            let want = x.matmul(&w.t()?)?;
+            let (g, e) = (
+                got.flatten_all()?.to_vec1::<f32>()?,
+                want.flatten_all()?.to_vec1::<f32>()?,
+            );
+            // Bit for bit: evaluation must not depend on the batch size (how rows split).
+            assert_eq!(g, e, "{n}x{k}x{o}");
+        }
+        let bad = matmul_wt_rows(
+            &candle_core::Tensor::zeros((2, 3), candle_core::DType::F32, &cpu)?,
+            &candle_core::Tensor::zeros((4, 5), candle_core::DType::F32, &cpu)?,
+        );
+        assert!(bad.is_err());
+        Ok(())
+    }
 
     /// The plain triple loop.
     fn naive(
