@@ -2002,6 +2002,21 @@ mod tests {
                 }
             }
         }
+        // Wide maps (36×36: 18 or 35 pooled windows a row; 18 channels, a whole 16-lane chunk
+        // and a rest) on the direct path (3 input channels) and the gemm path (4).
+        for c in [3, 4] {
+            let wide = Case {
+                t: 2,
+                b: 1,
+                c,
+                hw: 36,
+                o: 18,
+                conv: (1, 1),
+            };
+            for q in [pools[0], pools[2], pools[3]] {
+                case(&wide, lif(0.8, Reset::Subtract), Some(q));
+            }
+        }
         // Average pooling with overlapping windows: pool.rs's own kernel as reference.
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let p = lif(0.8, Reset::Subtract);
