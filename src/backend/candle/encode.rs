@@ -158,6 +158,18 @@ fn bernoulli(word: u32, threshold: u64) -> f32 {
     }
 }
 
+/// Step `step` of one image's keyed Poisson draw: from a copy of the image's stream `g` sought
+/// to word `step·P`, one word per pixel in order (`th`: the pixels' [`spike_threshold`]s,
+/// `out`: their spikes, both `P` long). Shared by [`poisson`] and [`poisson_step`], so both
+/// draw the same spikes.
+fn keyed_step(g: &ChaCha8Rng, step: usize, th: &[u64], out: &mut [f32]) {
+    let mut g = g.clone();
+    g.set_word_pos(step as u128 * th.len() as u128);
+    for (s, &th) in out.iter_mut().zip(th) {
+        *s = bernoulli(g.next_u32(), th);
+    }
+}
+
 /// Poisson rate coding: images `[B, ...]` in `[0, 1]` → spikes `[T, B, ...]` (values 0 or 1, in
 /// the dtype and on the device of `images`) where every pixel spikes at every step
 /// independently with probability equal to its value (a Bernoulli draw per step).
@@ -186,11 +198,7 @@ pub fn poisson(images: &Tensor, timesteps: usize, rng: &mut SeededRng) -> Result
                 .with_min_len(8)
                 .for_each(|(i, out)| {
                     let (t, b) = (i / batch, i % batch);
-                    let mut g = gens[b].clone();
-                    g.set_word_pos(t as u128 * per as u128);
-                    for (s, &th) in out.iter_mut().zip(&thresholds[b * per..(b + 1) * per]) {
-                        *s = bernoulli(g.next_u32(), th);
-                    }
+                    keyed_step(&gens[b], t, &thresholds[b * per..(b + 1) * per], out);
                 });
         }
         return Tensor::from_vec(spikes, dims, images.device())?.to_dtype(images.dtype());
@@ -276,16 +284,13 @@ pub fn dropout_mask(
 pub fn poisson_step(images: &Tensor, step: usize, rng: &mut SeededRng) -> Result<Tensor> {
     let v = images.flatten_all()?.to_vec1::<f32>()?;
     let batch = images.dims().first().copied().unwrap_or(1);
-    if let Some(mut gens) = rng.keyed(PURPOSE_POISSON, batch)? {
+    if let Some(gens) = rng.keyed(PURPOSE_POISSON, batch)? {
         let per = v.len() / batch.max(1);
+        let thresholds: Vec<u64> = v.iter().map(|&p| spike_threshold(p)).collect();
         let mut s = vec![0f32; v.len()];
-        for (b, g) in gens.iter_mut().enumerate() {
-            g.set_word_pos(step as u128 * per as u128);
-            for (o, &p) in s[b * per..(b + 1) * per]
-                .iter_mut()
-                .zip(&v[b * per..(b + 1) * per])
-            {
-                *o = bernoulli(g.next_u32(), spike_threshold(p));
+        if per > 0 {
+            for (b, (g, out)) in gens.iter().zip(s.chunks_exact_mut(per)).enumerate() {
+                keyed_step(g, step, &thresholds[b * per..(b + 1) * per], out);
             }
         }
         return Tensor::from_vec(s, images.shape(), images.device());

@@ -588,7 +588,7 @@ impl Model {
                                 values[n.index()] = Some(hval.matmul(&wt.t()?)?);
                                 continue;
                             }
-                            if infer && inp.dtype() == DType::F32 && inp.device().is_cpu() {
+                            if infer {
                                 super::sgemm::matmul_wt_rows(&inp.flatten_from(1)?, wt)?
                             } else {
                                 inp.flatten_from(1)?.matmul(&wt.t()?)?

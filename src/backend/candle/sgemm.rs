@@ -2,6 +2,8 @@
 //! matmul calls, for kernels that work on their own buffers: the product is written straight
 //! into a caller's slice (no fresh zero-filled tensor), operands are read through strides
 //! (a transpose costs nothing), and the product can be added onto the destination.
+//! `matmul_wt_rows` is the one tensor-level product here: inference's FC layers, rows split
+//! over the cores, each block one `sgemm`.
 //!
 //! Invariant: before the one `unsafe` call, every index the strides reach is checked to lie
 //! inside its slice, and the destination is a `&mut` slice that no operand can alias, so the
@@ -117,14 +119,15 @@ pub(crate) fn sgemm(
     Ok(())
 }
 
-/// `x · wᵀ` for `x` `[N, K]` and `w` `[O, K]` (f32 CPU tensors) as a new `[N, O]` tensor
+/// `x · wᵀ` for `x` `[N, K]` and `w` `[O, K]` as a new `[N, O]` tensor
 /// that tracks no gradient, equal bit for bit to candle's `x.matmul(&w.t())`. For inference.
 /// Wide products (O > 64, at least `2·ROW_BLOCK` rows) run as one block of rows per thread,
 /// each block one [`sgemm`] on its thread, so the rows are packed on every core too
 /// (candle's matmul packs them on the calling thread). The blocks start at multiples of 64
 /// rows, the height of `gemm`'s largest tile, so every row goes through the same tile and
 /// kernel, summing over K in the same order, as in one product; narrower products, where
-/// `gemm` picks other block sizes, go to candle unchanged.
+/// `gemm` picks other block sizes, and tensors that are not f32 on the CPU go to candle
+/// unchanged.
 pub(crate) fn matmul_wt_rows(
     x: &candle_core::Tensor,
     w: &candle_core::Tensor,
@@ -136,7 +139,9 @@ pub(crate) fn matmul_wt_rows(
     }
     const ROW_BLOCK: usize = 64;
     let (x, w) = (x.detach(), w.detach());
-    if o <= 64 || n < 2 * ROW_BLOCK {
+    let f32_cpu =
+        |t: &candle_core::Tensor| t.dtype() == candle_core::DType::F32 && t.device().is_cpu();
+    if o <= 64 || n < 2 * ROW_BLOCK || !f32_cpu(&x) || !f32_cpu(&w) {
         return x.matmul(&w.t()?);
     }
     let (x, w) = (x.contiguous()?, w.contiguous()?);
