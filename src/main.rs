@@ -9,9 +9,12 @@
 //! 141 (128 + 13), as for `cat` or `grep`. Nothing in snnc writes to a pipe or socket it
 //! expects to survive a closed peer. Where `libc` is not a dependency (targets other than
 //! linux-gnu) the runtime's default is kept. Test: `tests/reliability.rs`.
+//!
+//! It also caps how long candle's element-wise thread pool spins when idle (below).
 
 fn main() -> std::process::ExitCode {
     restore_default_sigpipe();
+    park_idle_candle_workers();
     snnc::cli::main()
 }
 
@@ -26,3 +29,21 @@ fn restore_default_sigpipe() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn restore_default_sigpipe() {}
+
+/// The environment variable candle 0.11 reads, once, when it starts its thread pool for
+/// large element-wise ops (backprop's gradient sums among them).
+const CANDLE_SPIN_LIMIT: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+
+/// Candle's pool workers spin up to 25,000 `pause`s after every op before they park, on
+/// cores that rayon's workers (the convolutions, gemm) need at that moment: on a 2-core
+/// machine the spinning thread was 2.8 % of a training run's CPU samples (`perf`, AGD
+/// convnet, docs/performance.md). A limit of 1 parks them at once; a woken worker still
+/// shares the next op, and the calling thread takes the share of one that wakes late. A
+/// value the user set is kept.
+fn park_idle_candle_workers() {
+    if std::env::var_os(CANDLE_SPIN_LIMIT).is_none() {
+        // Runs first in `main`, before any thread exists, so no other thread reads the
+        // environment while it changes.
+        std::env::set_var(CANDLE_SPIN_LIMIT, "1");
+    }
+}

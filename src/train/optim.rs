@@ -128,8 +128,10 @@ impl AdamConsts {
 /// One Adam step of one f32 parameter in place, in parallel chunks of fixed size, with
 /// exactly the f32 arithmetic of the tensor path (candle's `x * k` and `x / k` are
 /// `affine(k or 1/k, 0)`, `x + ε` is `affine(1, ε)`): overwrites `w`, `m` and `v` (all of
-/// `g`'s length) and returns `(Σ g², Σ Δw²)` in f64, each chunk's sum added in chunk order,
-/// so the result does not depend on the thread count.
+/// `g`'s length) and returns `(Σ g², Σ Δw²)` in f64. Each chunk ([`adam_chunk`]) sums its
+/// elements into [`ADAM_LANES`] partial sums (so the loop is vector code) and adds them in
+/// order; the chunks' sums are added in chunk order, so the result does not depend on the
+/// thread count.
 fn adam_in_place(
     w: &mut [f32],
     g: &[f32],
@@ -144,23 +146,75 @@ fn adam_in_place(
         .zip(g.par_chunks(CHUNK))
         .zip(m.par_chunks_mut(CHUNK))
         .zip(v.par_chunks_mut(CHUNK))
-        .map(|(((w, g), m), v)| {
-            let (mut g_sq, mut up_sq) = (0f64, 0f64);
-            for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
-                g_sq += f64::from(g) * f64::from(g);
-                let gi = if k.decay { g + (*w * k.wd + 0.0) } else { g };
-                *m = (*m * k.b1 + 0.0) + (gi * k.omb1 + 0.0);
-                *v = (*v * k.b2 + 0.0) + ((gi * gi) * k.omb2 + 0.0);
-                let denom = (*v * k.ib2 + 0.0).sqrt() * 1.0 + k.eps;
-                let up = ((*m * k.ib1 + 0.0) / denom) * k.lr + 0.0;
-                up_sq += f64::from(up) * f64::from(up);
-                *w -= up;
-            }
-            (g_sq, up_sq)
-        })
+        .map(|(((w, g), m), v)| adam_chunk(w, g, m, v, k))
         .collect();
     sums.iter()
         .fold((0.0, 0.0), |(a, b), (c, d)| (a + c, b + d))
+}
+
+/// Partial sums per chunk in [`adam_in_place`]: element i of a chunk goes into partial
+/// i mod `ADAM_LANES`.
+const ADAM_LANES: usize = 16;
+
+/// One element's Adam update (see [`adam_in_place`]); returns the update Δw.
+#[inline(always)]
+fn adam_one(w: &mut f32, g: f32, m: &mut f32, v: &mut f32, k: &AdamConsts) -> f32 {
+    let gi = if k.decay { g + (*w * k.wd + 0.0) } else { g };
+    *m = (*m * k.b1 + 0.0) + (gi * k.omb1 + 0.0);
+    *v = (*v * k.b2 + 0.0) + ((gi * gi) * k.omb2 + 0.0);
+    let denom = (*v * k.ib2 + 0.0).sqrt() * 1.0 + k.eps;
+    let up = ((*m * k.ib1 + 0.0) / denom) * k.lr + 0.0;
+    *w -= up;
+    up
+}
+
+/// One chunk of [`adam_in_place`]: whole blocks of `ADAM_LANES` elements as fixed-length
+/// arrays (vector code; compiled for AVX-512, AVX2 and baseline x86-64, the widest the CPU
+/// has picked at run time: the same IEEE operations on every path, so the same results),
+/// then the chunk's rest. Returns the chunk's `(Σ g², Σ Δw²)`.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512cd+avx512dq+avx512vl",
+    "x86_64+avx2+fma"
+))]
+fn adam_chunk(
+    w: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    k: &AdamConsts,
+) -> (f64, f64) {
+    const L: usize = ADAM_LANES;
+    let (mut g_sq, mut up_sq) = ([0f64; L], [0f64; L]);
+    let n = w.len().min(g.len()).min(m.len()).min(v.len());
+    let whole = n / L * L;
+    let mut at = 0;
+    while at < whole {
+        let blocks = (
+            w[at..].first_chunk_mut::<L>(),
+            g[at..].first_chunk::<L>(),
+            m[at..].first_chunk_mut::<L>(),
+            v[at..].first_chunk_mut::<L>(),
+        );
+        if let (Some(w), Some(g), Some(m), Some(v)) = blocks {
+            for i in 0..L {
+                g_sq[i] += f64::from(g[i]) * f64::from(g[i]);
+                let up = adam_one(&mut w[i], g[i], &mut m[i], &mut v[i], k);
+                up_sq[i] += f64::from(up) * f64::from(up);
+            }
+        }
+        at += L;
+    }
+    let rest = w[whole..n]
+        .iter_mut()
+        .zip(&g[whole..n])
+        .zip(&mut m[whole..n])
+        .zip(&mut v[whole..n]);
+    for (i, (((w, &g), m), v)) in rest.enumerate() {
+        g_sq[i] += f64::from(g) * f64::from(g);
+        let up = adam_one(w, g, m, v, k);
+        up_sq[i] += f64::from(up) * f64::from(up);
+    }
+    (g_sq.iter().sum(), up_sq.iter().sum())
 }
 
 /// [`adam_in_place`] as a candle in-place op on the parameter's storage, reading the
