@@ -16,6 +16,10 @@
 //! sample's T images, then its scan and pool while they are in cache; backward the reverse
 //! sweep and one gemm each for the sample's dW share and dX), so the layer's unpooled spikes
 //! and its dL/dy never go through memory (see `conv_lif_forward`, `conv_lif_backward`).
+//! Between two fused layers the map may stay channel-last (`MapLayout`, chosen by the model
+//! for a map that only fused convolutions read): the pool then stores 16 channels at once,
+//! the next layer's patches are copied without a transpose, and backward reads the pooled
+//! gradient and writes dX without one either.
 //!
 //! Narrow patches (`C·KH·KW` ≤ `DIRECT_PATCH`, the network's first layer 1 → 32 3×3 above
 //! all) skip im2col and gemm: a gemm over 9 taps loads and stores its output tile around 9
@@ -388,6 +392,29 @@ fn patches_of(g: &Geom, img: &[f32], xh: &mut [f32], cols: &mut [f32]) {
     im2col_image_hwc(g, xh, cols);
 }
 
+/// [`patches_of`] for an image in either layout: with `hwc` the image is already `[H, W, C]`
+/// and `xh` is not used.
+#[inline(always)]
+fn patches_in(g: &Geom, (img, hwc): (&[f32], bool), xh: &mut [f32], cols: &mut [f32]) {
+    if hwc {
+        im2col_image_hwc(g, img, cols);
+    } else {
+        patches_of(g, img, xh, cols);
+    }
+}
+
+/// [`image_grad_of`] into an image in either layout: with `hwc` `dx` is `[H, W, C]`, summed
+/// into directly, and `xh` is not used.
+#[inline(always)]
+fn image_grad_in(g: &Geom, dcols: &[f32], xh: &mut [f32], (dx, hwc): (&mut [f32], bool)) {
+    if hwc {
+        dx.fill(0.0);
+        col2im_image_hwc(g, dcols, dx);
+    } else {
+        image_grad_of(g, dcols, xh, dx);
+    }
+}
+
 /// The gradient of one `[C, H, W]` image (`dx`, overwritten) from the gradient of its
 /// channel-last patches, through the `[H, W, C]` scratch `xh`.
 #[inline(always)]
@@ -569,7 +596,20 @@ fn conv_rows_backward(
 }
 
 fn check_shapes(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<Geom> {
-    let dims = x.dims4()?;
+    check_shapes_in(x, w, (stride, pad), false)
+}
+
+/// [`check_shapes`] for an input in either layout (`hwc`: `[N, H, W, C]`).
+fn check_shapes_in(
+    x: &Tensor,
+    w: &Tensor,
+    (stride, pad): (usize, usize),
+    hwc: bool,
+) -> Result<Geom> {
+    let dims = match x.dims4()? {
+        (n, h, w, c) if hwc => (n, c, h, w),
+        dims => dims,
+    };
     let (o, c, kh, kw) = w.dims4()?;
     if c != dims.1 {
         bail!(
@@ -793,6 +833,19 @@ pub struct SpikePool {
     pub s: usize,
 }
 
+/// Memory order of the maps a fused spiking convolution reads and writes. NCHW (`false`) is
+/// the layout of every other op; channel-last (`true`, NHWC: `[N, H, W, C]`, the channels of a
+/// pixel contiguous) is the kernel's own order (patches, pixel-major currents and spikes), so
+/// between two fused layers it saves the pool's strided stores and the next layer's transpose
+/// back to channel-last, and in backward the strided gradient loads and the transpose of dX.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MapLayout {
+    /// The input `x` is `[T·B, H, W, C]`.
+    pub input_hwc: bool,
+    /// The spikes (pooled or not) are `[T·B, HO, WO, O]`.
+    pub output_hwc: bool,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct PoolGeom {
     max: bool,
@@ -829,9 +882,10 @@ impl PoolGeom {
     }
 
     /// Pools pixel-major maps `x` (`[h·w, o]`: the `o` channels of a pixel contiguous) into
-    /// `out` (`[o, ho, wo]`, NCHW), `LANES` channels of a window at a time in registers.
+    /// `out` (`[o, ho, wo]`, NCHW, or with `hwc` `[ho, wo, o]`), `LANES` channels of a window at
+    /// a time in registers.
     #[inline(always)]
-    fn forward(&self, x: &[f32], o: usize, out: &mut [f32]) {
+    fn forward(&self, x: &[f32], o: usize, out: &mut [f32], hwc: bool) {
         let scale = 1.0 / (self.k * self.k) as f32;
         let pout = self.ho * self.wo;
         for oy in 0..self.ho {
@@ -846,8 +900,15 @@ impl PoolGeom {
                     } else {
                         self.window(x, o, corner, (c0, len))
                     };
-                    for (oc, &a) in (c0..).zip(&m[..len]) {
-                        out[oc * pout + pi] = if self.max { a } else { a * scale };
+                    if hwc {
+                        let dst = &mut out[pi * o + c0..][..len];
+                        for (d, &a) in dst.iter_mut().zip(&m[..len]) {
+                            *d = if self.max { a } else { a * scale };
+                        }
+                    } else {
+                        for (oc, &a) in (c0..).zip(&m[..len]) {
+                            out[oc * pout + pi] = if self.max { a } else { a * scale };
+                        }
                     }
                     c0 += len;
                 }
@@ -885,12 +946,12 @@ impl PoolGeom {
         m
     }
 
-    /// Adds the gradient of the pooled output `dy` (`[o, ho, wo]`) onto `dx` (pixel-major
-    /// `[h·w, o]`, zero on entry); `x` is the pooled input, pixel-major. Max pooling sends each
-    /// window's gradient to its first maximal element (row-major); `LANES` channels of a
-    /// window at a time in registers.
+    /// Adds the gradient of the pooled output `dy` (`[o, ho, wo]`, or with `hwc` `[ho, wo, o]`)
+    /// onto `dx` (pixel-major `[h·w, o]`, zero on entry); `x` is the pooled input,
+    /// pixel-major. Max pooling sends each window's gradient to its first maximal element
+    /// (row-major); `LANES` channels of a window at a time in registers.
     #[inline(always)]
-    fn backward(&self, x: &[f32], dy: &[f32], o: usize, dx: &mut [f32]) {
+    fn backward(&self, x: &[f32], dy: &[f32], o: usize, dx: &mut [f32], hwc: bool) {
         let scale = 1.0 / (self.k * self.k) as f32;
         let pout = self.ho * self.wo;
         for oy in 0..self.ho {
@@ -900,8 +961,12 @@ impl PoolGeom {
                 while c0 < o {
                     let len = LANES.min(o - c0);
                     let mut d = [0f32; LANES];
-                    for (d, oc) in d.iter_mut().zip(c0..c0 + len) {
-                        *d = dy[oc * pout + pi];
+                    if hwc {
+                        d[..len].copy_from_slice(&dy[pi * o + c0..][..len]);
+                    } else {
+                        for (d, oc) in d.iter_mut().zip(c0..c0 + len) {
+                            *d = dy[oc * pout + pi];
+                        }
                     }
                     if self.max {
                         let best = if len == LANES {
@@ -982,14 +1047,14 @@ fn scan_back(p: &NeuronParams, a: &mut [f32], d: &mut [f32], g: &[f32]) {
     }
 }
 
-/// The convolution of the `t` images of sample `bi` (rows `ti·B + bi` of `x`, `[T·B, C, H, W]`)
-/// into `y` (`[T, P, O]`, pixel-major) with the channel-last filters `wh` (`[O, KH·KW·C]`), as
-/// one gemm over the sample's patches; `xh` (`C·H·W`) and `cols` (`T·P·C·KH·KW`, zero at the
-/// padding taps) are scratch.
+/// The convolution of the `t` images of sample `bi` (rows `ti·B + bi` of `x`, `[T·B, C, H, W]`,
+/// or `[T·B, H, W, C]` with `hwc`) into `y` (`[T, P, O]`, pixel-major) with the channel-last
+/// filters `wh` (`[O, KH·KW·C]`), as one gemm over the sample's patches; `xh` (`C·H·W`) and
+/// `cols` (`T·P·C·KH·KW`, zero at the padding taps) are scratch.
 #[inline(always)]
 fn conv_sample(
     g: &Geom,
-    x: &[f32],
+    (x, hwc): (&[f32], bool),
     (t, b, bi): (usize, usize, usize),
     (wh, o): (&[f32], usize),
     (xh, cols): (&mut [f32], &mut [f32]),
@@ -1001,7 +1066,7 @@ fn conv_sample(
         return Ok(());
     }
     for (ti, ci) in cols.chunks_exact_mut(per).take(t).enumerate() {
-        patches_of(g, &x[(ti * b + bi) * img..][..img], xh, ci);
+        patches_in(g, (&x[(ti * b + bi) * img..][..img], hwc), xh, ci);
     }
     let a = (&cols[..t * per], Strides::rows(patch));
     sgemm(
@@ -1015,11 +1080,17 @@ fn conv_sample(
 }
 
 /// The spikes of one step (`spk`, pixel-major `[P, O]`) into `dst`: pooled (`[O, PH, PW]`)
-/// or moved to NCHW (`[O, P]`).
+/// or moved to NCHW (`[O, P]`); with `hwc` pooled `[PH, PW, O]` or copied as they are.
 #[inline(always)]
-fn emit_spikes(pool: Option<PoolGeom>, spk: &[f32], (o, pix): (usize, usize), dst: &mut [f32]) {
+fn emit_spikes(
+    pool: Option<PoolGeom>,
+    spk: &[f32],
+    (o, pix, hwc): (usize, usize, bool),
+    dst: &mut [f32],
+) {
     match pool {
-        Some(q) => q.forward(spk, o, dst),
+        Some(q) => q.forward(spk, o, dst, hwc),
+        None if hwc => dst.copy_from_slice(spk),
         None => {
             for (pi, s) in spk.chunks_exact(o).enumerate() {
                 for (oc, &s) in s.iter().enumerate() {
@@ -1086,6 +1157,20 @@ impl DirectTaps {
     #[inline(always)]
     fn base(&self, g: &Geom, oy: usize, ox: usize) -> usize {
         (oy * g.stride * self.wp + ox * g.stride) * g.c
+    }
+
+    /// Copies the image (`[C, H, W]`, or `[H, W, C]` with `hwc`: one copy per row) into the
+    /// interior of `xp`, whose border stays zero (it is never written).
+    #[inline(always)]
+    fn pad_image_in(&self, g: &Geom, (img, hwc): (&[f32], bool), xp: &mut [f32]) {
+        if !hwc {
+            return self.pad_image(g, img, xp);
+        }
+        let row = g.w * g.c;
+        for (iy, src) in img.chunks_exact(row).enumerate() {
+            let at = ((iy + g.pad) * self.wp + g.pad) * g.c;
+            xp[at..at + row].copy_from_slice(src);
+        }
     }
 
     /// Copies the `[C, H, W]` image into the interior of `xp`, whose border stays zero (it is
@@ -1285,6 +1370,7 @@ fn conv_lif_forward(
     (x, w, o): (&[f32], &[f32], usize),
     (t, p, pool): (usize, &NeuronParams, Option<PoolGeom>),
     (save, count): (bool, bool),
+    lay: MapLayout,
 ) -> Result<FusedForward> {
     let (pix, patch, per, img) = (g.ho * g.wo, g.patch(), g.cols_per_image(), g.image());
     if x.len() != g.n * img || w.len() != o * patch || t == 0 || g.n % t != 0 {
@@ -1356,14 +1442,14 @@ fn conv_lif_forward(
                             Some(v) => &mut v[ti * pix * o..][..pix * o],
                             None => &mut yt[..],
                         };
-                        taps.pad_image(g, &x[(ti * b + bi) * img..][..img], xh);
+                        taps.pad_image_in(g, (&x[(ti * b + bi) * img..][..img], lay.input_hwc), xh);
                         conv_image_direct(g, (&taps, xh), (&wt, o), yi);
                         mx = mx.max(max_f32(yi));
                         step_fwd(&p, u, spk, yi);
                         if count {
                             fired += count_positive(spk);
                         }
-                        emit_spikes(pool, spk, (o, pix), dst);
+                        emit_spikes(pool, spk, (o, pix, lay.output_hwc), dst);
                     }
                     return Ok((fired, mx));
                 }
@@ -1371,7 +1457,7 @@ fn conv_lif_forward(
                     Some(v) => v,
                     None => yt,
                 };
-                conv_sample(g, x, (t, b, bi), (&wh, o), (xh, cols), ys)?;
+                conv_sample(g, (x, lay.input_hwc), (t, b, bi), (&wh, o), (xh, cols), ys)?;
                 let mx = max_f32(ys);
                 u.fill(0.0);
                 let mut fired = 0u64;
@@ -1380,7 +1466,7 @@ fn conv_lif_forward(
                     if count {
                         fired += count_positive(spk);
                     }
-                    emit_spikes(pool, spk, (o, pix), dst);
+                    emit_spikes(pool, spk, (o, pix, lay.output_hwc), dst);
                 }
                 Ok((fired, mx))
             },
@@ -1430,6 +1516,7 @@ fn conv_lif_backward(
     (y, gout): (Option<&[f32]>, &[f32]),
     (t, p, pool): (usize, &NeuronParams, Option<PoolGeom>),
     (want_dw, want_dx): (bool, bool),
+    lay: MapLayout,
 ) -> Result<RowGrads> {
     let (pix, patch, per, img) = (g.ho * g.wo, g.patch(), g.cols_per_image(), g.image());
     let per_n = pix * o;
@@ -1514,7 +1601,8 @@ fn conv_lif_backward(
                         // Not saved: the direct path recomputes y[t] (the forward's values).
                         None => {
                             for (ti, v_t) in vs.chunks_exact_mut(per_n).enumerate() {
-                                taps.pad_image(g, &x[(ti * b + bi) * img..][..img], xp);
+                                let xi = &x[(ti * b + bi) * img..][..img];
+                                taps.pad_image_in(g, (xi, lay.input_hwc), xp);
                                 conv_image_direct(g, (&taps, xp), (&wt, o), v_t);
                                 for (u, d) in u.iter_mut().zip(v_t.iter_mut()) {
                                     let v = p.leak * *u + *d;
@@ -1534,8 +1622,9 @@ fn conv_lif_backward(
                                     *s = heaviside(v, p.threshold);
                                 }
                                 gs.fill(0.0);
-                                q.backward(spk, g_t, o, &mut gs[..]);
+                                q.backward(spk, g_t, o, &mut gs[..], lay.output_hwc);
                             }
+                            None if lay.output_hwc => gs.copy_from_slice(g_t),
                             None => {
                                 for (pi, gs) in gs.chunks_exact_mut(o).enumerate() {
                                     for (oc, gs) in gs.iter_mut().enumerate() {
@@ -1550,12 +1639,14 @@ fn conv_lif_backward(
                     if let (Some(dwt), true) = (dw.as_mut(), direct) {
                         // `[C·KH·KW, O]` here, turned into `[O, C·KH·KW]` after the group.
                         for (ti, gy) in vs.chunks_exact(per_n).enumerate() {
-                            taps.pad_image(g, &x[(ti * b + bi) * img..][..img], xp);
+                            let xi = &x[(ti * b + bi) * img..][..img];
+                            taps.pad_image_in(g, (xi, lay.input_hwc), xp);
                             dw_image_direct(g, (&taps, xp), (gy, o), dwt);
                         }
                     } else if let Some(dw) = dw.as_mut() {
                         for (ti, ci) in cols.chunks_exact_mut(per).enumerate() {
-                            patches_of(g, &x[(ti * b + bi) * img..][..img], xh, ci);
+                            let xi = &x[(ti * b + bi) * img..][..img];
+                            patches_in(g, (xi, lay.input_hwc), xh, ci);
                         }
                         let (a, c) = (
                             (&vs[..], Strides::cols(o)),
@@ -1567,7 +1658,7 @@ fn conv_lif_backward(
                         let (a, c) = ((&vs[..], Strides::rows(o)), (&wh[..], Strides::rows(patch)));
                         sgemm((t * pix, patch, o), &mut dcols[..], patch, a, c, false)?;
                         for (dci, dxi) in dcols.chunks_exact(per).zip(dxs.iter_mut()) {
-                            image_grad_of(g, dci, xh, dxi);
+                            image_grad_in(g, dci, xh, (dxi, lay.input_hwc));
                         }
                     }
                 }
@@ -1591,8 +1682,30 @@ struct ConvLifOp {
     t: usize,
     p: NeuronParams,
     pool: Option<PoolGeom>,
+    lay: MapLayout,
     /// The pre-activation `[N·P, O]` of the last forward, taken by the backward.
     saved: Mutex<Option<Vec<f32>>>,
+}
+
+impl ConvLifOp {
+    /// The input's dimensions in this op's layout.
+    fn input_dims(&self) -> [usize; 4] {
+        let g = self.g;
+        if self.lay.input_hwc {
+            [g.n, g.h, g.w, g.c]
+        } else {
+            [g.n, g.c, g.h, g.w]
+        }
+    }
+}
+
+/// The dimensions of a fused layer's spikes `(n, o, h, w)` in its output layout.
+fn output_dims(lay: MapLayout, (n, o, h, w): (usize, usize, usize, usize)) -> Shape {
+    if lay.output_hwc {
+        Shape::from((n, h, w, o))
+    } else {
+        Shape::from((n, o, h, w))
+    }
 }
 
 impl CustomOp2 for ConvLifOp {
@@ -1610,19 +1723,20 @@ impl CustomOp2 for ConvLifOp {
         let g = self.g;
         let x = f32_slice(s1, l1, self.name())?;
         let w = f32_slice(s2, l2, self.name())?;
-        if l1.shape().dims() != [g.n, g.c, g.h, g.w] || w.len() != self.o * g.patch() {
+        if l1.shape().dims() != self.input_dims() || w.len() != self.o * g.patch() {
             bail!("{}: unexpected input shapes", self.name())
         }
         let neuron = (self.t, &self.p, self.pool);
         // The direct path's backward recomputes the pre-activation, which costs less than
         // writing it out here and reading it back (32 MB per batch for the first layer).
-        let f = conv_lif_forward(&g, (x, w, self.o), neuron, (!direct(&g), false))?;
+        let f = conv_lif_forward(&g, (x, w, self.o), neuron, (!direct(&g), false), self.lay)?;
         if let Ok(mut saved) = self.saved.lock() {
             *saved = f.y;
         }
         let out = f.out;
         let (ho, wo) = self.pool.map_or((g.ho, g.wo), |q| (q.ho, q.wo));
-        Ok((CpuStorage::F32(out), Shape::from((g.n, self.o, ho, wo))))
+        let shape = output_dims(self.lay, (g.n, self.o, ho, wo));
+        Ok((CpuStorage::F32(out), shape))
     }
 
     fn bwd(
@@ -1644,14 +1758,18 @@ impl CustomOp2 for ConvLifOp {
                         Some(y) => Some(y),
                         None if direct(&g) => None,
                         // Recompute (only when a backward runs twice over one forward).
-                        None => conv_lif_forward(&g, (xd, wd, self.o), neuron, (true, false))?.y,
+                        None => {
+                            let (xw, lay) = ((xd, wd, self.o), self.lay);
+                            conv_lif_forward(&g, xw, neuron, (true, false), lay)?.y
+                        }
                     };
-                    conv_lif_backward(&g, (xd, wd, self.o), (y.as_deref(), gd), neuron, want)
+                    let (xw, yg) = ((xd, wd, self.o), (y.as_deref(), gd));
+                    conv_lif_backward(&g, xw, yg, neuron, want, self.lay)
                 })
             })
         })????;
         let dx = dx
-            .map(|d| Tensor::from_vec(d, (g.n, g.c, g.h, g.w), x.device()))
+            .map(|d| Tensor::from_vec(d, &self.input_dims()[..], x.device()))
             .transpose()?;
         let dw = dw
             .map(|d| Tensor::from_vec(d, w.shape(), w.device()))
@@ -1673,13 +1791,26 @@ impl CustomOp2 for ConvLifOp {
 pub fn conv2d_lif(
     x: &Tensor,
     w: &Tensor,
-    (stride, pad): (usize, usize),
+    conv: (usize, usize),
     t: usize,
     p: &NeuronParams,
     pool: Option<SpikePool>,
 ) -> Result<Tensor> {
+    conv2d_lif_in(x, w, conv, (t, p, pool), MapLayout::default())
+}
+
+/// [`conv2d_lif`] with the input and the spikes in the layouts `lay` says (channel-last:
+/// `x` `[T·B, H, W, C]`, spikes `[T·B, HO, WO, O]` or pooled `[T·B, PH, PW, O]`): the same
+/// values and gradients, element for element, in the other order.
+pub fn conv2d_lif_in(
+    x: &Tensor,
+    w: &Tensor,
+    (stride, pad): (usize, usize),
+    (t, p, pool): (usize, &NeuronParams, Option<SpikePool>),
+    lay: MapLayout,
+) -> Result<Tensor> {
     p.validate()?;
-    let g = check_shapes(x, w, stride, pad)?;
+    let g = check_shapes_in(x, w, (stride, pad), lay.input_hwc)?;
     if t == 0 || g.n % t != 0 {
         bail!(
             "conv2d_lif: leading dimension {} is not a multiple of T = {t}",
@@ -1696,6 +1827,7 @@ pub fn conv2d_lif(
         t,
         p: *p,
         pool,
+        lay,
         saved: Mutex::new(None),
     };
     x.contiguous()?.apply_op2(&w.contiguous()?, op)
@@ -1704,7 +1836,8 @@ pub fn conv2d_lif(
 /// What [`conv2d_lif_infer`] computes.
 #[derive(Debug, Clone)]
 pub struct ConvLifInference {
-    /// The spikes `[T·B, O, HO, WO]` (0/1), or pooled `[T·B, O, PH, PW]`; not tracked.
+    /// The spikes `[T·B, O, HO, WO]` (0/1), or pooled `[T·B, O, PH, PW]` (channel-last
+    /// `[T·B, HO, WO, O]` / `[T·B, PH, PW, O]` when the layout says); not tracked.
     pub out: Tensor,
     /// The largest element of the convolution output (the neurons' input current).
     pub max_current: f32,
@@ -1721,14 +1854,26 @@ pub struct ConvLifInference {
 pub fn conv2d_lif_infer(
     x: &Tensor,
     w: &Tensor,
-    (stride, pad): (usize, usize),
+    conv: (usize, usize),
     t: usize,
     p: &NeuronParams,
     pool: Option<SpikePool>,
 ) -> Result<ConvLifInference> {
+    conv2d_lif_infer_in(x, w, conv, (t, p, pool), MapLayout::default())
+}
+
+/// [`conv2d_lif_infer`] with the input and the spikes in the layouts `lay` says (see
+/// [`conv2d_lif_in`]).
+pub fn conv2d_lif_infer_in(
+    x: &Tensor,
+    w: &Tensor,
+    (stride, pad): (usize, usize),
+    (t, p, pool): (usize, &NeuronParams, Option<SpikePool>),
+    lay: MapLayout,
+) -> Result<ConvLifInference> {
     p.validate()?;
     let (x, w) = (x.detach().contiguous()?, w.detach().contiguous()?);
-    let g = check_shapes(&x, &w, stride, pad)?;
+    let g = check_shapes_in(&x, &w, (stride, pad), lay.input_hwc)?;
     if t == 0 || g.n % t != 0 {
         bail!(
             "conv2d_lif: leading dimension {} is not a multiple of T = {t}",
@@ -1745,13 +1890,13 @@ pub fn conv2d_lif_infer(
     let rows = g.n * g.ho * g.wo;
     let f = with_cpu_data(&x, name, |xd| {
         with_cpu_data(&w, name, |wd| {
-            conv_lif_forward(&g, (xd, wd, o), (t, p, pool), (false, true))
+            conv_lif_forward(&g, (xd, wd, o), (t, p, pool), (false, true), lay)
         })
     })???;
     let (out, max_current, spikes) = (f.out, f.max_current, f.spikes);
     let (ho, wo) = pool.map_or((g.ho, g.wo), |q| (q.ho, q.wo));
     Ok(ConvLifInference {
-        out: Tensor::from_vec(out, (g.n, o, ho, wo), &cpu)?,
+        out: Tensor::from_vec(out, output_dims(lay, (g.n, o, ho, wo)), &cpu)?,
         max_current,
         spikes,
         neuron_steps: (rows * o) as u64,
@@ -1966,6 +2111,94 @@ mod tests {
             let count = flat(&s).iter().filter(|&&v| v > 0.0).count() as u64;
             assert_eq!((r.spikes, r.neuron_steps), (count, s.elem_count() as u64));
             assert!(r.spikes > 0 && r.spikes < r.neuron_steps, "degenerate case");
+        }
+    }
+
+    /// Channel-last input and output (`MapLayout`): element for element the NCHW op's
+    /// spikes, dX and dW (the same sums in the same order), on the direct and the im2col
+    /// path, pooled (max, average, windows that leave a rest) or not, in training and in
+    /// inference; also the mixed layouts two chained layers use at their ends.
+    #[test]
+    fn channel_last_layouts_match_nchw_exactly() {
+        let nhwc = |t: &Tensor| t.permute((0, 2, 3, 1)).unwrap().contiguous().unwrap();
+        let pools = [
+            None,
+            Some(SpikePool {
+                max: true,
+                k: 2,
+                s: 2,
+            }),
+            Some(SpikePool {
+                max: false,
+                k: 3,
+                s: 2,
+            }),
+        ];
+        let mut rng = ChaCha8Rng::seed_from_u64(23);
+        let layouts = [(false, true), (true, false), (true, true)];
+        for (k, q) in CASES.iter().flat_map(|k| pools.map(|q| (k, q))) {
+            let p = lif(0.8, Reset::Subtract);
+            let x = rand_tensor(&mut rng, &[k.t * k.b, k.c, k.hw, k.hw], 0.0, 1.0);
+            let sc = 2.0 / k.c as f32;
+            let w = rand_tensor(&mut rng, &[k.o, k.c, 3, 3], -0.6 * sc, 0.9 * sc);
+            let (xv, wv) = (Var::from_tensor(&x).unwrap(), Var::from_tensor(&w).unwrap());
+            let neuron = (k.t, &p, q);
+            let want = conv2d_lif_in(
+                xv.as_tensor(),
+                wv.as_tensor(),
+                k.conv,
+                neuron,
+                MapLayout::default(),
+            )
+            .unwrap();
+            if q.is_some_and(|q| q.k > want.dim(2).unwrap_or(0)) {
+                continue;
+            }
+            let g = rand_tensor(&mut rng, want.dims(), -1.0, 1.0);
+            let gw = (&want * &g).unwrap().sum_all().unwrap().backward().unwrap();
+            let (want_dx, want_dw) = (
+                gw.get(xv.as_tensor()).unwrap().clone(),
+                gw.get(wv.as_tensor()).unwrap().clone(),
+            );
+            for (input_hwc, output_hwc) in layouts {
+                let lay = MapLayout {
+                    input_hwc,
+                    output_hwc,
+                };
+                let what = format!(
+                    "t{} c{} hw{} o{} {:?} {q:?} {lay:?}",
+                    k.t, k.c, k.hw, k.o, k.conv
+                );
+                let xin = if input_hwc { nhwc(&x) } else { x.clone() };
+                let xin = Var::from_tensor(&xin).unwrap();
+                let ours =
+                    conv2d_lif_in(xin.as_tensor(), wv.as_tensor(), k.conv, neuron, lay).unwrap();
+                let back = if output_hwc {
+                    ours.permute((0, 3, 1, 2)).unwrap()
+                } else {
+                    ours.clone()
+                };
+                assert_eq!(flat(&back), flat(&want), "{what}: spikes");
+                let inf = conv2d_lif_infer_in(&xin, &w, k.conv, neuron, lay).unwrap();
+                assert_eq!(flat(&inf.out), flat(&ours), "{what}: inference spikes");
+                let gl = if output_hwc { nhwc(&g) } else { g.clone() };
+                let go = (&ours * &gl)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let dx = go.get(xin.as_tensor()).unwrap();
+                let dx = if input_hwc {
+                    dx.permute((0, 3, 1, 2)).unwrap()
+                } else {
+                    dx.clone()
+                };
+                assert_eq!(flat(&dx), flat(&want_dx), "{what}: dx");
+                let dw = go.get(wv.as_tensor()).unwrap();
+                assert_eq!(flat(dw), flat(&want_dw), "{what}: dw");
+            }
+            assert!(flat(&want_dx).iter().any(|&v| v != 0.0), "zero dx");
         }
     }
 

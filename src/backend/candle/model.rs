@@ -25,8 +25,11 @@
 //! - Kernels: `conv::conv2d`, `pool::pool2d`, the fused `neuron::lif_scan_steps`. In
 //!   [`Model::forward`] (no observer) a convolution with a spiking activation, with the pool
 //!   that alone reads it, runs as one fused op (`conv::conv2d_lif`): same values and
-//!   gradients, fewer passes over memory. Observed passes run the ops one by one, so every
-//!   observer sees the currents and spikes it asks for.
+//!   gradients, fewer passes over memory; a map that only such fused layers read stays
+//!   channel-last between them (`conv::MapLayout`, `Model::read_by_fused_convs`), never
+//!   one an observer, a pool outside a fused op, an FC layer or the output reads. Observed
+//!   passes run the ops one by one, so every observer sees the currents and spikes it asks
+//!   for.
 //!   Dropout draws one mask per image (`encode::dropout_mask`, keyed per image once the
 //!   caller set `SeededRng::set_images`), held over all T steps.
 //!
@@ -491,6 +494,8 @@ impl Model {
         rng.begin_pass();
         let gamma = self.net.settings.surrogate_gamma;
         let mut values: Vec<Option<Tensor>> = vec![None; self.net.graph.node_count()];
+        // Values kept channel-last (`[T·B, H, W, C]`) between two fused spiking convolutions.
+        let mut hwc = vec![false; self.net.graph.node_count()];
         let mut penultimate = None;
         let out_node = self.net.output;
         // Observed inference: no graph, and a fused spiking convolution when the observer
@@ -539,6 +544,9 @@ impl Model {
                 },
                 Op::Conv { weights } | Op::Fc { weights } => {
                     let inp = first()?;
+                    let in_hwc = self.inputs[n.index()]
+                        .first()
+                        .is_some_and(|i| hwc[i.index()]);
                     let wt = &if infer {
                         self.weights[weights.0].as_tensor().detach()
                     } else {
@@ -556,8 +564,15 @@ impl Model {
                                         Some((m, q)) if infer_pool => (m, Some(q)),
                                         _ => (n, None),
                                     };
+                                    // Unpooled spikes go to the observer, in NCHW.
+                                    let lay = conv::MapLayout {
+                                        input_hwc: in_hwc,
+                                        output_hwc: q.is_some() && self.read_by_fused_convs(dst),
+                                    };
+                                    let conv = (stride, pad);
                                     let r =
-                                        conv::conv2d_lif_infer(inp, wt, (stride, pad), t, &p, q)?;
+                                        conv::conv2d_lif_infer_in(inp, wt, conv, (t, &p, q), lay)?;
+                                    hwc[dst.index()] = lay.output_hwc;
                                     obs.current_max(&app, r.max_current)?;
                                     if q.is_some() {
                                         obs.spike_total(&app, r.spikes, r.neuron_steps)?;
@@ -574,9 +589,21 @@ impl Model {
                                         Some((m, q)) => (m, Some(q)),
                                         None => (n, None),
                                     };
-                                    let s = conv::conv2d_lif(inp, wt, (stride, pad), t, &p, q)?;
+                                    let lay = conv::MapLayout {
+                                        input_hwc: in_hwc,
+                                        output_hwc: self.read_by_fused_convs(dst),
+                                    };
+                                    let conv = (stride, pad);
+                                    let s = conv::conv2d_lif_in(inp, wt, conv, (t, &p, q), lay)?;
+                                    hwc[dst.index()] = lay.output_hwc;
                                     values[dst.index()] = Some(s);
                                     continue;
+                                }
+                                // Never channel-last here (`read_by_fused_convs`); kept correct
+                                // all the same.
+                                _ if in_hwc => {
+                                    let x = inp.permute((0, 3, 1, 2))?.contiguous()?;
+                                    conv::conv2d(&x, wt, stride, pad)?
                                 }
                                 _ => conv::conv2d(inp, wt, stride, pad)?,
                             }
@@ -677,6 +704,27 @@ fn neuron_params(spec: &crate::ir::NeuronSpec, th: f32, gamma: f32, mode: Mode) 
 }
 
 impl Model {
+    /// Whether `n`'s value may stay channel-last ([`conv::MapLayout`]): `n` is not the output
+    /// and every layer that reads it is a spiking convolution (so, in a pass that fuses spiking
+    /// convolutions, a fused one) that reads `n` alone and is not the output either.
+    fn read_by_fused_convs(&self, n: NodeIndex) -> bool {
+        let Some(readers) = self.consumers.get(n.index()) else {
+            return false;
+        };
+        n != self.net.output
+            && !readers.is_empty()
+            && readers.iter().all(|&m| {
+                let node = &self.net.graph[m];
+                m != self.net.output
+                    && matches!(node.op, Op::Conv { .. })
+                    && matches!(node.activation, Activation::Spiking(_))
+                    && self
+                        .inputs
+                        .get(m.index())
+                        .is_some_and(|i| i.as_slice() == [n])
+            })
+    }
+
     /// The pool that may run inside the fused spiking convolution `n`: `n`'s only reader, a
     /// pool without activation that is not the output, read by `n` alone.
     fn fusable_pool(&self, n: NodeIndex) -> Option<(NodeIndex, conv::SpikePool)> {
@@ -871,5 +919,59 @@ mod tests {
         assert_eq!(fused.input_rate, plain.0.input_rate);
         assert_eq!(fused.activity.len(), 4);
         assert!(fused.activity.iter().any(|a| a.spike_rate > 0.0));
+    }
+
+    /// The training pass, whose fused convolutions keep the maps between them channel-last
+    /// (Conv1 → pool → Conv2 pooled, Conv2 → Conv3 unpooled; Conv3 → pool → FC1 stays NCHW),
+    /// gives the op-by-op pass's logits bit for bit and its weight gradients up to summation
+    /// order.
+    #[test]
+    fn fused_training_pass_matches_op_by_op() {
+        let t = 3;
+        let b = NetBuilder::new("fuse", Shape::new(1, 10, 10), t as u32);
+        let lif = b.lif();
+        let net = b
+            .conv("Conv1", 1, 4, 3, 1, lif)
+            .pool(PoolKind::Max, 2, 2)
+            .conv("Conv2", 4, 6, 3, 1, lif)
+            .conv("Conv3", 6, 4, 3, 1, lif)
+            .pool(PoolKind::Avg, 2, 2)
+            .fc("FC1", 16, 8, lif)
+            .fc("FC2", 8, 3, Activation::None)
+            .build();
+        let m = Model::new(&net, &Device::Cpu, 3).unwrap();
+        let x = Tensor::rand(0f32, 1f32, (2, 1, 10, 10), &Device::Cpu).unwrap();
+        let opts = ForwardOptions::snn(t, true);
+        let g = Tensor::rand(-1f32, 1f32, (2, 3), &Device::Cpu).unwrap();
+        let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let a = m.forward(&x, &opts, &mut rng_for(5, 0)).unwrap();
+        let mut plain = Unfused(Recorder::new(m.thresholds().len()));
+        let b = m
+            .forward_observed(&x, &opts, &mut rng_for(5, 0), &mut plain)
+            .unwrap();
+        assert_eq!(v(&a.logits), v(&b.logits));
+        let ga = (&a.logits * &g)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gb = (&b.logits * &g)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for w in &m.weights {
+            let (da, db) = (
+                ga.get(w.as_tensor()).unwrap(),
+                gb.get(w.as_tensor()).unwrap(),
+            );
+            let (da, db) = (v(da), v(db));
+            assert!(db.iter().any(|&d| d != 0.0), "a zero gradient");
+            for (x, y) in da.iter().zip(&db) {
+                assert!((x - y).abs() <= 1e-5 * y.abs().max(1.0), "{x} against {y}");
+            }
+        }
     }
 }
