@@ -14,6 +14,7 @@ pub mod classifier;
 pub mod conv;
 pub mod encode;
 pub mod event;
+pub mod linear;
 pub mod model;
 pub mod netbuild;
 pub mod neuron;

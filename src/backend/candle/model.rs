@@ -22,7 +22,8 @@
 //!   training); `step::Simulator` runs the same network step by step.
 //! - Classifier: softmax, or stochmax (`classifier::Stochmax`, parameters `stochmax.*`,
 //!   drawn from the same seed); [`Model::loss`] and [`Model::eval_logits`] apply it.
-//! - Kernels: `conv::conv2d`, `pool::pool2d`, the fused `neuron::lif_scan_steps`. In
+//! - Kernels: `conv::conv2d`, `pool::pool2d`, `linear::linear` (an FC layer of the
+//!   training graph as one node), the fused `neuron::lif_scan_steps`. In
 //!   [`Model::forward`] (no observer) a convolution with a spiking activation, with the pool
 //!   that alone reads it, runs as one fused op (`conv::conv2d_lif`): same values and
 //!   gradients, fewer passes over memory; a map that only such fused layers read stays
@@ -618,7 +619,8 @@ impl Model {
                             if infer {
                                 super::sgemm::matmul_wt_rows(&inp.flatten_from(1)?, wt)?
                             } else {
-                                inp.flatten_from(1)?.matmul(&wt.t()?)?
+                                // One graph node, not flatten → transpose → matmul.
+                                super::linear::linear(inp, wt)?
                             }
                         }
                     }
