@@ -49,3 +49,98 @@ pub(crate) fn par_zeros(n: usize) -> Vec<f32> {
         .collect_into_vec(&mut v);
     v
 }
+
+/// Scratch buffers kept between calls of a kernel, by key (the geometry and options that fix
+/// their sizes and contents): a kernel that runs in many small parallel pieces leases one
+/// set per piece ([`ScratchPool::lease`]) and gives it back when the piece ends, so pieces can
+/// be small (rayon balances the cores' tails) without allocating and zeroing megabytes each.
+/// A set comes back as it was left; the caller's key must cover whatever the kernel relies on
+/// staying put (zero padding taps, a zero border). At most `cap` sets are kept, the oldest
+/// dropped first.
+pub(crate) struct ScratchPool<K, T> {
+    cap: usize,
+    items: std::sync::Mutex<Vec<(K, T)>>,
+}
+
+impl<K: PartialEq, T> ScratchPool<K, T> {
+    /// An empty pool keeping at most `cap` sets.
+    pub(crate) const fn new(cap: usize) -> Self {
+        ScratchPool {
+            cap,
+            items: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A set for `key`: a kept one (the most recently returned), or `make()`.
+    pub(crate) fn lease(&self, key: K, make: impl FnOnce() -> T) -> Lease<'_, K, T> {
+        let kept = self.items.lock().ok().and_then(|mut items| {
+            let at = items.iter().rposition(|(k, _)| *k == key)?;
+            Some(items.remove(at).1)
+        });
+        Lease {
+            pool: self,
+            key: Some(key),
+            item: Some(kept.unwrap_or_else(make)),
+        }
+    }
+}
+
+/// A scratch set on loan from a [`ScratchPool`]; returned to it on drop.
+pub(crate) struct Lease<'a, K: PartialEq, T> {
+    pool: &'a ScratchPool<K, T>,
+    key: Option<K>,
+    item: Option<T>,
+}
+
+impl<K: PartialEq, T> std::ops::Deref for Lease<'_, K, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // Only `drop` takes the item.
+        self.item.as_ref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl<K: PartialEq, T> std::ops::DerefMut for Lease<'_, K, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.item.as_mut().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl<K: PartialEq, T> Drop for Lease<'_, K, T> {
+    fn drop(&mut self) {
+        if let (Some(k), Some(t), Ok(mut items)) =
+            (self.key.take(), self.item.take(), self.pool.items.lock())
+        {
+            if items.len() >= self.pool.cap {
+                items.remove(0);
+            }
+            items.push((k, t));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ScratchPool;
+
+    /// A returned set comes back, as it was left, only for its own key; at most `cap` sets
+    /// are kept, the oldest dropped first.
+    #[test]
+    fn scratch_pool_reuses_by_key_and_keeps_at_most_cap() {
+        let pool: ScratchPool<u8, Vec<f32>> = ScratchPool::new(2);
+        {
+            let mut a = pool.lease(1, || vec![0.0; 3]);
+            a[0] = 7.0;
+        }
+        assert_eq!(*pool.lease(1, || vec![9.0; 3]), vec![7.0, 0.0, 0.0]);
+        assert_eq!(*pool.lease(2, || vec![9.0; 3]), vec![9.0; 3]);
+        // Three returned sets with a cap of two: the first (key 1) is dropped.
+        drop((
+            pool.lease(1, || vec![1.0]),
+            pool.lease(2, || vec![2.0]),
+            pool.lease(3, || vec![3.0]),
+        ));
+        assert_eq!(*pool.lease(1, || vec![0.5]), vec![0.5]);
+        assert_eq!(*pool.lease(3, || vec![0.5]), vec![3.0]);
+    }
+}

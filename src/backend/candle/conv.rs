@@ -61,7 +61,7 @@ use candle_core::{
 };
 use rayon::prelude::*;
 
-use super::alloc::par_zeros;
+use super::alloc::{par_zeros, ScratchPool};
 use super::neuron::{f32_slice, heaviside, step_fwd, surrogate, NeuronParams};
 use super::sgemm::{sgemm, Strides};
 use crate::ir::Reset;
@@ -122,6 +122,12 @@ impl Geom {
             bail!("conv2d: sizes overflow")
         }
         Ok(g)
+    }
+
+    /// The geometry without its image count, which no per-sample buffer depends on (the key
+    /// of a scratch set).
+    fn per_sample(&self) -> Self {
+        Geom { n: 0, ..*self }
     }
 
     /// Columns of the patch matrix: C·KH·KW.
@@ -1410,26 +1416,29 @@ fn conv_lif_forward(
         .into_par_iter()
         .zip(y_blocks)
         .enumerate()
-        // One piece per thread: the scratch below (megabytes, zeroed when made) is made once
-        // per piece, and every sample costs the same, so nothing is lost to balance.
-        .with_min_len(b.div_ceil(rayon::current_num_threads()))
+        // Pieces as small as rayon makes them, so a core that finishes early takes samples
+        // from the other: the scratch is leased from `FWD_SCRATCH`, not made per piece.
         .map_init(
-            // Scratch per worker, reused across samples: every buffer is overwritten before
-            // it is read, except `u` (reset per sample) and the padding taps of `cols`.
+            // Scratch per piece, reused across samples and calls: every buffer is overwritten
+            // before it is read, except `u` (reset per sample), the padding taps of `cols` and
+            // the border of the padded image, which only depend on the key's geometry.
             // The direct path needs no patches, holds its padded image (`DirectTaps`) in the
             // image buffer, and without `save` only one step's pre-activation.
             || {
-                let n = pix * o;
-                let step_y = if direct { n } else { n_s };
-                (
-                    vec![0f32; if direct { taps.padded_len(g) } else { img }],
-                    vec![0f32; if direct { 0 } else { t * per }],
-                    vec![0f32; if save { 0 } else { step_y }],
-                    vec![0f32; n],
-                    vec![0f32; n],
-                )
+                FWD_SCRATCH.lease((g.per_sample(), o, t, direct, save), || {
+                    let n = pix * o;
+                    let step_y = if direct { n } else { n_s };
+                    (
+                        vec![0f32; if direct { taps.padded_len(g) } else { img }],
+                        vec![0f32; if direct { 0 } else { t * per }],
+                        vec![0f32; if save { 0 } else { step_y }],
+                        vec![0f32; n],
+                        vec![0f32; n],
+                    )
+                })
             },
-            |(xh, cols, yt, u, spk), (bi, (outs, ys))| -> Result<(u64, f32)> {
+            |lease, (bi, (outs, ys))| -> Result<(u64, f32)> {
+                let (xh, cols, yt, u, spk) = &mut **lease;
                 let p = *p;
                 if direct {
                     // Step by step: each step's pre-activation is made, scanned and pooled
@@ -1482,6 +1491,18 @@ fn conv_lif_forward(
         max_current,
     })
 }
+
+/// [`conv_lif_forward`]'s scratch sets (image, patches, one step's or one sample's
+/// pre-activation, membrane, spikes), by (geometry without N, output channels, T, direct path,
+/// saving the pre-activation): everything their sizes and kept contents depend on.
+type FwdScratch = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+type FwdKey = (Geom, usize, usize, bool, bool);
+static FWD_SCRATCH: ScratchPool<FwdKey, FwdScratch> = ScratchPool::new(8);
+
+/// [`conv_lif_backward`]'s scratch sets, by (geometry without N, output channels, T, dW wanted,
+/// dX wanted, direct path).
+type BackKey = (Geom, usize, usize, bool, bool, bool);
+static BACK_SCRATCH: ScratchPool<BackKey, BackScratch> = ScratchPool::new(8);
 
 /// One worker's scratch in [`conv_lif_backward`]: v[t] then dL/dy[t] of one sample (`vs`),
 /// the carried membrane gradient, the step's spikes and their gradient, and one image's
@@ -1553,25 +1574,28 @@ fn conv_lif_backward(
     for (bi, blk) in dx_blocks.into_iter().enumerate() {
         groups[bi / group].push((bi, blk));
     }
-    let n_groups = groups.len();
     let partials = groups
         .into_par_iter()
-        // One piece per thread, as in the forward: the scratch is made once per piece.
-        .with_min_len(n_groups.div_ceil(rayon::current_num_threads()))
+        // Pieces as small as rayon makes them, as in the forward (scratch from BACK_SCRATCH).
         .map_init(
-            // Scratch per worker, reused across groups: every buffer is overwritten before it
-            // is read, except the padding taps of `cols` (only im2col writes it).
-            || BackScratch {
-                vs: vec![0f32; t * per_n],
-                u: vec![0f32; per_n],
-                spk: vec![0f32; per_n],
-                gs: vec![0f32; per_n],
-                xh: vec![0f32; img],
-                cols: vec![0f32; if want_dw && !direct { t * per } else { 0 }],
-                dcols: vec![0f32; if want_dx { t * per } else { 0 }],
-                xp: vec![0f32; if direct { taps.padded_len(g) } else { 0 }],
+            // Scratch per piece, reused across groups and calls: every buffer is overwritten
+            // before it is read, except the padding taps of `cols` (only im2col writes it) and
+            // the padded image's border, which only depend on the key's geometry.
+            || {
+                let key = (g.per_sample(), o, t, want_dw, want_dx, direct);
+                BACK_SCRATCH.lease(key, || BackScratch {
+                    vs: vec![0f32; t * per_n],
+                    u: vec![0f32; per_n],
+                    spk: vec![0f32; per_n],
+                    gs: vec![0f32; per_n],
+                    xh: vec![0f32; img],
+                    cols: vec![0f32; if want_dw && !direct { t * per } else { 0 }],
+                    dcols: vec![0f32; if want_dx { t * per } else { 0 }],
+                    xp: vec![0f32; if direct { taps.padded_len(g) } else { 0 }],
+                })
             },
-            |sc, samples| -> Result<Option<Vec<f32>>> {
+            |lease, samples| -> Result<Option<Vec<f32>>> {
+                let sc: &mut BackScratch = lease;
                 let p = *p;
                 let mut dw = want_dw.then(|| vec![0f32; o * patch]);
                 let BackScratch {
@@ -2111,6 +2135,27 @@ mod tests {
             let count = flat(&s).iter().filter(|&&v| v > 0.0).count() as u64;
             assert_eq!((r.spikes, r.neuron_steps), (count, s.elem_count() as u64));
             assert!(r.spikes > 0 && r.spikes < r.neuron_steps, "degenerate case");
+        }
+    }
+
+    /// Layers that differ only in their output channels (or T) get scratch sets of their own
+    /// from the pools: each still matches the reference, forward and backward, whatever ran
+    /// before it (on the direct and the im2col path).
+    #[test]
+    fn leased_scratch_follows_the_output_width() {
+        let p = lif(0.8, Reset::Subtract);
+        for c in [1, 8] {
+            for (t, o) in [(2, 4), (2, 21), (3, 4), (2, 4)] {
+                let k = Case {
+                    t,
+                    b: 2,
+                    c,
+                    hw: 9,
+                    o,
+                    conv: (1, 1),
+                };
+                case(&k, p, None);
+            }
         }
     }
 
