@@ -942,9 +942,14 @@ mod tests {
             .fc("FC2", 8, 3, Activation::None)
             .build();
         let m = Model::new(&net, &Device::Cpu, 3).unwrap();
-        let x = Tensor::rand(0f32, 1f32, (2, 1, 10, 10), &Device::Cpu).unwrap();
+        // Seeded inputs, bright enough that every layer spikes (so no gradient is zero; 21
+        // seeds checked).
+        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let xs: Vec<f32> = (0..200).map(|_| r.random_range(0.0..3.0)).collect();
+        let x = Tensor::from_vec(xs, (2, 1, 10, 10), &Device::Cpu).unwrap();
         let opts = ForwardOptions::snn(t, true);
-        let g = Tensor::rand(-1f32, 1f32, (2, 3), &Device::Cpu).unwrap();
+        let gs: Vec<f32> = (0..6).map(|_| r.random_range(-1.0..1.0)).collect();
+        let g = Tensor::from_vec(gs, (2, 3), &Device::Cpu).unwrap();
         let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let a = m.forward(&x, &opts, &mut rng_for(5, 0)).unwrap();
         let mut plain = Unfused(Recorder::new(m.thresholds().len()));
