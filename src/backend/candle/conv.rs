@@ -1802,6 +1802,30 @@ impl CustomOp2 for ConvLifOp {
     }
 }
 
+/// The checks both fused entry points make: valid neuron parameters, shapes in layout `lay`,
+/// a leading dimension that is a multiple of `t`, a pool that fits; the geometry and the pool's.
+fn fused_geometry(
+    x: &Tensor,
+    w: &Tensor,
+    conv: (usize, usize),
+    (t, p, pool): (usize, &NeuronParams, Option<SpikePool>),
+    lay: MapLayout,
+) -> Result<(Geom, Option<PoolGeom>)> {
+    p.validate()?;
+    let g = check_shapes_in(x, w, conv, lay.input_hwc)?;
+    if t == 0 || g.n % t != 0 {
+        bail!(
+            "conv2d_lif: leading dimension {} is not a multiple of T = {t}",
+            g.n
+        )
+    }
+    let pool = match pool {
+        Some(q) => Some(PoolGeom::new(q, g.ho, g.wo)?),
+        None => None,
+    };
+    Ok((g, pool))
+}
+
 /// A convolution layer with a spiking activation, fused: `conv2d(x, w, stride, pad)` followed
 /// by the LIF/IF scan of `neuron::lif_scan_steps` over `t` steps and, with `pool`, the pooling
 /// of the spikes (`pool::{max,avg}_pool2d` rules), as one graph node.
@@ -1833,18 +1857,7 @@ pub fn conv2d_lif_in(
     (t, p, pool): (usize, &NeuronParams, Option<SpikePool>),
     lay: MapLayout,
 ) -> Result<Tensor> {
-    p.validate()?;
-    let g = check_shapes_in(x, w, (stride, pad), lay.input_hwc)?;
-    if t == 0 || g.n % t != 0 {
-        bail!(
-            "conv2d_lif: leading dimension {} is not a multiple of T = {t}",
-            g.n
-        )
-    }
-    let pool = match pool {
-        Some(q) => Some(PoolGeom::new(q, g.ho, g.wo)?),
-        None => None,
-    };
+    let (g, pool) = fused_geometry(x, w, (stride, pad), (t, p, pool), lay)?;
     let op = ConvLifOp {
         g,
         o: w.dim(0)?,
@@ -1895,19 +1908,8 @@ pub fn conv2d_lif_infer_in(
     (t, p, pool): (usize, &NeuronParams, Option<SpikePool>),
     lay: MapLayout,
 ) -> Result<ConvLifInference> {
-    p.validate()?;
     let (x, w) = (x.detach().contiguous()?, w.detach().contiguous()?);
-    let g = check_shapes_in(&x, &w, (stride, pad), lay.input_hwc)?;
-    if t == 0 || g.n % t != 0 {
-        bail!(
-            "conv2d_lif: leading dimension {} is not a multiple of T = {t}",
-            g.n
-        )
-    }
-    let pool = match pool {
-        Some(q) => Some(PoolGeom::new(q, g.ho, g.wo)?),
-        None => None,
-    };
+    let (g, pool) = fused_geometry(&x, &w, (stride, pad), (t, p, pool), lay)?;
     let o = w.dim(0)?;
     let name = "snnc-conv2d-lif-infer";
     let cpu = Device::Cpu;

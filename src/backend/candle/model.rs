@@ -884,12 +884,10 @@ mod tests {
         }
     }
 
-    /// Observed inference through the fused convolutions (pooled inside and not) reports
-    /// exactly what the op-by-op run reports: logits, per-application spike rates and the
-    /// per-slot maximum current, bit for bit; and its output tracks no gradient.
-    #[test]
-    fn fused_observed_inference_matches_op_by_op() {
-        let t = 4;
+    /// Conv1 → max pool → Conv2 → Conv3 → average pool → FC1 → FC2 on 1×10×10 inputs, LIF
+    /// everywhere but the output: fused convolutions pooled inside and not, and maps between
+    /// them channel-last (pooled and not) and NCHW.
+    fn fuse_net(t: usize) -> Model {
         let b = NetBuilder::new("fuse", Shape::new(1, 10, 10), t as u32);
         let lif = b.lif();
         let net = b
@@ -901,7 +899,16 @@ mod tests {
             .fc("FC1", 16, 8, lif)
             .fc("FC2", 8, 3, Activation::None)
             .build();
-        let m = Model::new(&net, &Device::Cpu, 3).unwrap();
+        Model::new(&net, &Device::Cpu, 3).unwrap()
+    }
+
+    /// Observed inference through the fused convolutions (pooled inside and not) reports
+    /// exactly what the op-by-op run reports: logits, per-application spike rates and the
+    /// per-slot maximum current, bit for bit; and its output tracks no gradient.
+    #[test]
+    fn fused_observed_inference_matches_op_by_op() {
+        let t = 4;
+        let m = fuse_net(t);
         let x = Tensor::rand(0f32, 1f32, (3, 1, 10, 10), &Device::Cpu).unwrap();
         let opts = ForwardOptions::snn(t, false);
         let slots = m.thresholds().len();
@@ -930,18 +937,7 @@ mod tests {
     #[test]
     fn fused_training_pass_matches_op_by_op() {
         let t = 3;
-        let b = NetBuilder::new("fuse", Shape::new(1, 10, 10), t as u32);
-        let lif = b.lif();
-        let net = b
-            .conv("Conv1", 1, 4, 3, 1, lif)
-            .pool(PoolKind::Max, 2, 2)
-            .conv("Conv2", 4, 6, 3, 1, lif)
-            .conv("Conv3", 6, 4, 3, 1, lif)
-            .pool(PoolKind::Avg, 2, 2)
-            .fc("FC1", 16, 8, lif)
-            .fc("FC2", 8, 3, Activation::None)
-            .build();
-        let m = Model::new(&net, &Device::Cpu, 3).unwrap();
+        let m = fuse_net(t);
         // Seeded inputs, bright enough that every layer spikes (so no gradient is zero; 21
         // seeds checked).
         let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(7);
