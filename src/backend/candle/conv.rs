@@ -24,7 +24,7 @@
 //! Narrow patches (`C·KH·KW` ≤ `DIRECT_PATCH`, the network's first layer 1 → 32 3×3 above
 //! all) skip im2col and gemm: a gemm over 9 taps loads and stores its output tile around 9
 //! multiply-adds and each patch row is a copy of 3 floats. `conv_image_direct` reads the taps
-//! from a zero-padded channel-last copy of the image and keeps 16 channels of 8 pixels in
+//! from a zero-padded channel-last copy of the image and keeps 32 channels of 4 pixels in
 //! registers (sums over the taps in order from zero, mul then add: the same on every CPU);
 //! the weight gradient keeps each tap's 16-channel sum in a register over the image
 //! (`dw_image_direct`). `conv2d` (and through it the step runtime's dense path) takes the
@@ -480,7 +480,7 @@ fn conv_rows(g: &Geom, x: &[f32], w: &[f32], o: usize) -> Result<Vec<f32>> {
     if direct(g) {
         // Narrow patches: the direct convolution, image by image (the fused spiking layer's
         // arithmetic, so both give the same currents).
-        let (taps, wt) = (DirectTaps::new(g), transpose(&wh, (o, patch)));
+        let (taps, wt) = (DirectTaps::new(g), DirectFilters::new(g, &wh, o, true));
         y.par_chunks_mut(p * o)
             .zip(x.par_chunks(img))
             .for_each_init(
@@ -888,12 +888,25 @@ impl PoolGeom {
     }
 
     /// Pools pixel-major maps `x` (`[h·w, o]`: the `o` channels of a pixel contiguous) into
-    /// `out` (`[o, ho, wo]`, NCHW, or with `hwc` `[ho, wo, o]`), `LANES` channels of a window at
-    /// a time in registers.
+    /// `out` (`[o, ho, wo]`, NCHW, or with `hwc` `[ho, wo, o]`). NCHW goes through `tmp`
+    /// (at least `ho·wo·o` floats): pooled channel-last there, then copied plane by plane, so
+    /// that the stores into `out` are contiguous.
     #[inline(always)]
-    fn forward(&self, x: &[f32], o: usize, out: &mut [f32], hwc: bool) {
-        let scale = 1.0 / (self.k * self.k) as f32;
+    fn forward(&self, x: &[f32], o: usize, out: &mut [f32], (hwc, tmp): (bool, &mut [f32])) {
+        if hwc {
+            return self.forward_hwc(x, o, out);
+        }
         let pout = self.ho * self.wo;
+        let tmp = &mut tmp[..pout * o];
+        self.forward_hwc(x, o, tmp);
+        to_planes(tmp, o, out);
+    }
+
+    /// [`PoolGeom::forward`] into channel-last `out` (`[ho, wo, o]`), `LANES` channels of a
+    /// window at a time in registers.
+    #[inline(always)]
+    fn forward_hwc(&self, x: &[f32], o: usize, out: &mut [f32]) {
+        let scale = 1.0 / (self.k * self.k) as f32;
         for oy in 0..self.ho {
             for ox in 0..self.wo {
                 let (pi, corner) = (oy * self.wo + ox, oy * self.s * self.w + ox * self.s);
@@ -906,15 +919,9 @@ impl PoolGeom {
                     } else {
                         self.window(x, o, corner, (c0, len))
                     };
-                    if hwc {
-                        let dst = &mut out[pi * o + c0..][..len];
-                        for (d, &a) in dst.iter_mut().zip(&m[..len]) {
-                            *d = if self.max { a } else { a * scale };
-                        }
-                    } else {
-                        for (oc, &a) in (c0..).zip(&m[..len]) {
-                            out[oc * pout + pi] = if self.max { a } else { a * scale };
-                        }
+                    let dst = &mut out[pi * o + c0..][..len];
+                    for (d, &a) in dst.iter_mut().zip(&m) {
+                        *d = if self.max { a } else { a * scale };
                     }
                     c0 += len;
                 }
@@ -1055,8 +1062,9 @@ fn scan_back(p: &NeuronParams, a: &mut [f32], d: &mut [f32], g: &[f32]) {
 
 /// The convolution of the `t` images of sample `bi` (rows `ti·B + bi` of `x`, `[T·B, C, H, W]`,
 /// or `[T·B, H, W, C]` with `hwc`) into `y` (`[T, P, O]`, pixel-major) with the channel-last
-/// filters `wh` (`[O, KH·KW·C]`), as one gemm over the sample's patches; `xh` (`C·H·W`) and
-/// `cols` (`T·P·C·KH·KW`, zero at the padding taps) are scratch.
+/// filters `wh` (`[O, KH·KW·C]`), as gemms over a few steps' patches at a time; `xh`
+/// (`C·H·W`) and `cols` ([`patch_steps`] steps of `P·C·KH·KW`, zero at the padding taps) are
+/// scratch.
 #[inline(always)]
 fn conv_sample(
     g: &Geom,
@@ -1071,38 +1079,59 @@ fn conv_sample(
         y.fill(0.0);
         return Ok(());
     }
-    for (ti, ci) in cols.chunks_exact_mut(per).take(t).enumerate() {
-        patches_in(g, (&x[(ti * b + bi) * img..][..img], hwc), xh, ci);
+    // A few steps at a time, so that their patches are still in L2 when the gemm reads them
+    // (each output row's sum does not depend on how many rows one gemm takes).
+    let steps = patch_steps(per, t);
+    for t0 in (0..t).step_by(steps) {
+        let n = steps.min(t - t0);
+        for (ti, ci) in (t0..t0 + n).zip(cols.chunks_exact_mut(per)) {
+            patches_in(g, (&x[(ti * b + bi) * img..][..img], hwc), xh, ci);
+        }
+        sgemm(
+            (n * pix, o, patch),
+            &mut y[t0 * pix * o..][..n * pix * o],
+            o,
+            (&cols[..n * per], Strides::rows(patch)),
+            (wh, Strides::cols(patch)),
+            false,
+        )?;
     }
-    let a = (&cols[..t * per], Strides::rows(patch));
-    sgemm(
-        (t * pix, o, patch),
-        y,
-        o,
-        a,
-        (wh, Strides::cols(patch)),
-        false,
-    )
+    Ok(())
+}
+
+/// Patch floats [`conv_sample`] builds before each gemm (512 KiB, half a Zen 4 L2).
+const PATCH_CHUNK: usize = 128 * 1024;
+
+/// How many steps' patches (`per` floats each) [`conv_sample`] builds before each gemm.
+fn patch_steps(per: usize, t: usize) -> usize {
+    (PATCH_CHUNK / per.max(1)).clamp(1, t.max(1))
 }
 
 /// The spikes of one step (`spk`, pixel-major `[P, O]`) into `dst`: pooled (`[O, PH, PW]`)
-/// or moved to NCHW (`[O, P]`); with `hwc` pooled `[PH, PW, O]` or copied as they are.
+/// or moved to NCHW (`[O, P]`); with `hwc` pooled `[PH, PW, O]` or copied as they are. `tmp`
+/// (`P·O` floats) is scratch for NCHW pooling.
 #[inline(always)]
 fn emit_spikes(
     pool: Option<PoolGeom>,
     spk: &[f32],
     (o, pix, hwc): (usize, usize, bool),
-    dst: &mut [f32],
+    (dst, tmp): (&mut [f32], &mut [f32]),
 ) {
     match pool {
-        Some(q) => q.forward(spk, o, dst, hwc),
+        Some(q) => q.forward(spk, o, dst, (hwc, tmp)),
         None if hwc => dst.copy_from_slice(spk),
-        None => {
-            for (pi, s) in spk.chunks_exact(o).enumerate() {
-                for (oc, &s) in s.iter().enumerate() {
-                    dst[oc * pix + pi] = s;
-                }
-            }
+        None => to_planes(&spk[..pix * o], o, dst),
+    }
+}
+
+/// Pixel-major `x` (`[P, O]`) → channel planes `out` (`[O, P]`), plane by plane: contiguous
+/// stores, strided loads from a buffer that is still in cache.
+#[inline(always)]
+fn to_planes(x: &[f32], o: usize, out: &mut [f32]) {
+    let p = x.len() / o.max(1);
+    for (oc, plane) in out.chunks_exact_mut(p.max(1)).take(o).enumerate() {
+        for (d, &v) in plane.iter_mut().zip(x[oc..].iter().step_by(o)) {
+            *d = v;
         }
     }
 }
@@ -1197,67 +1226,216 @@ impl DirectTaps {
 
 /// `PX` neighbouring output pixels (windows at `bases` of the padded image `xp`) of the
 /// direct convolution into `y` (`PX` pixel-major rows of `O`): each output is
-/// `Σ_k xp[base + off[k]]·wt[k·O + oc]`, summed over k in order from zero, `LANES` channels
-/// of `PX` pixels at a time in registers (independent accumulators, so the adds overlap).
+/// `Σ_k xp[base + off[k]]·wt[k·O + oc]`, summed over k in (ky, kx, c) order from zero.
+/// `2·LANES` channels of `PX` pixels at a time in registers (each tap's input read once for
+/// both channel blocks), then `LANES`, then the rest one by one: the same sums either way.
 #[inline(always)]
 fn direct_pixels<const PX: usize>(
-    xp: &[f32],
-    (bases, off): ([usize; PX], &[usize]),
+    g: &Geom,
+    (xp, bases, wp): (&[f32], [usize; PX], usize),
     (wt, o): (&[f32], usize),
     y: &mut [f32],
 ) {
     let mut c0 = 0;
-    while c0 + LANES <= o {
-        let mut acc = [[0f32; LANES]; PX];
-        for (k, &of) in off.iter().enumerate() {
-            let wk = &wt[k * o + c0..][..LANES];
-            for (a, &b) in acc.iter_mut().zip(&bases) {
-                let xv = xp[b + of];
-                for (a, &w) in a.iter_mut().zip(wk) {
-                    *a += xv * w;
-                }
-            }
-        }
-        for (j, a) in acc.iter().enumerate() {
-            y[j * o + c0..][..LANES].copy_from_slice(a);
-        }
+    while c0 + 2 * LANES <= o {
+        direct_block::<PX, 2>(g, (xp, bases, wp), (wt, o, c0), y);
+        c0 += 2 * LANES;
+    }
+    if c0 + LANES <= o {
+        direct_block::<PX, 1>(g, (xp, bases, wp), (wt, o, c0), y);
         c0 += LANES;
     }
+    let kwc = g.kw * g.c;
     for oc in c0..o {
         for (j, &b) in bases.iter().enumerate() {
             let mut a = 0f32;
-            for (k, &of) in off.iter().enumerate() {
-                a += xp[b + of] * wt[k * o + oc];
+            for ky in 0..g.kh {
+                let row = &xp[b + ky * wp * g.c..][..kwc];
+                for (q, &xv) in row.iter().enumerate() {
+                    a += xv * wt[(ky * kwc + q) * o + oc];
+                }
             }
             y[j * o + oc] = a;
         }
     }
 }
 
+/// Channels `c0..c0 + CB·LANES` of [`direct_pixels`]: `PX·CB` accumulators of `LANES`, the
+/// taps of window row `ky` read as one slice per pixel (no per-tap index checks).
+#[inline(always)]
+fn direct_block<const PX: usize, const CB: usize>(
+    g: &Geom,
+    (xp, bases, wp): (&[f32], [usize; PX], usize),
+    (wt, o, c0): (&[f32], usize, usize),
+    y: &mut [f32],
+) {
+    let kwc = g.kw * g.c;
+    let mut acc = [[[0f32; LANES]; CB]; PX];
+    for ky in 0..g.kh {
+        let mut rows = [&xp[..0]; PX];
+        for (r, &b) in rows.iter_mut().zip(&bases) {
+            *r = &xp[b + ky * wp * g.c..][..kwc];
+        }
+        for q in 0..kwc {
+            let k = ky * kwc + q;
+            let mut wk = [&wt[..0]; CB];
+            for (cb, w) in wk.iter_mut().enumerate() {
+                *w = &wt[k * o + c0 + cb * LANES..][..LANES];
+            }
+            for (a, row) in acc.iter_mut().zip(&rows) {
+                let xv = row[q];
+                for (a, wk) in a.iter_mut().zip(&wk) {
+                    for (a, &w) in a.iter_mut().zip(wk.iter()) {
+                        *a += xv * w;
+                    }
+                }
+            }
+        }
+    }
+    for (j, a) in acc.iter().enumerate() {
+        for (cb, a) in a.iter().enumerate() {
+            y[j * o + c0 + cb * LANES..][..LANES].copy_from_slice(a);
+        }
+    }
+}
+
+/// Widest single-channel window whose binary patterns [`DirectFilters`] tabulates (2^10 sums).
+const TABLE_TAPS: usize = 10;
+
+/// The direct path's filters: `wt` as `[C·KH·KW, O]`, and for a single-channel window of at
+/// most [`TABLE_TAPS`] taps on an image at most 64 wide and high (padded), with finite weights,
+/// `table`: for every binary window pattern `m` (bit k set iff tap k, in (ky, kx) order,
+/// is 1), the `O` sums `Σ_{k ∈ m} wt[k·O + oc]` in increasing k from zero (`[2^K, O]`).
+///
+/// The table gives exactly the dense sum of a binary window: the dense sum adds
+/// `x_k·w_k`, which is `w_k` for a 1 and ±0 for a 0, and adding ±0 to a sum that started at
+/// +0 leaves it unchanged, so only the 1 taps' weights are added, in the same order. Poisson
+/// spikes are binary, so a network's first layer reads one table row per output pixel instead
+/// of `K·O` multiply-adds.
+struct DirectFilters {
+    wt: Vec<f32>,
+    table: Option<Vec<f32>>,
+}
+
+impl DirectFilters {
+    /// From the channel-last filters `wh` (`[O, KH·KW·C]`); `None` off the direct path.
+    fn new(g: &Geom, wh: &[f32], o: usize, direct: bool) -> Self {
+        if !direct {
+            return DirectFilters {
+                wt: Vec::new(),
+                table: None,
+            };
+        }
+        let k = g.patch();
+        let wt = transpose(wh, (o, k));
+        let fits = g.c == 1
+            && (1..=TABLE_TAPS).contains(&k)
+            && g.h + 2 * g.pad <= 64
+            && g.w + 2 * g.pad <= 64;
+        let table = (fits && wt.iter().all(|w| w.is_finite())).then(|| {
+            let mut t = vec![0f32; (1 << k) * o];
+            for m in 1..1usize << k {
+                // The highest tap is added last onto the sum of the lower ones.
+                let hi = (usize::BITS - 1 - m.leading_zeros()) as usize;
+                let (lower, rest) = t.split_at_mut(m * o);
+                let prev = &lower[(m & !(1 << hi)) * o..][..o];
+                for ((d, &a), &w) in rest[..o].iter_mut().zip(prev).zip(&wt[hi * o..][..o]) {
+                    *d = a + w;
+                }
+            }
+            t
+        });
+        DirectFilters { wt, table }
+    }
+}
+
 /// The direct convolution of one image, already padded into `xp` (see [`DirectTaps`]), into
-/// `y` (`[P, O]`, pixel-major), with `wt` the filters as `[C·KH·KW, O]`. Eight pixels of a
-/// row at a time, the row's rest one by one.
+/// `y` (`[P, O]`, pixel-major), with the filters `f`. A binary image with a table (see
+/// [`DirectFilters`]) reads one table row per pixel; otherwise four pixels of a row at a
+/// time, the row's rest two and one at a time.
 #[inline(always)]
 fn conv_image_direct(
     g: &Geom,
     (taps, xp): (&DirectTaps, &[f32]),
-    (wt, o): (&[f32], usize),
+    (f, o): (&DirectFilters, usize),
     y: &mut [f32],
 ) {
-    const PX: usize = 8;
+    if let Some(table) = &f.table {
+        if conv_image_binary(g, (taps, xp), (table, o), y) {
+            return;
+        }
+    }
+    let (wp, wt) = (taps.wp, &f.wt[..]);
+    // Neighbouring output pixels' windows start `stride·C` apart.
+    let step = g.stride * g.c;
     for oy in 0..g.ho {
         let row = &mut y[oy * g.wo * o..][..g.wo * o];
         let mut ox = 0;
-        while ox + PX <= g.wo {
-            let bases = std::array::from_fn(|j| taps.base(g, oy, ox + j));
-            direct_pixels::<PX>(xp, (bases, &taps.off), (wt, o), &mut row[ox * o..]);
-            ox += PX;
+        while ox + 4 <= g.wo {
+            let b0 = taps.base(g, oy, ox);
+            let bases = [b0, b0 + step, b0 + 2 * step, b0 + 3 * step];
+            direct_pixels::<4>(g, (xp, bases, wp), (wt, o), &mut row[ox * o..]);
+            ox += 4;
         }
-        for ox in ox..g.wo {
+        if ox + 2 <= g.wo {
+            let b0 = taps.base(g, oy, ox);
+            direct_pixels::<2>(g, (xp, [b0, b0 + step], wp), (wt, o), &mut row[ox * o..]);
+            ox += 2;
+        }
+        if ox < g.wo {
             let bases = [taps.base(g, oy, ox)];
-            direct_pixels::<1>(xp, (bases, &taps.off), (wt, o), &mut row[ox * o..]);
+            direct_pixels::<1>(g, (xp, bases, wp), (wt, o), &mut row[ox * o..]);
         }
     }
+}
+
+/// [`conv_image_direct`] by table for a single-channel padded image `xp` whose values are
+/// all 0 or 1: each padded row becomes a bit mask, each output pixel's window pattern is cut
+/// from `KH` masks, and its `O` currents are that pattern's table row. Returns false, writing
+/// nothing, when a value is neither 0 nor 1.
+#[inline(always)]
+fn conv_image_binary(
+    g: &Geom,
+    (taps, xp): (&DirectTaps, &[f32]),
+    (table, o): (&[f32], usize),
+    y: &mut [f32],
+) -> bool {
+    let (wp, hp) = (taps.wp, g.h + 2 * g.pad);
+    let mut masks = [0u64; 64];
+    let mut other = false;
+    for (m, row) in masks.iter_mut().zip(xp.chunks_exact(wp)).take(hp) {
+        let (mut bits, mut odd) = (0u64, false);
+        for (i, &v) in row.iter().enumerate() {
+            bits |= u64::from(v == 1.0) << i;
+            odd |= v != 0.0 && v != 1.0;
+        }
+        *m = bits;
+        other |= odd;
+    }
+    if other {
+        return false;
+    }
+    let window = (1u64 << g.kw) - 1;
+    for oy in 0..g.ho {
+        let rows = &masks[oy * g.stride..][..g.kh];
+        for ox in 0..g.wo {
+            let mut pat = 0usize;
+            for (ky, &m) in rows.iter().enumerate() {
+                pat |= (((m >> (ox * g.stride)) & window) as usize) << (ky * g.kw);
+            }
+            let src = &table[pat * o..][..o];
+            let dst = &mut y[(oy * g.wo + ox) * o..][..o];
+            let mut dc = dst.chunks_exact_mut(LANES);
+            let mut sc = src.chunks_exact(LANES);
+            for (d, s) in (&mut dc).zip(&mut sc) {
+                d.copy_from_slice(s);
+            }
+            for (d, &s) in dc.into_remainder().iter_mut().zip(sc.remainder()) {
+                *d = s;
+            }
+        }
+    }
+    true
 }
 
 /// Adds one image's share of the weight gradient on the direct path:
@@ -1400,12 +1578,8 @@ fn conv_lif_forward(
         Vec::new()
     };
     let direct = direct(g);
-    // The direct path's filters, `[C·KH·KW, O]`, and its taps.
-    let wt = if direct {
-        transpose(&wh, (o, patch))
-    } else {
-        Vec::new()
-    };
+    // The direct path's filters and its taps.
+    let wt = DirectFilters::new(g, &wh, o, direct);
     let taps = DirectTaps::new(g);
     let n_s = t * pix * o; // one sample's pre-activation
     let y_blocks: Vec<Option<&mut [f32]>> = match y.as_mut() {
@@ -1430,15 +1604,16 @@ fn conv_lif_forward(
                     let step_y = if direct { n } else { n_s };
                     (
                         vec![0f32; if direct { taps.padded_len(g) } else { img }],
-                        vec![0f32; if direct { 0 } else { t * per }],
+                        vec![0f32; if direct { 0 } else { patch_steps(per, t) * per }],
                         vec![0f32; if save { 0 } else { step_y }],
+                        vec![0f32; n],
                         vec![0f32; n],
                         vec![0f32; n],
                     )
                 })
             },
             |lease, (bi, (outs, ys))| -> Result<(u64, f32)> {
-                let (xh, cols, yt, u, spk) = &mut **lease;
+                let (xh, cols, yt, u, spk, pooled) = &mut **lease;
                 let p = *p;
                 if direct {
                     // Step by step: each step's pre-activation is made, scanned and pooled
@@ -1458,7 +1633,7 @@ fn conv_lif_forward(
                         if count {
                             fired += count_positive(spk);
                         }
-                        emit_spikes(pool, spk, (o, pix, lay.output_hwc), dst);
+                        emit_spikes(pool, spk, (o, pix, lay.output_hwc), (dst, pooled));
                     }
                     return Ok((fired, mx));
                 }
@@ -1475,7 +1650,7 @@ fn conv_lif_forward(
                     if count {
                         fired += count_positive(spk);
                     }
-                    emit_spikes(pool, spk, (o, pix, lay.output_hwc), dst);
+                    emit_spikes(pool, spk, (o, pix, lay.output_hwc), (dst, pooled));
                 }
                 Ok((fired, mx))
             },
@@ -1493,9 +1668,9 @@ fn conv_lif_forward(
 }
 
 /// [`conv_lif_forward`]'s scratch sets (image, patches, one step's or one sample's
-/// pre-activation, membrane, spikes), by (geometry without N, output channels, T, direct path,
+/// pre-activation, membrane, spikes, one step's pooled NCHW spikes before their transpose), by (geometry without N, output channels, T, direct path,
 /// saving the pre-activation): everything their sizes and kept contents depend on.
-type FwdScratch = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+type FwdScratch = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
 type FwdKey = (Geom, usize, usize, bool, bool);
 static FWD_SCRATCH: ScratchPool<FwdKey, FwdScratch> = ScratchPool::new(8);
 
@@ -1559,11 +1734,7 @@ fn conv_lif_backward(
     }
     let wh = filters_hwc(g, w, false);
     let (direct, taps) = (direct(g), DirectTaps::new(g));
-    let wt = if direct {
-        transpose(&wh, (o, patch))
-    } else {
-        Vec::new()
-    };
+    let wt = DirectFilters::new(g, &wh, o, direct);
     let group = b.div_ceil(DW_GROUPS); // samples per group
     let mut groups: Vec<Vec<(usize, SampleBlocks)>> =
         (0..b.div_ceil(group)).map(|_| Vec::new()).collect();
@@ -1660,23 +1831,27 @@ fn conv_lif_backward(
                         scan_back(&p, a, gy, gs); // gy: v[t] in, dL/dy[t] out
                     }
                     // vs now holds the sample's dL/dy `[T·P, O]`: one gemm each for dW and dX.
+                    // dW is `[C·KH·KW, O]` here on both paths, turned into `[O, C·KH·KW]` after
+                    // the group.
                     if let (Some(dwt), true) = (dw.as_mut(), direct) {
-                        // `[C·KH·KW, O]` here, turned into `[O, C·KH·KW]` after the group.
                         for (ti, gy) in vs.chunks_exact(per_n).enumerate() {
                             let xi = &x[(ti * b + bi) * img..][..img];
                             taps.pad_image_in(g, (xi, lay.input_hwc), xp);
                             dw_image_direct(g, (&taps, xp), (gy, o), dwt);
                         }
-                    } else if let Some(dw) = dw.as_mut() {
+                    } else if let Some(dwt) = dw.as_mut() {
                         for (ti, ci) in cols.chunks_exact_mut(per).enumerate() {
                             let xi = &x[(ti * b + bi) * img..][..img];
                             patches_in(g, (xi, lay.input_hwc), xh, ci);
                         }
+                        // colsᵀ·dL/dy: each entry the same sum over the sample's T·P rows as
+                        // dL/dyᵀ·cols, but `gemm` then packs dL/dy (T·P·O floats) instead of
+                        // the patches (T·P·C·KH·KW) and dL/dy both.
                         let (a, c) = (
-                            (&vs[..], Strides::cols(o)),
-                            (&cols[..], Strides::rows(patch)),
+                            (&cols[..], Strides::cols(patch)),
+                            (&vs[..], Strides::rows(o)),
                         );
-                        sgemm((o, patch, t * pix), dw, patch, a, c, true)?;
+                        sgemm((patch, o, t * pix), dwt, o, a, c, true)?;
                     }
                     if let Some(dxs) = dxs.as_mut() {
                         let (a, c) = ((&vs[..], Strides::rows(o)), (&wh[..], Strides::rows(patch)));
@@ -1686,10 +1861,7 @@ fn conv_lif_backward(
                         }
                     }
                 }
-                if direct {
-                    return Ok(dw.map(|dwt| transpose(&dwt, (patch, o))));
-                }
-                Ok(dw)
+                Ok(dw.map(|dwt| transpose(&dwt, (patch, o))))
             },
         )
         .collect::<Result<Vec<_>>>()?;
@@ -2137,6 +2309,104 @@ mod tests {
             let count = flat(&s).iter().filter(|&&v| v > 0.0).count() as u64;
             assert_eq!((r.spikes, r.neuron_steps), (count, s.elem_count() as u64));
             assert!(r.spikes > 0 && r.spikes < r.neuron_steps, "degenerate case");
+        }
+    }
+
+    /// Binary single-channel images take the pattern table (`DirectFilters`), and its
+    /// currents are bit for bit the multiply-add path's, at input densities 0, 0.01, 0.5 and
+    /// 1, for 3×3 (padded, stride 1 and 2), 2×3 and 1×1 windows and channel counts below, at
+    /// and beyond the 16- and 32-channel blocks; an image with a value other than 0 and 1
+    /// falls back to the multiply-adds.
+    #[test]
+    fn binary_images_take_the_table_exactly() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for (hw, (kh, kw), stride, pad, o) in [
+            (12, (3, 3), 1, 1, 20),
+            (28, (3, 3), 1, 1, 32),
+            (13, (3, 3), 2, 1, 37),
+            (9, (2, 3), 1, 0, 5),
+            (7, (1, 1), 1, 0, 16),
+        ] {
+            let g = Geom::new((1, 1, hw, hw), (kh, kw), stride, pad).unwrap();
+            let k = kh * kw;
+            let wh: Vec<f32> = (0..o * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let with = DirectFilters::new(&g, &wh, o, true);
+            assert!(with.table.is_some(), "{hw} {kh}x{kw}: no table");
+            let without = DirectFilters {
+                wt: with.wt.clone(),
+                table: None,
+            };
+            let taps = DirectTaps::new(&g);
+            let mut xp = vec![0f32; taps.padded_len(&g)];
+            let n = g.ho * g.wo * o;
+            for density in [0.0, 0.01, 0.5, 1.0] {
+                let mut img: Vec<f32> = (0..hw * hw)
+                    .map(|_| f32::from(u8::from(rng.random::<f64>() < density)))
+                    .collect();
+                for odd in [false, true] {
+                    if odd {
+                        img[hw * hw / 2] = 0.5;
+                    }
+                    taps.pad_image(&g, &img, &mut xp);
+                    let (mut a, mut b) = (vec![f32::NAN; n], vec![f32::NAN; n]);
+                    conv_image_direct(&g, (&taps, &xp), (&with, o), &mut a);
+                    conv_image_direct(&g, (&taps, &xp), (&without, o), &mut b);
+                    let mut c = vec![f32::NAN; n];
+                    let table = with.table.as_deref().unwrap();
+                    let took = conv_image_binary(&g, (&taps, &xp), (table, o), &mut c);
+                    assert_eq!(took, !odd, "{hw} {kh}x{kw} d{density}: table taken");
+                    let what = format!("{hw} {kh}x{kw}/{stride} o{o} d{density} odd {odd}");
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&a), bits(&b), "{what}");
+                    if took {
+                        assert_eq!(bits(&c), bits(&b), "{what}: table path");
+                    }
+                }
+            }
+        }
+        // Wider than 10 taps, more than one channel or non-finite weights: no table.
+        let g = Geom::new((1, 1, 8, 8), (4, 4), 1, 0).unwrap();
+        assert!(DirectFilters::new(&g, &[0.5; 16], 1, true).table.is_none());
+        let g = Geom::new((1, 2, 8, 8), (2, 2), 1, 0).unwrap();
+        assert!(DirectFilters::new(&g, &[0.5; 8], 1, true).table.is_none());
+        let g = Geom::new((1, 1, 8, 8), (3, 3), 1, 1).unwrap();
+        let mut w = [0.5f32; 9];
+        w[4] = f32::INFINITY;
+        assert!(DirectFilters::new(&g, &w, 1, true).table.is_none());
+    }
+
+    /// The fused spiking convolution on binary (Poisson-like) input, which takes the table in
+    /// the forward and in the backward's recomputation, against the plain candle reference:
+    /// spikes, dX and dW.
+    #[test]
+    fn conv_lif_on_binary_input_matches_the_reference() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let (t, b, hw, o) = (3, 2, 10, 20);
+        let x: Vec<f32> = (0..t * b * hw * hw)
+            .map(|_| f32::from(u8::from(rng.random::<f64>() < 0.3)))
+            .collect();
+        let x = Var::from_tensor(&Tensor::from_vec(x, (t * b, 1, hw, hw), &Device::Cpu).unwrap())
+            .unwrap();
+        let w = Var::from_tensor(&rand_tensor(&mut rng, &[o, 1, 3, 3], -0.8, 1.6)).unwrap();
+        let p = lif(0.9, Reset::Subtract);
+        let q = Some(SpikePool {
+            k: 2,
+            s: 2,
+            max: false,
+        });
+        let ours = conv2d_lif(x.as_tensor(), w.as_tensor(), (1, 1), t, &p, q).unwrap();
+        let want = reference(x.as_tensor(), w.as_tensor(), (1, 1), t, &p, q);
+        let (fo, fw) = (flat(&ours), flat(&want));
+        assert_close(&fo, &fw, 1e-5, "binary conv_lif");
+        assert!(fo.iter().any(|&v| v > 0.0), "no spikes");
+        let g = rand_tensor(&mut rng, ours.dims(), -1.0, 1.0);
+        let go = (&ours * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let gw = (&want * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, v) in [("dx", &x), ("dw", &w)] {
+            let a = flat(go.get(v.as_tensor()).unwrap());
+            let r = flat(gw.get(v.as_tensor()).unwrap());
+            assert!(r.iter().any(|&v| v != 0.0), "{name}: zero gradient");
+            assert_close(&a, &r, 1e-5, &format!("binary conv_lif {name}"));
         }
     }
 
