@@ -653,13 +653,7 @@ fn pixels_to_channels(y: &[f32], n: usize, p: usize, o: usize) -> Vec<f32> {
     if n * p * o > 0 {
         out.par_chunks_mut(p * o)
             .zip(y.par_chunks(p * o))
-            .for_each(|(dst, src)| {
-                for (pi, row) in src.chunks_exact(o).enumerate() {
-                    for (oc, &v) in row.iter().enumerate() {
-                        dst[oc * p + pi] = v;
-                    }
-                }
-            });
+            .for_each(|(dst, src)| to_planes(src, o, dst));
     }
     out
 }
@@ -2192,10 +2186,21 @@ mod tests {
             rate > 0.02 && (q.is_some_and(|q| q.max) || rate < 0.98),
             "{what}: output mean {rate}"
         );
-        let g = rand_tensor(&mut rng, ours.dims(), -1.0, 1.0);
-        let go = (&ours * &g).unwrap().sum_all().unwrap().backward().unwrap();
-        let gw = (&want * &g).unwrap().sum_all().unwrap().backward().unwrap();
-        for (name, v) in [("dx", &x), ("dw", &w)] {
+        grads_match((&ours, &want), (&x, &w), &mut rng, &what);
+    }
+
+    /// dX and dW of `ours` and `want` (outputs of the same `x`, `w`) under one random output
+    /// gradient: equal to 1e-5, and not all zero.
+    fn grads_match(
+        (ours, want): (&Tensor, &Tensor),
+        (x, w): (&Var, &Var),
+        rng: &mut ChaCha8Rng,
+        what: &str,
+    ) {
+        let g = rand_tensor(rng, ours.dims(), -1.0, 1.0);
+        let go = (ours * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        let gw = (want * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, v) in [("dx", x), ("dw", w)] {
             let a = flat(go.get(v.as_tensor()).unwrap());
             let r = flat(gw.get(v.as_tensor()).unwrap());
             assert!(r.iter().any(|&v| v != 0.0), "{what} {name}: zero gradient");
@@ -2399,15 +2404,7 @@ mod tests {
         let (fo, fw) = (flat(&ours), flat(&want));
         assert_close(&fo, &fw, 1e-5, "binary conv_lif");
         assert!(fo.iter().any(|&v| v > 0.0), "no spikes");
-        let g = rand_tensor(&mut rng, ours.dims(), -1.0, 1.0);
-        let go = (&ours * &g).unwrap().sum_all().unwrap().backward().unwrap();
-        let gw = (&want * &g).unwrap().sum_all().unwrap().backward().unwrap();
-        for (name, v) in [("dx", &x), ("dw", &w)] {
-            let a = flat(go.get(v.as_tensor()).unwrap());
-            let r = flat(gw.get(v.as_tensor()).unwrap());
-            assert!(r.iter().any(|&v| v != 0.0), "{name}: zero gradient");
-            assert_close(&a, &r, 1e-5, &format!("binary conv_lif {name}"));
-        }
+        grads_match((&ours, &want), (&x, &w), &mut rng, "binary conv_lif");
     }
 
     /// Layers that differ only in their output channels (or T) get scratch sets of their own
