@@ -11,6 +11,9 @@
 //! the candle-conv2d comparison).
 //! `fused` as an argument runs only the fused spiking convolutions (`conv2d_lif_infer`, and
 //! `conv2d_lif` forward + backward, max-pooled) on the network's two layers with 0/1 inputs.
+//! `events` as an argument runs only the second layer's inference (32→64 14×14, N = 320,
+//! T = 10) on average-pooled spikes at several spike rates, event path against im2col + gemm,
+//! to find the density below which the event path is faster.
 //! Each timing is the median of `reps` runs (default 3) after one warm-up run.
 
 use std::time::Instant;
@@ -18,7 +21,7 @@ use std::time::Instant;
 use candle_core::{Device, Result, Tensor, Var};
 use snnc::backend::candle::alloc::tune_malloc;
 use snnc::backend::candle::conv::{
-    conv2d_im2col, conv2d_lif, conv2d_lif_infer, force_im2col, SpikePool,
+    conv2d_im2col, conv2d_lif, conv2d_lif_infer, force_dense_events, force_im2col, SpikePool,
 };
 use snnc::backend::candle::neuron::{lif_scan, lif_scan_reference, lif_scan_steps, NeuronParams};
 use snnc::backend::candle::pool::avg_pool2d;
@@ -206,15 +209,20 @@ fn network_case(reps: usize, candle_conv: bool) -> Result<()> {
 /// The fused spiking convolution of a layer of the Fashion-MNIST network at T = 10, B = 32:
 /// inputs 0/1 at `density`, then a 2×2 max pool; inference alone, then forward + backward,
 /// each on the layer's own path and with im2col + gemm forced, calls alternating, medians.
-fn fused_case(c: usize, hw: usize, o: usize, density: f32, reps: usize) -> Result<()> {
-    let cpu = Device::Cpu;
-    let (t, n) = (10, 320);
-    let p = NeuronParams {
+/// The neuron the fused-convolution benchmarks run (LIF, leak 0.99, threshold 1).
+fn fused_lif() -> NeuronParams {
+    NeuronParams {
         leak: 0.99,
         threshold: 1.0,
         reset: Reset::Subtract,
         gamma: 0.3,
-    };
+    }
+}
+
+fn fused_case(c: usize, hw: usize, o: usize, density: f32, reps: usize) -> Result<()> {
+    let cpu = Device::Cpu;
+    let (t, n) = (10, 320);
+    let p = fused_lif();
     let pool = Some(SpikePool {
         max: true,
         k: 2,
@@ -264,6 +272,51 @@ fn fused_case(c: usize, hw: usize, o: usize, density: f32, reps: usize) -> Resul
     Ok(())
 }
 
+/// The fused 32→64 layer's inference on 2×2 average-pooled spikes of `rate`: event path
+/// against im2col + gemm, with the pooled input's non-zero fraction.
+fn events_case(rate: f32, reps: usize) -> Result<()> {
+    let cpu = Device::Cpu;
+    let (t, n) = (10, 320);
+    let p = fused_lif();
+    let spikes = Tensor::rand(0f32, 1., (n, 32, 28, 28), &cpu)?
+        .lt(rate as f64)?
+        .to_dtype(candle_core::DType::F32)?;
+    let x = avg_pool2d(&spikes, 2, 2)?;
+    let nz = x
+        .ne(0f32)?
+        .to_dtype(candle_core::DType::F32)?
+        .mean_all()?
+        .to_scalar::<f32>()?;
+    let scale = (2.0 / (9.0 * 32.0f64)).sqrt();
+    let w = (Tensor::randn(0f32, 1., (64, 32, 3, 3), &cpu)? * scale)?;
+    let pool = Some(SpikePool {
+        max: false,
+        k: 2,
+        s: 2,
+    });
+    let mut times: [Vec<f64>; 2] = Default::default();
+    for rep in 0..=reps {
+        for (i, dense) in [(0, false), (1, true)] {
+            force_dense_events(dense);
+            let t0 = Instant::now();
+            conv2d_lif_infer(&x, &w, (1, 1), t, &p, pool)?;
+            if rep > 0 {
+                times[i].push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    force_dense_events(false);
+    let [a, b] = times.each_mut().map(|v| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    });
+    println!(
+        "events 32->64 14x14 N={n}: spike rate {rate}, pooled non-zero {nz:.3}: event path {a:.2} ms, im2col+gemm {b:.2} ms, ratio {:.2}",
+        b / a
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let reps = args.iter().find_map(|s| s.parse().ok()).unwrap_or(3usize);
@@ -274,6 +327,12 @@ fn main() -> Result<()> {
     );
     if args.iter().any(|a| a == "network-im2col") {
         return network_case(reps, false);
+    }
+    if args.iter().any(|a| a == "events") {
+        for rate in [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4] {
+            events_case(rate, reps)?;
+        }
+        return Ok(());
     }
     if args.iter().any(|a| a == "fused") {
         fused_case(1, 28, 32, 0.3, reps)?;

@@ -30,6 +30,12 @@
 //! (`dw_image_direct`). `conv2d` (and through it the step runtime's dense path) takes the
 //! same direct path, so a layer's currents are the same in both runtimes.
 //!
+//! Sparse input (spikes or pooled spikes, at most `EVENT_DENSITY` non-zero over a sample's T
+//! images) skips im2col and gemm in the fused forward: each output pixel gathers the filter
+//! rows of its window's non-zero inputs (`conv_events`), the same sum in the same tap order.
+//! Measured (`examples/bench_kernels events`): 1.2–1.6× faster than im2col + gemm on the
+//! 32 → 64 layer at 0.34–0.19 non-zero, break-even near 0.5.
+//!
 //! CPU dispatch: the four drivers (`conv_rows`, `conv_rows_backward`, `conv_lif_forward`,
 //! `conv_lif_backward`) are compiled three times by `multiversion` — AVX-512, AVX2+FMA and
 //! baseline x86-64 — and the widest the CPU has is picked at run time (multiversion's
@@ -62,27 +68,28 @@ use candle_core::{
 use rayon::prelude::*;
 
 use super::alloc::{par_zeros, ScratchPool};
+use super::conv_events::{self, conv_image_events, count_nonzero, EventFilters, InputEvents};
 use super::neuron::{f32_slice, heaviside, step_fwd, surrogate, NeuronParams};
 use super::sgemm::{sgemm, Strides};
 use crate::ir::Reset;
 
 /// Geometry of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Geom {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    kh: usize,
-    kw: usize,
-    stride: usize,
-    pad: usize,
-    ho: usize,
-    wo: usize,
+pub(super) struct Geom {
+    pub(super) n: usize,
+    pub(super) c: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) kh: usize,
+    pub(super) kw: usize,
+    pub(super) stride: usize,
+    pub(super) pad: usize,
+    pub(super) ho: usize,
+    pub(super) wo: usize,
 }
 
 impl Geom {
-    fn new(
+    pub(super) fn new(
         (n, c, h, w): (usize, usize, usize, usize),
         (kh, kw): (usize, usize),
         stride: usize,
@@ -1150,6 +1157,25 @@ pub fn force_im2col(on: bool) {
     FORCE_IM2COL.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Set by [`force_dense_events`].
+static FORCE_DENSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// For benchmarks and tests only: with `on`, the fused spiking convolution never takes the
+/// event path, so both can be timed or compared in one process. Process-wide; off by default.
+#[doc(hidden)]
+pub fn force_dense_events(on: bool) {
+    FORCE_DENSE.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The largest fraction of non-zero inputs (over one sample's T images) for which the
+/// fused inference convolution gathers events instead of running im2col and gemm.
+const EVENT_DENSITY: f64 = 0.45;
+
+/// Whether the event path may run: not forced off, and the CPU has its kernel (AVX2, FMA).
+fn event_path_on() -> bool {
+    !FORCE_DENSE.load(std::sync::atomic::Ordering::Relaxed) && conv_events::available()
+}
+
 /// Whether the fused spiking convolution takes the direct path for `g`.
 fn direct(g: &Geom) -> bool {
     g.patch() <= DIRECT_PATCH && !FORCE_IM2COL.load(std::sync::atomic::Ordering::Relaxed)
@@ -1575,6 +1601,10 @@ fn conv_lif_forward(
     // The direct path's filters and its taps.
     let wt = DirectFilters::new(g, &wh, o, direct);
     let taps = DirectTaps::new(g);
+    // The event path's filters (on the gemm path only).
+    let events = (!direct && event_path_on())
+        .then(|| EventFilters::new(&wh, o, patch))
+        .flatten();
     let n_s = t * pix * o; // one sample's pre-activation
     let y_blocks: Vec<Option<&mut [f32]>> = match y.as_mut() {
         Some(y) => y.chunks_mut(n_s).map(Some).collect(),
@@ -1603,11 +1633,12 @@ fn conv_lif_forward(
                         vec![0f32; n],
                         vec![0f32; n],
                         vec![0f32; n],
+                        InputEvents::default(),
                     )
                 })
             },
             |lease, (bi, (outs, ys))| -> Result<(u64, f32)> {
-                let (xh, cols, yt, u, spk, pooled) = &mut **lease;
+                let (xh, cols, yt, u, spk, pooled, ev) = &mut **lease;
                 let p = *p;
                 if direct {
                     // Step by step: each step's pre-activation is made, scanned and pooled
@@ -1635,7 +1666,22 @@ fn conv_lif_forward(
                     Some(v) => v,
                     None => yt,
                 };
-                conv_sample(g, (x, lay.input_hwc), (t, b, bi), (&wh, o), (xh, cols), ys)?;
+                let sample_events = events.as_ref().filter(|_| {
+                    let nz = (0..t)
+                        .map(|ti| count_nonzero(&x[(ti * b + bi) * img..][..img]))
+                        .sum::<usize>();
+                    (nz as f64) <= EVENT_DENSITY * (t * img) as f64
+                });
+                if let Some(f) = sample_events {
+                    for (ti, yi) in ys.chunks_exact_mut(pix * o).enumerate() {
+                        ev.fill(g, (&x[(ti * b + bi) * img..][..img], lay.input_hwc));
+                        if !conv_image_events(g, ev, f, yi) {
+                            bail!("conv2d_lif: the event path ran on a CPU without it");
+                        }
+                    }
+                } else {
+                    conv_sample(g, (x, lay.input_hwc), (t, b, bi), (&wh, o), (xh, cols), ys)?;
+                }
                 let mx = max_f32(ys);
                 u.fill(0.0);
                 let mut fired = 0u64;
@@ -1664,7 +1710,15 @@ fn conv_lif_forward(
 /// [`conv_lif_forward`]'s scratch sets (image, patches, one step's or one sample's
 /// pre-activation, membrane, spikes, one step's pooled NCHW spikes before their transpose), by (geometry without N, output channels, T, direct path,
 /// saving the pre-activation): everything their sizes and kept contents depend on.
-type FwdScratch = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+type FwdScratch = (
+    Vec<f32>,
+    Vec<f32>,
+    Vec<f32>,
+    Vec<f32>,
+    Vec<f32>,
+    Vec<f32>,
+    InputEvents,
+);
 type FwdKey = (Geom, usize, usize, bool, bool);
 static FWD_SCRATCH: ScratchPool<FwdKey, FwdScratch> = ScratchPool::new(8);
 
@@ -2405,6 +2459,46 @@ mod tests {
         assert_close(&fo, &fw, 1e-5, "binary conv_lif");
         assert!(fo.iter().any(|&v| v > 0.0), "no spikes");
         grads_match((&ours, &want), (&x, &w), &mut rng, "binary conv_lif");
+    }
+
+    /// A 32-channel layer fed by sparse average-pooled spikes (below the event path's
+    /// density) takes the event path, in training and in inference, and matches the candle
+    /// reference: spikes, dX and dW; the inference op's spikes equal the training op's.
+    #[test]
+    fn conv_lif_on_sparse_pooled_input_matches_the_reference() {
+        let mut rng = ChaCha8Rng::seed_from_u64(17);
+        let (t, b, c, hw, o) = (3, 2, 32, 8, 70);
+        let x: Vec<f32> = (0..t * b * c * hw * hw)
+            .map(|_| {
+                if rng.random::<f64>() < 0.2 {
+                    rng.random_range(1..=4) as f32 / 4.0
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let x = Var::from_tensor(&Tensor::from_vec(x, (t * b, c, hw, hw), &Device::Cpu).unwrap())
+            .unwrap();
+        let w = Var::from_tensor(&rand_tensor(&mut rng, &[o, c, 3, 3], -0.1, 0.2)).unwrap();
+        let p = lif(0.9, Reset::Subtract);
+        let q = Some(SpikePool {
+            k: 2,
+            s: 2,
+            max: false,
+        });
+        let before = conv_events::IMAGES.load(std::sync::atomic::Ordering::Relaxed);
+        let ours = conv2d_lif(x.as_tensor(), w.as_tensor(), (1, 1), t, &p, q).unwrap();
+        let inf = conv2d_lif_infer(x.as_tensor(), w.as_tensor(), (1, 1), t, &p, q).unwrap();
+        let after = conv_events::IMAGES.load(std::sync::atomic::Ordering::Relaxed);
+        if event_path_on() {
+            assert!(after >= before + 2 * t * b, "the event path did not run");
+        }
+        let want = reference(x.as_tensor(), w.as_tensor(), (1, 1), t, &p, q);
+        let (fo, fw) = (flat(&ours), flat(&want));
+        assert_close(&fo, &fw, 1e-5, "sparse conv_lif");
+        assert_eq!(flat(&inf.out), fo, "inference against training");
+        assert!(fo.iter().any(|&v| v > 0.0), "no spikes");
+        grads_match((&ours, &want), (&x, &w), &mut rng, "sparse conv_lif");
     }
 
     /// Layers that differ only in their output channels (or T) get scratch sets of their own

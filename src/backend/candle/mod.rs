@@ -12,6 +12,7 @@
 pub mod alloc;
 pub mod classifier;
 pub mod conv;
+mod conv_events;
 pub mod encode;
 pub mod event;
 pub mod linear;
