@@ -32,7 +32,10 @@
 //!
 //! Sparse input (spikes or pooled spikes, at most `EVENT_DENSITY` non-zero over a sample's T
 //! images) skips im2col and gemm in the fused forward: each output pixel gathers the filter
-//! rows of its window's non-zero inputs (`conv_events`), the same sum in the same tap order.
+//! rows of its window's non-zero inputs (`conv_events`): the dense sum without its zero
+//! terms, in the same tap order (bit for bit the gemm's where `gemm` sums the patch in one
+//! pass of fused multiply-adds, else equal up to f32 rounding). Layers of at least
+//! `EVENT_MIN_OUT` output channels only (the gather works on 64 channels at a time).
 //! Measured (`examples/bench_kernels events`): 1.2–1.6× faster than im2col + gemm on the
 //! 32 → 64 layer at 0.34–0.19 non-zero, break-even near 0.5.
 //!
@@ -1168,8 +1171,14 @@ pub fn force_dense_events(on: bool) {
 }
 
 /// The largest fraction of non-zero inputs (over one sample's T images) for which the
-/// fused inference convolution gathers events instead of running im2col and gemm.
+/// fused spiking convolution (training's forward and inference) gathers events instead of
+/// running im2col and gemm.
 const EVENT_DENSITY: f64 = 0.45;
+
+/// The fewest output channels for which the event path runs: it sums 64 channels at a time
+/// (`conv_events::BLOCK`), so narrower layers would mostly add zero lanes; the crossover
+/// above was measured on 64.
+const EVENT_MIN_OUT: usize = 32;
 
 /// Whether the event path may run: not forced off, and the CPU has its kernel (AVX2, FMA).
 fn event_path_on() -> bool {
@@ -1601,8 +1610,10 @@ fn conv_lif_forward(
     // The direct path's filters and its taps.
     let wt = DirectFilters::new(g, &wh, o, direct);
     let taps = DirectTaps::new(g);
-    // The event path's filters (on the gemm path only).
-    let events = (!direct && event_path_on())
+    // The event path's filters (on the gemm path only; the events' u32 offsets must fit).
+    let fits =
+        img < u32::MAX as usize && patch.saturating_mul(conv_events::BLOCK) < u32::MAX as usize;
+    let events = (!direct && o >= EVENT_MIN_OUT && fits && event_path_on())
         .then(|| EventFilters::new(&wh, o, patch))
         .flatten();
     let n_s = t * pix * o; // one sample's pre-activation
@@ -1619,7 +1630,8 @@ fn conv_lif_forward(
         .map_init(
             // Scratch per piece, reused across samples and calls: every buffer is overwritten
             // before it is read, except `u` (reset per sample), the padding taps of `cols` and
-            // the border of the padded image, which only depend on the key's geometry.
+            // the border of the padded image, which only depend on the key's geometry (the
+            // event lists are rebuilt per image and read only up to their cursor).
             // The direct path needs no patches, holds its padded image (`DirectTaps`) in the
             // image buffer, and without `save` only one step's pre-activation.
             || {
@@ -1708,8 +1720,9 @@ fn conv_lif_forward(
 }
 
 /// [`conv_lif_forward`]'s scratch sets (image, patches, one step's or one sample's
-/// pre-activation, membrane, spikes, one step's pooled NCHW spikes before their transpose), by (geometry without N, output channels, T, direct path,
-/// saving the pre-activation): everything their sizes and kept contents depend on.
+/// pre-activation, membrane, spikes, one step's pooled NCHW spikes before their transpose,
+/// the event path's lists), by (geometry without N, output channels, T, direct path, saving
+/// the pre-activation): everything their sizes and kept contents depend on.
 type FwdScratch = (
     Vec<f32>,
     Vec<f32>,
@@ -2486,12 +2499,14 @@ mod tests {
             s: 2,
             max: false,
         });
-        let before = conv_events::IMAGES.load(std::sync::atomic::Ordering::Relaxed);
+        // Images of this layer's shape (32 → 70 channels, which no other test uses) that
+        // went through the event path.
+        let ran = || conv_events::images_of(c, o);
+        let before = ran();
         let ours = conv2d_lif(x.as_tensor(), w.as_tensor(), (1, 1), t, &p, q).unwrap();
         let inf = conv2d_lif_infer(x.as_tensor(), w.as_tensor(), (1, 1), t, &p, q).unwrap();
-        let after = conv_events::IMAGES.load(std::sync::atomic::Ordering::Relaxed);
         if event_path_on() {
-            assert!(after >= before + 2 * t * b, "the event path did not run");
+            assert_eq!(ran(), before + 2 * t * b, "the event path did not run");
         }
         let want = reference(x.as_tensor(), w.as_tensor(), (1, 1), t, &p, q);
         let (fo, fw) = (flat(&ours), flat(&want));

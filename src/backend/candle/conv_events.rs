@@ -113,7 +113,9 @@ pub(super) fn conv_image_events(
     y: &mut [f32],
 ) -> bool {
     #[cfg(test)]
-    IMAGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Ok(mut seen) = IMAGES.lock() {
+        seen.push((g.c, f.o));
+    }
     #[cfg(target_arch = "x86_64")]
     if available() {
         // SAFETY: the CPU has AVX2 and FMA (`available`), the only requirements of
@@ -125,9 +127,19 @@ pub(super) fn conv_image_events(
     false
 }
 
-/// Images [`conv_image_events`] was asked for (tests check that a layer took the path).
+/// The (input channels, output channels) of every image [`conv_image_events`] was asked
+/// for (tests check that a layer took the path).
 #[cfg(test)]
-pub(super) static IMAGES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static IMAGES: std::sync::Mutex<Vec<(usize, usize)>> = std::sync::Mutex::new(Vec::new());
+
+/// How many images of `c` → `o` channels went through [`conv_image_events`] so far.
+#[cfg(test)]
+pub(super) fn images_of(c: usize, o: usize) -> usize {
+    IMAGES
+        .lock()
+        .map(|v| v.iter().filter(|&&s| s == (c, o)).count())
+        .unwrap_or(0)
+}
 
 /// Whether [`conv_image_events`] runs on this CPU.
 pub(super) fn available() -> bool {
@@ -251,13 +263,16 @@ mod tests {
             return;
         }
         let mut rng = ChaCha8Rng::seed_from_u64(11);
-        // (c, h, w, o, kh, kw, stride, pad)
+        // (c, h, w, o, kh, kw, stride, pad): the largest first, so that one reused
+        // `InputEvents` and its row buffer carry longer lists into the later cases.
         let cases = [
             (32, 14, 14, 64, 3, 3, 1, 1),
             (5, 9, 7, 70, 3, 3, 2, 1),
             (3, 8, 11, 19, 2, 3, 1, 0),
+            (4, 7, 9, 33, 3, 2, 2, 1),
             (1, 6, 6, 130, 3, 3, 1, 1),
         ];
+        let mut ev = InputEvents::default();
         for (c, h, w, o, kh, kw, stride, pad) in cases {
             let g = Geom::new((1, c, h, w), (kh, kw), stride, pad).unwrap();
             let wts: Vec<f32> = (0..o * c * kh * kw)
@@ -299,7 +314,6 @@ mod tests {
                     let what = format!(
                         "c{c} {h}x{w} o{o} {kh}x{kw}/{stride} pad {pad} d {density} hwc {is_hwc}"
                     );
-                    let mut ev = InputEvents::default();
                     ev.fill(&g, (layout, is_hwc));
                     let mut got = vec![f32::NAN; g.ho * g.wo * o];
                     assert!(conv_image_events(&g, &mut ev, &f, &mut got), "{what}");
@@ -326,6 +340,8 @@ mod tests {
         assert!(EventFilters::new(&[1.0, f32::NAN], 2, 1).is_none());
         assert!(EventFilters::new(&[1.0, 2.0, 3.0], 2, 2).is_none());
         assert!(EventFilters::new(&[1.0, 2.0], 2, 1).is_some());
+        assert!(EventFilters::new(&[], 0, 3).is_none());
+        assert!(EventFilters::new(&[], 3, 0).is_none());
     }
 
     /// The count the dispatch decides by.
@@ -333,5 +349,10 @@ mod tests {
     fn count_nonzero_counts_every_non_zero() {
         assert_eq!(count_nonzero(&[0.0, -0.0, 0.25, -1.0, f32::NAN, 0.0]), 3);
         assert_eq!(count_nonzero(&[]), 0);
+        // Across the 2^20-element chunks it counts in.
+        let mut long = vec![0f32; (1 << 20) + 3];
+        long[(1 << 20) - 1] = 1.0;
+        long[1 << 20] = 2.0;
+        assert_eq!(count_nonzero(&long), 2);
     }
 }
