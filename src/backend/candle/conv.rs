@@ -36,8 +36,8 @@
 //! terms, in the same tap order (bit for bit the gemm's where `gemm` sums the patch in one
 //! pass of fused multiply-adds, else equal up to f32 rounding). Layers of at least
 //! `EVENT_MIN_OUT` output channels only (the gather works on 64 channels at a time).
-//! Measured (`examples/bench_kernels events`): 1.2–1.6× faster than im2col + gemm on the
-//! 32 → 64 layer at 0.34–0.19 non-zero, break-even near 0.5.
+//! Measured (`examples/bench_kernels events`, quiet machine, see docs/performance.md): 1.6×
+//! faster than im2col + gemm on the 32 → 64 layer at 0.34 non-zero, 2.1× at 0.19.
 //!
 //! CPU dispatch: the four drivers (`conv_rows`, `conv_rows_backward`, `conv_lif_forward`,
 //! `conv_lif_backward`) are compiled three times by `multiversion` — AVX-512, AVX2+FMA and
@@ -2481,15 +2481,7 @@ mod tests {
     fn conv_lif_on_sparse_pooled_input_matches_the_reference() {
         let mut rng = ChaCha8Rng::seed_from_u64(17);
         let (t, b, c, hw, o) = (3, 2, 32, 8, 70);
-        let x: Vec<f32> = (0..t * b * c * hw * hw)
-            .map(|_| {
-                if rng.random::<f64>() < 0.2 {
-                    rng.random_range(1..=4) as f32 / 4.0
-                } else {
-                    0.0
-                }
-            })
-            .collect();
+        let x = conv_events::tests::pooled_image(&mut rng, t * b * c * hw * hw, 0.2);
         let x = Var::from_tensor(&Tensor::from_vec(x, (t * b, c, hw, hw), &Device::Cpu).unwrap())
             .unwrap();
         let w = Var::from_tensor(&rand_tensor(&mut rng, &[o, c, 3, 3], -0.1, 0.2)).unwrap();

@@ -233,7 +233,7 @@ mod x86 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use candle_core::{Device, Tensor};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
@@ -242,7 +242,11 @@ mod tests {
 
     /// A `[C, H, W]` image whose entries are non-zero with probability `density`, valued
     /// like average-pooled spikes (k/4, k = 1..4).
-    fn pooled_image(rng: &mut ChaCha8Rng, n: usize, density: f64) -> Vec<f32> {
+    pub(in crate::backend::candle) fn pooled_image(
+        rng: &mut ChaCha8Rng,
+        n: usize,
+        density: f64,
+    ) -> Vec<f32> {
         (0..n)
             .map(|_| {
                 if rng.random::<f64>() < density {
